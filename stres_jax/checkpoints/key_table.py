@@ -3,12 +3,14 @@ import jax
 import numpy as np
 from flax import traverse_util
 
+from stres_jax.errors import UserError
+
 from stres_jax.models import ARCH_SPECS, STAGE_NAMES, Conv2Plus1D, R2Plus1dStem, block_name
 
 CONV, BN, DENSE = "conv", "bn", "dense"
 
 
-class KeyMismatchError(ValueError):
+class KeyMismatchError(UserError, ValueError):
     """The state_dict does not fit the architecture."""
 
 
@@ -77,10 +79,11 @@ def torch_to_flax(state_dict, arch, abstract_variables):
         for key, leaf, transform in _leaves(prefix, path, kind):
             if key not in state_dict:
                 raise KeyMismatchError(f"checkpoint has no key {key!r} needed by {arch}{hint}")
-            value = np.asarray(state_dict[key], np.float32)
-            value = transform(value) if transform else value
             if leaf not in expected:
                 raise KeyMismatchError(f"{arch} has no variable {'/'.join(leaf)} for key {key!r}")
+            value = np.asarray(state_dict[key], np.float32)
+            if value.ndim == len(expected[leaf]) and transform:
+                value = transform(value)
             if value.shape != tuple(expected[leaf]):
                 raise KeyMismatchError(
                     f"key {key!r}: checkpoint shape {tuple(state_dict[key].shape)} does not fit "

@@ -13,6 +13,8 @@ import zipfile
 import ml_dtypes
 import numpy as np
 
+from stres_jax.errors import UserError
+
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _STORAGE_DTYPES = {
     "FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
@@ -22,7 +24,7 @@ _STORAGE_DTYPES = {
 }
 
 
-class CheckpointFormatError(ValueError):
+class CheckpointFormatError(UserError, ValueError):
     """The file is not a readable state_dict, or is not safe to read."""
 
 

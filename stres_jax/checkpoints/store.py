@@ -1,0 +1,109 @@
+"""Checkpoint directories: orbax variables plus meta.json; written atomically, loaded with clear errors."""
+import json
+import os
+import shutil
+from importlib import resources
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+from stres_jax.data.transforms import PREPROCESSING
+from stres_jax.errors import UserError
+from stres_jax.models import create_model
+
+FORMAT_VERSION = 1
+META_FILE = "meta.json"
+VARIABLES_DIR = "variables"
+INPUT_SHAPE = (1, 16, 112, 112, 3)
+
+
+class CheckpointError(UserError, ValueError):
+    """A checkpoint directory that is missing, partial or from an incompatible version."""
+
+
+def kinetics400_labels():
+    """The 400 Kinetics class names, in the order of the published nets' outputs."""
+    text = resources.files("stres_jax").joinpath("labels/kinetics400.txt").read_text()
+    return [line for line in text.splitlines() if line]
+
+
+def abstract_variables(model):
+    """The model's variable tree as shapes only (nothing is computed)."""
+    return jax.eval_shape(model.init, jax.random.key(0), jnp.zeros(INPUT_SHAPE, jnp.float32))
+
+
+def _checkpointer():
+    import orbax.checkpoint as ocp  # imported here: slow to import, and only needed for I/O
+    return ocp.StandardCheckpointer()
+
+
+def save_checkpoint(directory, arch, variables, labels, source=None):
+    """Write `variables` and their metadata to `directory`, replacing it atomically."""
+    directory = Path(directory).absolute()
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = directory.parent / f".{directory.name}.partial-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    checkpointer = _checkpointer()
+    checkpointer.save(staging / VARIABLES_DIR, variables)
+    checkpointer.wait_until_finished()
+    meta = {"format_version": FORMAT_VERSION, "arch": arch, "num_classes": len(labels),
+            "labels": list(labels), "preprocessing": PREPROCESSING, "source": source or {}}
+    (staging / META_FILE).write_text(json.dumps(meta, indent=1))
+    previous = directory.parent / f".{directory.name}.old-{os.getpid()}"
+    if directory.exists():
+        os.replace(directory, previous)
+    os.replace(staging, directory)
+    shutil.rmtree(previous, ignore_errors=True)
+    return directory
+
+
+def read_meta(directory):
+    """The checkpoint's metadata, checked for presence and version."""
+    directory = Path(directory)
+    hint = "make one with `python convert_weights.py` or `stres-jax fetch ARCH`"
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory}: no such checkpoint directory; {hint}")
+    meta_path = directory / META_FILE
+    if not meta_path.is_file():
+        raise CheckpointError(f"{directory}: not a stres_jax checkpoint (no {META_FILE}); {hint}")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{meta_path}: unreadable ({err}); {hint}") from None
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{directory}: checkpoint format {meta.get('format_version')!r}, but this stres_jax "
+            f"reads format {FORMAT_VERSION}; convert the source checkpoint again")
+    for key in ("arch", "num_classes", "labels"):
+        if key not in meta:
+            raise CheckpointError(f"{meta_path}: missing key {key!r}; {hint}")
+    return meta
+
+
+def load_checkpoint(directory, **model_kwargs):
+    """`(model, variables, meta)` from a checkpoint directory; kwargs go to `create_model`."""
+    directory = Path(directory).absolute()
+    meta = read_meta(directory)
+    model = create_model(meta["arch"], num_classes=meta["num_classes"], **model_kwargs)
+    if not (directory / VARIABLES_DIR).is_dir():
+        raise CheckpointError(f"{directory}: the {VARIABLES_DIR}/ folder is missing (partial copy?)")
+    try:
+        abstract = abstract_variables(model)
+        variables = _checkpointer().restore(directory / VARIABLES_DIR, abstract)
+    except Exception as err:  # orbax raises many types for missing or mismatched files
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"{directory}: variables are incomplete or do not fit {meta['arch']} ({first_line})") from None
+    _check_shapes(directory, meta["arch"], variables, abstract)
+    return model, variables, meta
+
+
+def _check_shapes(directory, arch, variables, abstract):
+    """orbax restores a stored array whatever shape the target asks for: check every leaf."""
+    for (path, value), expected in zip(jax.tree_util.tree_leaves_with_path(variables),
+                                       jax.tree.leaves(abstract)):
+        if value.shape != expected.shape:
+            name = "/".join(str(getattr(k, "key", k)) for k in path)
+            raise CheckpointError(f"{directory}: variables do not fit {arch}: {name} has shape "
+                                  f"{value.shape}, the net needs {expected.shape}")

@@ -1,0 +1,37 @@
+import numpy as np
+import pytest
+
+from torch_reference import random_torchvision_model, save_state_dict
+
+
+@pytest.fixture(scope="session")
+def torch_models():
+    """One random torchvision model per arch, shared by the session."""
+    cache = {}
+
+    def get(arch):
+        if arch not in cache:
+            cache[arch] = random_torchvision_model(arch)
+        return cache[arch]
+    return get
+
+
+@pytest.fixture(scope="session")
+def converted(torch_models, tmp_path_factory):
+    """`converted(arch, legacy=False)` -> checkpoint dir converted from torchvision's saved file."""
+    from stres_jax.convert import convert_file
+    cache = {}
+
+    def get(arch, legacy=False):
+        if (arch, legacy) not in cache:
+            root = tmp_path_factory.mktemp(f"{arch}-{'legacy' if legacy else 'zip'}")
+            pth = save_state_dict(torch_models(arch), root / f"{arch}.pth", legacy)
+            cache[(arch, legacy)] = convert_file(pth, arch, root / "ckpt")
+        return cache[(arch, legacy)]
+    return get
+
+
+@pytest.fixture(scope="session")
+def clips():
+    """Two random normalised clips, (2, 16, 112, 112, 3) float32."""
+    return np.random.default_rng(0).standard_normal((2, 16, 112, 112, 3)).astype(np.float32)

@@ -1,0 +1,50 @@
+"""The independent side of every parity test: torchvision's own models, preset and files."""
+import numpy as np
+import torch
+import torchvision
+
+ARCHS = ("r3d_18", "mc3_18", "r2plus1d_18")
+
+
+def random_torchvision_model(arch, seed=0):
+    """torchvision's net with random weights and randomised BN statistics (so BN is not the identity)."""
+    torch.manual_seed(seed)
+    model = getattr(torchvision.models.video, arch)(weights=None)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm3d):
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.3, 0.3)
+                module.running_mean.uniform_(-0.3, 0.3)
+                module.running_var.uniform_(0.5, 2.0)
+                module.num_batches_tracked.fill_(1000)
+        model.fc.weight.normal_(0, 0.05)
+        model.fc.bias.uniform_(-0.5, 0.5)
+    return model.eval()
+
+
+def save_state_dict(model, path, legacy):
+    torch.save(model.state_dict(), path, _use_new_zipfile_serialization=not legacy)
+    return path
+
+
+def torch_forward(model, clips_nthwc):
+    """Logits and (stem, layer1..4, pre_logits) of torchvision's model, as NTHWC numpy arrays."""
+    captured = {}
+    hooks = [getattr(model, name).register_forward_hook(
+        lambda _m, _i, out, name=name: captured.__setitem__(name, out))
+        for name in ("stem", "layer1", "layer2", "layer3", "layer4", "avgpool")]
+    with torch.no_grad():
+        logits = model(torch.from_numpy(np.asarray(clips_nthwc)).permute(0, 4, 1, 2, 3))
+    for hook in hooks:
+        hook.remove()
+    features = {name: out.permute(0, 2, 3, 4, 1).numpy() for name, out in captured.items()
+                if name != "avgpool"}
+    features["pre_logits"] = captured["avgpool"].flatten(1).numpy()
+    return logits.numpy(), features
+
+
+def relative_error(ours, reference):
+    """max |ours - reference| over the largest |reference|."""
+    ours, reference = np.asarray(ours, np.float64), np.asarray(reference, np.float64)
+    return float(np.abs(ours - reference).max() / np.abs(reference).max())
