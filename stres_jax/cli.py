@@ -6,7 +6,7 @@ import sys
 from stres_jax.errors import UserError
 
 # Modules with `register(subparsers)`, which adds their subcommands and sets `func`.
-COMMAND_MODULES = ("stres_jax.convert", "stres_jax.labels")
+COMMAND_MODULES = ("stres_jax.convert", "stres_jax.predict", "stres_jax.labels")
 
 
 def run_guarded(fn):

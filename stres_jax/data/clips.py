@@ -1,0 +1,39 @@
+"""Assemble clips while a video streams past: each frame is decoded once, kept only while needed."""
+import numpy as np
+
+from stres_jax.data.decode import iter_frames
+from stres_jax.data.transforms import resize_crop_uint8
+
+
+def _resize_crop_frame(frame):
+    return resize_crop_uint8(frame[None])[0]
+
+
+def stream_clips(path, jobs, batch_size=8, on_frame=None):
+    """Yield batches `[(key, clip)]` of `(T, 112, 112, 3)` uint8 clips, in one decoding pass.
+
+    `jobs` is `[(key, frame indices)]`. A clip is emitted as soon as its last frame is
+    decoded; a frame is dropped once no pending clip needs it. `on_frame(index)` is called
+    for each decoded frame (for progress bars).
+    """
+    pending = sorted(((int(np.max(idx)), key, np.asarray(idx)) for key, idx in jobs),
+                     key=lambda job: job[0])
+    if not pending:
+        return
+    needed = np.unique(np.concatenate([idx for _, _, idx in pending]))
+    frames, ready = {}, []
+    for index, frame in iter_frames(path, needed, transform=_resize_crop_frame):
+        frames[index] = frame
+        if on_frame:
+            on_frame(index)
+        while pending and pending[0][0] <= index:
+            _, key, idx = pending.pop(0)
+            ready.append((key, np.stack([frames[i] for i in idx])))
+            lowest = min((int(i.min()) for _, _, i in pending), default=index + 1)
+            for old in [i for i in frames if i < lowest]:
+                del frames[old]
+        if len(ready) >= batch_size:
+            yield ready
+            ready = []
+    if ready:
+        yield ready

@@ -1,0 +1,76 @@
+"""Which frames form which clips: torchvision's video-level protocol, target length, windows.
+
+Every function returns frame indices into the video's frames in presentation order.
+"""
+import math
+
+import numpy as np
+
+CLIP_LEN = 16
+NUM_CLIPS = 5
+FRAME_RATE = 15
+
+
+def resample_indices(num_frames, fps, frame_rate=FRAME_RATE):
+    """torchvision VideoClips' resampling of `num_frames` frames at `fps` to `frame_rate`."""
+    if frame_rate is None:
+        return np.arange(num_frames)
+    step = float(fps) / float(frame_rate)
+    if step.is_integer():
+        return np.arange(num_frames)[:: int(step)]
+    count = int(math.floor(num_frames * float(frame_rate) / float(fps)))
+    # torch computes arange(count, dtype=float32) * step in float32, then floors.
+    return np.floor(np.arange(count, dtype=np.float32) * np.float32(step)).astype(np.int64)
+
+
+def resample_by_time(times, duration, frame_rate=FRAME_RATE):
+    """For variable-frame-rate video: at each tick of `frame_rate`, the frame on screen."""
+    ticks = np.arange(int(math.floor(duration * frame_rate))) / frame_rate
+    return np.maximum(np.searchsorted(times, ticks + 1e-9, side="right") - 1, 0)
+
+
+def uniform_starts(num_windows, num_clips=NUM_CLIPS):
+    """`floor(torch.linspace(0, num_windows - 1, num_clips))`, with torch's float32 arithmetic."""
+    if num_clips == 1:
+        return np.zeros(1, np.int64)
+    end = np.float32(num_windows - 1)
+    step = end / np.float32(num_clips - 1)
+    i = np.arange(num_clips)
+    from_start = step * i.astype(np.float32)
+    from_end = end - step * (num_clips - 1 - i).astype(np.float32)
+    return np.floor(np.where(i < num_clips // 2, from_start, from_end)).astype(np.int64)
+
+
+def protocol_clips(resampled, clip_len=CLIP_LEN, num_clips=NUM_CLIPS):
+    """`(num_clips, clip_len)` indices from the resampled frame list: all clips of `clip_len`
+    with step 1, `num_clips` picked uniformly. A list shorter than one clip repeats its last frame."""
+    resampled = np.asarray(resampled, np.int64)
+    if resampled.size == 0:
+        resampled = np.zeros(1, np.int64)
+    if resampled.size < clip_len:
+        resampled = np.concatenate([resampled, np.repeat(resampled[-1], clip_len - resampled.size)])
+    starts = uniform_starts(resampled.size - clip_len + 1, num_clips)
+    return resampled[starts[:, None] + np.arange(clip_len)]
+
+
+def spread_indices(start, stop, length):
+    """`length` indices spread evenly over frames [start, stop) (repeats when it is shorter)."""
+    return start + np.floor(np.linspace(0, stop - start - 1, length)).astype(np.int64)
+
+
+def target_length_clip(num_frames, target_length):
+    """One clip of `target_length` frames spread over the whole video: the speed knob."""
+    return spread_indices(0, num_frames, target_length)[None]
+
+
+def windows(num_frames, window, stride, clip_len=CLIP_LEN):
+    """[(first frame, end frame, clip indices)] for windows of `window` frames every `stride`.
+
+    Only whole windows are taken (a video shorter than one window gets one); each window
+    gives the net `clip_len` frames spread evenly over it.
+    """
+    if window < 1 or stride < 1:
+        raise ValueError("window and stride must be at least 1 frame")
+    starts = range(0, max(num_frames - window, 0) + 1, stride)
+    return [(s, min(s + window, num_frames), spread_indices(s, min(s + window, num_frames), clip_len))
+            for s in starts]
