@@ -1,0 +1,149 @@
+"""Net information: array sizes, layer types, multiply-accumulates, kernel shapes of every block."""
+import collections
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+
+from stres_jax.checkpoints.store import abstract_variables
+
+CLIP_SHAPE = (1, 16, 112, 112, 3)
+
+
+def _trace_layers(model):
+    """[(module path, module type, input shape, output shape, kernel size)] in call order."""
+    calls = []
+
+    def interceptor(next_fun, args, kwargs, context):
+        out = next_fun(*args, **kwargs)
+        module = context.module
+        if context.method_name == "__call__" and isinstance(module, (nn.Conv, nn.BatchNorm, nn.Dense)):
+            kernel = tuple(module.kernel_size) if isinstance(module, nn.Conv) else None
+            calls.append(("/".join(module.path), type(module).__name__, args[0].shape, out.shape, kernel))
+        return out
+
+    variables = abstract_variables(model)
+
+    def forward(v, x):
+        with nn.intercept_methods(interceptor):
+            return model.apply(v, x)
+    jaxpr = jax.make_jaxpr(forward)(variables, jnp.zeros(CLIP_SHAPE, jnp.float32))
+    return calls, variables, jaxpr
+
+
+def _count_primitives(jaxpr, counts=None):
+    counts = collections.Counter() if counts is None else counts
+    for eqn in jaxpr.eqns:
+        counts[eqn.primitive.name] += 1
+        for param in eqn.params.values():
+            inner = getattr(param, "jaxpr", param)
+            if hasattr(inner, "eqns"):
+                _count_primitives(inner, counts)
+    return counts
+
+
+def _macs(kind, in_shape, out_shape, kernel):
+    if kind == "Conv":
+        return int(np.prod(out_shape[1:])) * int(np.prod(kernel)) * in_shape[-1]
+    if kind == "Dense":
+        return in_shape[-1] * out_shape[-1]
+    return 0
+
+
+def net_information(model, arch=None):
+    """A JSON-ready dict: arrays, totals, layer types, GMACs per 16x112x112 clip, kernel sizes."""
+    calls, variables, jaxpr = _trace_layers(model)
+    arrays = {"/".join(path): int(np.prod(leaf.shape)) for path, leaf in
+              traverse_util.flatten_dict(variables["params"]).items()}
+    stats = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(variables.get("batch_stats", {})))
+    kinds = collections.Counter(kind for _, kind, _, _, _ in calls)
+    primitives = _count_primitives(jaxpr.jaxpr)
+    layer_types = {"convolution": kinds["Conv"], "batch_norm": kinds["BatchNorm"],
+                   "relu": primitives["max"], "dense": kinds["Dense"],
+                   "residual_add": sum(1 for p, k, *_ in calls if p.endswith("bn2")),
+                   "global_average_pool": 1}
+    kernel_sizes = collections.defaultdict(list)
+    layers = []
+    for path, kind, in_shape, out_shape, kernel in calls:
+        if kernel:
+            kernel_sizes[path.split("/")[0]].append(list(kernel))
+        layers.append({"path": path, "type": kind, "output": list(out_shape[1:]),
+                       **({"kernel": list(kernel)} if kernel else {})})
+    total = sum(arrays.values())
+    return {"arch": arch or type(model).__name__,
+            "input": list(CLIP_SHAPE[1:]), "total_params": total, "trainable_params": total,
+            "batch_norm_statistics": stats, "layer_types": layer_types,
+            "gmacs": round(sum(_macs(k, i, o, kern) for _, k, i, o, kern in calls) / 1e9, 3),
+            "kernel_sizes": dict(kernel_sizes), "arrays": arrays, "layers": layers}
+
+
+def format_information(info):
+    """Readable tables of `net_information`'s dict."""
+    lines = [f"{info['arch']}: {info['total_params']:,} parameters (all trainable), "
+             f"{info['batch_norm_statistics']:,} batch-norm statistics, "
+             f"{info['gmacs']} GMACs per {'x'.join(map(str, info['input'][:3]))} clip", "",
+             "layer types:"]
+    lines += [f"  {name:20s} {count}" for name, count in info["layer_types"].items()]
+    lines += ["", "kernel sizes [time, height, width] of each block's convolutions:"]
+    for block, kernels in info["kernel_sizes"].items():
+        lines.append(f"  {block:10s} " + "  ".join("x".join(map(str, k)) for k in kernels))
+    lines += ["", "arrays:"]
+    width = max(len(name) for name in info["arrays"])
+    lines += [f"  {name:{width}s} {count:>10,}" for name, count in info["arrays"].items()]
+    return "\n".join(lines)
+
+
+def _model_for(target):
+    """(model, arch) for an arch name or a checkpoint directory."""
+    from pathlib import Path
+
+    from stres_jax.checkpoints.store import read_meta
+    from stres_jax.models import canonical_arch, create_model
+    if Path(target).is_dir():
+        meta = read_meta(target)
+        return create_model(meta["arch"], num_classes=meta["num_classes"]), meta["arch"]
+    arch = canonical_arch(target)
+    return create_model(arch), arch
+
+
+def register(subparsers):
+    info = subparsers.add_parser(
+        "info", help="parameter counts, layer types, GMACs and kernel sizes of a net",
+        description="Net information: per-array element counts, total parameters (batch-norm "
+        "statistics separately), layer type counts, multiply-accumulates per 16x112x112 clip and "
+        "the kernel shape [time, height, width] of every block's convolutions.")
+    info.add_argument("target", metavar="ARCH|CHECKPOINT", help="an arch name or a checkpoint directory")
+    info.add_argument("--format", choices=("text", "json"), default="text")
+    info.add_argument("--graphic", metavar="FILE.png", help="also draw a summary diagram of the net")
+    info.set_defaults(func=run_info)
+    filters = subparsers.add_parser(
+        "show-filters", help="draw the first convolution's kernels",
+        description="Draw the first convolution's kernels as a grid of small RGB images, "
+        "contrast-adjusted per kernel: 45 of 7x7 for (2+1)D; for 3D and Mixed, 64 kernels of 3 "
+        "temporal slices each.")
+    filters.add_argument("--checkpoint", required=True, help="checkpoint directory")
+    filters.add_argument("--out", required=True, metavar="FILE.png")
+    filters.set_defaults(func=run_show_filters)
+
+
+def run_info(args):
+    import json
+
+    from stres_jax.figures import save_summary
+    model, arch = _model_for(args.target)
+    info = net_information(model, arch)
+    print(json.dumps(info, indent=1) if args.format == "json" else format_information(info))
+    if args.graphic:
+        save_summary(info, args.graphic)
+    return 0
+
+
+def run_show_filters(args):
+    from stres_jax.checkpoints.store import load_checkpoint
+    from stres_jax.figures import save_filters
+    _, variables, _ = load_checkpoint(args.checkpoint)
+    save_filters(variables, args.out)
+    print(f"wrote {args.out}")
+    return 0

@@ -1,0 +1,175 @@
+"""ONNX export and import, written node by node with onnx.helper (jax2onnx mis-exported these nets).
+
+The graph takes `(batch, 3, time, 112, 112)` float32 like torchvision's exports. Initializers
+are named by their Flax paths, so import maps them back without guessing.
+"""
+import json
+
+import numpy as np
+import onnx
+from flax import traverse_util
+from onnx import TensorProto, helper, numpy_helper
+
+from stres_jax.checkpoints.store import abstract_variables
+from stres_jax.data.transforms import PREPROCESSING
+from stres_jax.errors import UserError
+from stres_jax.models import (ARCH_SPECS, STAGE_NAMES, Conv2Plus1D, Conv3DNoTemporal, R2Plus1dStem,
+                              block_name, create_model)
+
+OPSET, IR_VERSION, FORMAT = 17, 8, "stres_jax-onnx-1"
+
+
+class OnnxImportError(UserError, ValueError):
+    """An ONNX file that does not map onto one of the three nets."""
+
+
+class _GraphWriter:
+    def __init__(self, flat_variables):
+        self.flat, self.nodes, self.initializers, self.count = flat_variables, [], {}, 0
+
+    def _tensor(self, name, array):
+        self.initializers[name] = numpy_helper.from_array(np.asarray(array, np.float32), name)
+        return name
+
+    def _node(self, op, inputs, **attributes):
+        self.count += 1
+        out = f"{op.lower()}_{self.count}"
+        self.nodes.append(helper.make_node(op, inputs, [out], name=out, **attributes))
+        return out
+
+    def conv(self, x, path, stride, pad):
+        kernel = self.flat[("params",) + path + ("kernel",)]
+        weight = self._tensor("/".join(path) + "/kernel", np.transpose(kernel, (4, 3, 0, 1, 2)))
+        return self._node("Conv", [x, weight], kernel_shape=list(kernel.shape[:3]),
+                          strides=list(stride), pads=list(pad) * 2)
+
+    def bn(self, x, path, relu=False):
+        names = [self._tensor("/".join(path) + f"/{leaf}", self.flat[(col,) + path + (leaf,)])
+                 for col, leaf in (("params", "scale"), ("params", "bias"),
+                                   ("batch_stats", "mean"), ("batch_stats", "var"))]
+        out = self._node("BatchNormalization", [x] + names, epsilon=1e-5)
+        return self._node("Relu", [out]) if relu else out
+
+    def builder(self, x, path, builder, stride):
+        s = stride
+        if builder is Conv2Plus1D:
+            x = self.conv(x, path + ("spatial",), (1, s, s), (0, 1, 1))
+            x = self.bn(x, path + ("spatial_bn",), relu=True)
+            return self.conv(x, path + ("temporal",), (s, 1, 1), (1, 0, 0))
+        if builder is Conv3DNoTemporal:
+            return self.conv(x, path + ("conv",), (1, s, s), (0, 1, 1))
+        return self.conv(x, path + ("conv",), (s, s, s), (1, 1, 1))
+
+
+def _write_graph(arch, flat):
+    spec, g = ARCH_SPECS[arch], _GraphWriter(flat)
+    if spec["stem"] is R2Plus1dStem:
+        x = g.bn(g.conv("video", ("stem", "spatial"), (1, 2, 2), (0, 3, 3)), ("stem", "spatial_bn"), True)
+        x = g.bn(g.conv(x, ("stem", "temporal"), (1, 1, 1), (1, 0, 0)), ("stem", "temporal_bn"), True)
+    else:
+        x = g.bn(g.conv("video", ("stem", "conv"), (1, 2, 2), (1, 3, 3)), ("stem", "bn"), True)
+    for stage, builder in enumerate(spec["builders"], start=1):
+        for index in range(2):
+            name, stride = block_name(stage, index), 2 if stage > 1 and index == 0 else 1
+            y = g.bn(g.builder(x, (name, "conv1"), builder, stride), (name, "bn1"), relu=True)
+            y = g.bn(g.builder(y, (name, "conv2"), builder, 1), (name, "bn2"))
+            if stride != 1:
+                ds = builder.downsample_stride(stride)
+                x = g.bn(g.conv(x, (name, "downsample_conv"), ds, (0, 0, 0)), (name, "downsample_bn"))
+            x = g._node("Relu", [g._node("Add", [y, x])])
+    x = g._node("Flatten", [g._node("GlobalAveragePool", [x])])
+    g._tensor("fc/kernel", flat[("params", "fc", "kernel")])
+    g._tensor("fc/bias", flat[("params", "fc", "bias")])
+    g.nodes.append(helper.make_node("Gemm", [x, "fc/kernel", "fc/bias"], ["logits"], name="fc"))
+    return g
+
+
+def to_onnx(arch, variables, labels, frames=16):
+    """An onnx.ModelProto of the net, with labels and preprocessing in metadata_props."""
+    flat = traverse_util.flatten_dict(variables)
+    g = _write_graph(arch, {k: np.asarray(v) for k, v in flat.items()})
+    graph = helper.make_graph(
+        g.nodes, f"stres_jax_{arch}",
+        [helper.make_tensor_value_info("video", TensorProto.FLOAT, ["batch", 3, frames, 112, 112])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", len(labels)])],
+        list(g.initializers.values()))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name="stres_jax", ir_version=IR_VERSION)
+    helper.set_model_props(model, {"format": FORMAT, "arch": arch, "labels": json.dumps(labels),
+                                   "preprocessing": json.dumps(PREPROCESSING), "frames": str(frames)})
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def from_onnx(path):
+    """(arch, variables, labels) from an ONNX file written by `to_onnx`; refuses anything else."""
+    try:
+        model = onnx.load(str(path))
+    except Exception as err:
+        raise OnnxImportError(f"{path}: not a readable ONNX file ({err})") from None
+    props = {p.key: p.value for p in model.metadata_props}
+    arch = props.get("arch")
+    if props.get("format") != FORMAT or arch not in ARCH_SPECS:
+        raise OnnxImportError(f"{path}: not a stres_jax export (metadata format={props.get('format')!r}, "
+                              f"arch={arch!r}); only graphs written by `stres-jax export-onnx` can be mapped")
+    labels = json.loads(props.get("labels", "[]"))
+    abstract = abstract_variables(create_model(arch, num_classes=len(labels)))
+    expected = _write_graph(arch, {k: np.zeros(v.shape, np.float32) for k, v in
+                                   traverse_util.flatten_dict(abstract).items()})
+    found = [(n.op_type, list(n.input)) for n in model.graph.node]
+    wanted = [(n.op_type, list(n.input)) for n in expected.nodes]
+    for i, (ours, theirs) in enumerate(zip(wanted, found + [None] * len(wanted))):
+        if ours != theirs:
+            raise OnnxImportError(f"{path}: node {i} is {theirs}, but {arch} needs {ours}; "
+                                  "the graph cannot be mapped")
+    initializers = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    flat = {}
+    for key, leaf in traverse_util.flatten_dict(abstract).items():
+        name = "/".join(key[1:])
+        if name not in initializers:
+            raise OnnxImportError(f"{path}: initializer {name!r} is missing")
+        value = initializers[name]
+        if value.ndim == 5:
+            value = np.transpose(value, (2, 3, 4, 1, 0))
+        if value.shape != leaf.shape:
+            raise OnnxImportError(f"{path}: initializer {name!r} has shape {value.shape}, needs {leaf.shape}")
+        flat[key] = value
+    return arch, traverse_util.unflatten_dict(flat), labels
+
+
+def register(subparsers):
+    export = subparsers.add_parser(
+        "export-onnx", help="write a checkpoint as an ONNX model",
+        description="Write an ONNX model (opset 17) taking (batch, 3, frames, 112, 112) float32, "
+        "normalised as torchvision's preset, and returning logits; labels and preprocessing "
+        "constants are in metadata_props. Checked with onnx.checker.")
+    export.add_argument("--checkpoint", required=True, help="checkpoint directory")
+    export.add_argument("--out", required=True, metavar="FILE.onnx")
+    export.add_argument("--frames", type=int, default=16, help="clip length fixed in the graph (default 16)")
+    export.set_defaults(func=run_export)
+    imp = subparsers.add_parser(
+        "import-onnx", help="read an exported ONNX model back into a checkpoint",
+        description="Read an ONNX file written by export-onnx back into a checkpoint directory; "
+        "labels come from its metadata. Other graphs are refused.")
+    imp.add_argument("onnx_file", metavar="FILE.onnx")
+    imp.add_argument("--out", required=True, help="checkpoint directory to write")
+    imp.set_defaults(func=run_import)
+
+
+def run_export(args):
+    from stres_jax.atomic import atomic_path
+    from stres_jax.checkpoints.store import load_checkpoint
+    _, variables, meta = load_checkpoint(args.checkpoint)
+    model = to_onnx(meta["arch"], variables, meta["labels"], args.frames)
+    with atomic_path(args.out) as staging:
+        onnx.save(model, str(staging))
+    print(f"wrote {args.out} (opset {OPSET}, IR version {model.ir_version})")
+    return 0
+
+
+def run_import(args):
+    from stres_jax.checkpoints.store import save_checkpoint
+    arch, variables, labels = from_onnx(args.onnx_file)
+    out = save_checkpoint(args.out, arch, variables, labels, {"file": str(args.onnx_file), "format": "onnx"})
+    print(f"wrote {out}")
+    return 0
