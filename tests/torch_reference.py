@@ -1,7 +1,11 @@
 """The independent side of every parity test: torchvision's own models, preset and files."""
+import av
 import numpy as np
 import torch
 import torchvision
+from torchvision.datasets.samplers import UniformClipSampler
+from torchvision.datasets.video_utils import VideoClips
+from torchvision.models.video import R2Plus1D_18_Weights
 
 ARCHS = ("r3d_18", "mc3_18", "r2plus1d_18")
 
@@ -48,3 +52,33 @@ def relative_error(ours, reference):
     """max |ours - reference| over the largest |reference|."""
     ours, reference = np.asarray(ours, np.float64), np.asarray(reference, np.float64)
     return float(np.abs(ours - reference).max() / np.abs(reference).max())
+
+
+def decode_all(path):
+    """Every frame of a video with a plain PyAV loop, its packet timestamps and frame rate."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        pts = sorted(p.pts for p in container.demux(stream) if p.pts is not None and p.size > 0)
+        fps = float(stream.average_rate)
+    with av.open(str(path)) as container:
+        frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    return frames, pts, fps
+
+
+def torchvision_protocol_clip_probs(torch_model, path, clips_per_video=5):
+    """Per-clip softmax of torchvision's model on the clips its VideoClips + UniformClipSampler
+    choose (15 fps, 16 frames, step 1), through its preset. torchvision 0.29 decodes with
+    TorchCodec, which is not installed; timestamps and frames come from PyAV instead."""
+    frames, pts, fps = decode_all(path)
+    clips = VideoClips([str(path)], clip_length_in_frames=16, frames_between_clips=1, frame_rate=15,
+                       _precomputed_metadata={"video_paths": [str(path)],
+                                              "video_pts": [torch.tensor(pts)], "video_fps": [fps]})
+    preset = R2Plus1D_18_Weights.KINETICS400_V1.transforms()
+    probs = []
+    for clip_id in UniformClipSampler(clips, clips_per_video):
+        video, clip = clips.get_clip_location(clip_id)
+        indices = [pts.index(int(p)) for p in clips.clips[video][clip]]
+        batch = preset(torch.from_numpy(frames[indices]).permute(0, 3, 1, 2))[None]
+        with torch.no_grad():
+            probs.append(torch.softmax(torch_model(batch), 1)[0].numpy())
+    return np.stack(probs)

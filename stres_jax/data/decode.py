@@ -79,6 +79,7 @@ def probe(path):
             raise VideoError(f"{path}: frame size {width}x{height} is larger than the "
                              f"{MAX_PIXELS // 8192}x8192 limit; downscale the video first")
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        time_base = float(stream.time_base)
         try:
             pts = [p.pts for p in container.demux(stream) if p.pts is not None and p.size > 0]
         except av.error.FFmpegError as err:
@@ -86,7 +87,7 @@ def probe(path):
     if not pts or not rate or width == 0:
         raise VideoError(f"{path}: the video stream holds no frames")
     pts = np.sort(np.asarray(pts, np.int64))
-    times = (pts - pts[0]) * float(stream.time_base)
+    times = (pts - pts[0]) * time_base
     return VideoInfo(os.fspath(path), float(rate), times, width, height)
 
 

@@ -1,0 +1,124 @@
+"""Where evaluation videos come from: a Kinetics-layout folder, Kinetics CSV annotations, or TFDS."""
+import csv
+import dataclasses
+import functools
+from pathlib import Path
+
+import numpy as np
+
+from stres_jax.errors import UserError
+
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg"}
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoItem:
+    key: str                   # unique and stable: the path, or tfds:<name>/<split>/<index>
+    label: str | None = None   # class name in the model's label set
+    load: object = None        # for in-memory sources: () -> (frames (T, H, W, 3) uint8, fps)
+
+
+def normalise_name(name):
+    return " ".join(name.replace("_", " ").split()).lower()
+
+
+def _label_lookup(labels):
+    return {normalise_name(label): label for label in labels}
+
+
+def _match(name, lookup, where):
+    try:
+        return lookup[normalise_name(name)]
+    except KeyError:
+        raise UserError(f"{where}: class {name!r} is not one of the model's labels; rename it, or "
+                        "use a checkpoint whose labels include it") from None
+
+
+def folder_source(root, labels):
+    """`root/<class name>/<video>`: classes matched to `labels` by name (spaces or underscores)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"{root}: no such folder; set --config.data.root to a folder of class folders")
+    lookup, items = _label_lookup(labels), []
+    for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        label = _match(class_dir.name, lookup, class_dir)
+        items += [VideoItem(str(f), label) for f in sorted(class_dir.iterdir())
+                  if f.suffix.lower() in VIDEO_SUFFIXES]
+    if not items:
+        raise UserError(f"{root}: no videos found in <class>/<video> folders")
+    return items
+
+
+def csv_source(csv_path, root, labels, split=""):
+    """Kinetics annotations: files `<youtube_id>_<start:06d>_<end:06d>.mp4` in root or root/<label>/."""
+    lookup, items, root = _label_lookup(labels), [], Path(root)
+    try:
+        with open(csv_path, newline="") as file:
+            rows = list(csv.DictReader(file))
+    except OSError as err:
+        raise UserError(f"{csv_path}: cannot read ({err.strerror})") from None
+    needed = {"label", "youtube_id", "time_start", "time_end"}
+    if rows and not needed <= set(rows[0]):
+        raise UserError(f"{csv_path}: needs columns {sorted(needed)}, has {sorted(rows[0])}")
+    for line, row in enumerate(rows, start=2):
+        if split and row.get("split", split) != split:
+            continue
+        label = _match(row["label"], lookup, f"{csv_path}:{line}")
+        name = f"{row['youtube_id']}_{int(float(row['time_start'])):06d}_{int(float(row['time_end'])):06d}.mp4"
+        candidates = [root / row["label"] / name, root / row["label"].replace(" ", "_") / name, root / name]
+        path = next((p for p in candidates if p.exists()), candidates[0])
+        items.append(VideoItem(str(path), label))
+    return items
+
+
+class _SequentialReader:
+    """Examples of a TFDS split read once, in order; `get(i)` skips forward to example i.
+
+    Loads must be requested in increasing index order (the evaluation's producer does this).
+    """
+
+    def __init__(self, dataset):
+        import tensorflow_datasets as tfds
+        self._iterator, self._next = iter(tfds.as_numpy(dataset)), 0
+
+    def get(self, index):
+        if index < self._next:
+            raise RuntimeError(f"TFDS example {index} requested after {self._next - 1}")
+        while True:
+            example, self._next = next(self._iterator), self._next + 1
+            if self._next - 1 == index:
+                return np.asarray(example["video"], np.uint8)
+
+
+def tfds_source(name, split, labels, fps):
+    """A TFDS video dataset (e.g. ucf101), each label matched to the model's by name.
+
+    Labels outside the model's set are kept as they are (for probes; they never count as hits).
+    """
+    import tensorflow_datasets as tfds
+    split = split or "test"
+    builder = tfds.builder(name)
+    builder.download_and_prepare()
+    names = builder.info.features["label"].names
+    lookup = _label_lookup(labels)
+    only_labels = builder.as_dataset(split=split, decoders={"video": tfds.decode.SkipDecoding()})
+    reader = _SequentialReader(builder.as_dataset(split=split))
+    items = []
+    for index, example in enumerate(tfds.as_numpy(only_labels)):
+        label = names[int(example["label"])]
+        items.append(VideoItem(f"tfds:{name}/{split}/{index}", lookup.get(normalise_name(label), label),
+                               functools.partial(lambda i: (reader.get(i), fps), index)))
+    return items
+
+
+def make_source(data, labels):
+    """The VideoItems a config's `data` block names."""
+    if data.source == "folder":
+        items = folder_source(data.root, labels)
+    elif data.source == "csv":
+        items = csv_source(data.csv, data.root, labels, data.split)
+    elif data.source == "tfds":
+        items = tfds_source(data.tfds_name, data.split, labels, data.tfds_fps)
+    else:
+        raise UserError(f"config.data.source is {data.source!r}; use 'folder', 'csv' or 'tfds'")
+    return items[: data.max_videos] if data.max_videos else items
