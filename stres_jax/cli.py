@@ -7,7 +7,7 @@ from stres_jax.errors import UserError
 
 # Modules with `register(subparsers)`, which adds their subcommands and sets `func`.
 COMMAND_MODULES = ("stres_jax.convert", "stres_jax.predict", "stres_jax.labels", "stres_jax.inspect",
-                   "stres_jax.onnx_io")
+                   "stres_jax.onnx_io", "stres_jax.embed")
 
 
 def run_guarded(fn):

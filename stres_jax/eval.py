@@ -57,17 +57,16 @@ def load_for_eval(config):
     return runner.model, runner.variables, runner.labels
 
 
-def evaluate(config, workdir, extract=None):
-    """Run the protocol over the config's videos; on process 0 returns the results dict.
-
-    `extract(item, outputs)` (embeddings) is called on each video's per-clip outputs
-    (`probabilities`, `features`) before the record is written.
+def evaluate(config, workdir, items=None, embeddings=False):
+    """Run the protocol over `items` (default: the config's source); on process 0 returns
+    the results dict. With `embeddings`, each record also holds the video's pooled
+    512-d features averaged over its clips.
     """
     initialize_distributed(config.distributed)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     model, variables, labels = load_for_eval(config)
-    items = make_source(config.data, labels)
+    items = make_source(config.data, labels) if items is None else items
     done = read_records(workdir)
     mine = [item for item in items if item.key not in done][jax.process_index()::jax.process_count()]
 
@@ -75,15 +74,16 @@ def evaluate(config, workdir, extract=None):
         logits, features = model.apply(v, clips, return_features=True)
         return {"probabilities": jax.nn.softmax(logits), "features": features["pre_logits"]}
     parallel = DataParallel(forward, variables, config.batch_size)
-    videos = decoded_videos(mine, lambda item: protocol_clips_of(item, config.protocol),
+    videos = decoded_videos(mine, lambda item, loaded: protocol_clips_of(item, config.protocol, loaded),
                             config.num_workers, config.prefetch)
     show = jax.process_index() == 0 and sys.stderr.isatty()
     with _open_shard(workdir, jax.process_index()) as shard, \
             tqdm(total=len(mine), unit="video", disable=not show, desc="eval") as bar:
         def on_video(item, outputs):
-            if extract and not isinstance(outputs, UserError):
-                extract(item, outputs)
-            shard.write(json.dumps(video_record(item, outputs, labels)) + "\n")
+            record = video_record(item, outputs, labels)
+            if embeddings and "error" not in record:
+                record["embedding"] = np.asarray(outputs["features"], np.float32).mean(0).tolist()
+            shard.write(json.dumps(record) + "\n")
             shard.flush()
             bar.update()
         clip_shape = (config.protocol.clip_len, 112, 112, 3)
@@ -107,25 +107,29 @@ def write_results(workdir, records):
     return results
 
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "a config file, e.g. configs/r2plus1d.py",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "where predictions and results go (resumes if present)")
+def define_flags():
+    """The command's flags; defined only when run as a program, so importing stays side-effect free."""
+    config_flags.DEFINE_config_file("config", None, "a config file, e.g. configs/r2plus1d.py",
+                                    lock_config=True)
+    flags.DEFINE_string("workdir", None, "where predictions and results go (resumes if present)")
 
 
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax reports every read at INFO
-    if _CONFIG.value is None or not _WORKDIR.value:
+    config, workdir = flags.FLAGS.config, flags.FLAGS.workdir
+    if config is None or not workdir:
         raise app.UsageError("--config and --workdir are required")
     try:
-        results = evaluate(_CONFIG.value, _WORKDIR.value)
+        results = evaluate(config, workdir)
     except UserError as err:
         print(f"stres_jax.eval: error: {err}", file=sys.stderr)
         sys.exit(2)
     if results is not None:
         print(json.dumps({k: v for k, v in results.items() if k not in ("per_class", "skipped")}))
-        print(f"skipped {len(results['skipped'])} videos; results in {_WORKDIR.value}/results.json")
+        print(f"skipped {len(results['skipped'])} videos; results in {workdir}/results.json")
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -31,7 +31,8 @@ def summarize(records):
     hits5 = [any(t["label"] == r["label"] for t in r["top5"]) for r in scored]
     per_class = collections.defaultdict(list)
     for record, hit in zip(scored, hits1):
-        per_class[record["label"]].append(hit)
+        if record["label"] is not None:
+            per_class[record["label"]].append(hit)
 
     def ratio(numerator, denominator):
         return float(numerator) / denominator if denominator else 0.0

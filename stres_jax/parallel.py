@@ -69,15 +69,17 @@ def any_process(flag):
 def decoded_videos(items, load_clips, workers, prefetch):
     """Yield `(item, clips or UserError)` in order, decoding up to `prefetch` videos ahead.
 
-    In-memory items are loaded here, in order (sequential readers need that); files are
-    decoded by the worker threads. A video that fails yields its error, never raises.
+    `load_clips(item, loaded)` makes the clips. In-memory items are loaded here, in order
+    (sequential readers need that), and passed as `loaded`; files are decoded by the worker
+    threads. A video that fails yields its error, never raises.
     """
     items, pending = iter(items), collections.deque()
     with concurrent.futures.ThreadPoolExecutor(max(workers, 1)) as pool:
         def submit():
             item = next(items, None)
             if item is not None:
-                pending.append((item, pool.submit(_guarded, load_clips, item)))
+                loaded = _guarded(lambda it: it.load(), item) if item.load else None
+                pending.append((item, pool.submit(_guarded, lambda it: load_clips(it, loaded), item)))
         for _ in range(max(prefetch, 1)):
             submit()
         while pending:
@@ -86,9 +88,9 @@ def decoded_videos(items, load_clips, workers, prefetch):
             yield item, future.result()
 
 
-def _guarded(load_clips, item):
+def _guarded(fn, item):
     try:
-        return load_clips(item)
+        return fn(item)
     except UserError as err:
         return err
     except Exception as err:  # an unexpected decoder failure must not cost the other videos

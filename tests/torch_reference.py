@@ -66,7 +66,12 @@ def decode_all(path):
 
 
 def torchvision_protocol_clip_probs(torch_model, path, clips_per_video=5):
-    """Per-clip softmax of torchvision's model on the clips its VideoClips + UniformClipSampler
+    """Per-clip softmax of torchvision's model over the protocol's clips."""
+    return torch.softmax(torch.from_numpy(torchvision_protocol_outputs(torch_model, path, clips_per_video)), 1).numpy()
+
+
+def torchvision_protocol_outputs(torch_model, path, clips_per_video=5):
+    """Per-clip outputs of torchvision's model on the clips its VideoClips + UniformClipSampler
     choose (15 fps, 16 frames, step 1), through its preset. torchvision 0.29 decodes with
     TorchCodec, which is not installed; timestamps and frames come from PyAV instead."""
     frames, pts, fps = decode_all(path)
@@ -80,5 +85,5 @@ def torchvision_protocol_clip_probs(torch_model, path, clips_per_video=5):
         indices = [pts.index(int(p)) for p in clips.clips[video][clip]]
         batch = preset(torch.from_numpy(frames[indices]).permute(0, 3, 1, 2))[None]
         with torch.no_grad():
-            probs.append(torch.softmax(torch_model(batch), 1)[0].numpy())
+            probs.append(torch_model(batch)[0].numpy())
     return np.stack(probs)

@@ -39,8 +39,11 @@ def stream_clips(path, jobs, batch_size=8, on_frame=None):
         yield ready
 
 
-def protocol_clips_of(item, protocol):
-    """`(clips, T, 112, 112, 3)` uint8 clips of a VideoItem, by the protocol (a config block)."""
+def protocol_clips_of(item, protocol, loaded=None):
+    """`(clips, T, 112, 112, 3)` uint8 clips of a VideoItem, by the protocol (a config block).
+
+    `loaded` is `(frames, fps)` of an in-memory item, already loaded (or its UserError).
+    """
     from stres_jax.data.decode import VideoInfo, probe, read_frames
     from stres_jax.data.sampling import protocol_clips
     rate = protocol.frame_rate or None
@@ -49,7 +52,9 @@ def protocol_clips_of(item, protocol):
         indices = protocol_clips(info.resampled(rate), protocol.clip_len, protocol.clips_per_video)
         frames = read_frames(item.key, indices.ravel(), transform=_resize_crop_frame)
         return frames.reshape(indices.shape + frames.shape[1:])
-    frames, fps = item.load()
+    if isinstance(loaded, Exception):
+        raise loaded
+    frames, fps = loaded
     info = VideoInfo(item.key, float(fps), np.arange(len(frames)) / float(fps), frames.shape[2], frames.shape[1])
     indices = protocol_clips(info.resampled(rate), protocol.clip_len, protocol.clips_per_video)
     return resize_crop_uint8(frames[indices.ravel()]).reshape(indices.shape + (112, 112, 3))

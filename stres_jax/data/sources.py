@@ -26,22 +26,27 @@ def _label_lookup(labels):
     return {normalise_name(label): label for label in labels}
 
 
-def _match(name, lookup, where):
+def _match(name, lookup, where, strict=True):
     try:
         return lookup[normalise_name(name)]
     except KeyError:
+        if not strict:
+            return name
         raise UserError(f"{where}: class {name!r} is not one of the model's labels; rename it, or "
                         "use a checkpoint whose labels include it") from None
 
 
-def folder_source(root, labels):
-    """`root/<class name>/<video>`: classes matched to `labels` by name (spaces or underscores)."""
+def folder_source(root, labels, strict=True):
+    """`root/<class name>/<video>`: classes matched to `labels` by name (spaces or underscores).
+
+    With `strict=False` a class outside `labels` keeps its folder name (for embeddings).
+    """
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"{root}: no such folder; set --config.data.root to a folder of class folders")
     lookup, items = _label_lookup(labels), []
     for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        label = _match(class_dir.name, lookup, class_dir)
+        label = _match(class_dir.name, lookup, class_dir, strict)
         items += [VideoItem(str(f), label) for f in sorted(class_dir.iterdir())
                   if f.suffix.lower() in VIDEO_SUFFIXES]
     if not items:

@@ -1,0 +1,32 @@
+"""The base config of evaluation and embedding runs; configs/r2plus1d.py shows the command."""
+import ml_collections
+
+
+def get_base_config():
+    config = ml_collections.ConfigDict()
+    config.arch = "r2plus1d_18"
+    config.checkpoint = ""          # checkpoint directory; "" = the one `stres-jax fetch ARCH` cached
+    config.batch_size = 8           # clips per step over all devices and hosts
+    config.num_workers = 2          # decoding threads per process
+    config.prefetch = 8             # videos decoded ahead of the devices
+
+    config.data = ml_collections.ConfigDict()
+    config.data.source = "folder"   # "folder" (root/<class>/<video>), "csv" (Kinetics annotations) or "tfds"
+    config.data.root = ""           # folder of videos (folder and csv sources)
+    config.data.csv = ""            # Kinetics CSV: label,youtube_id,time_start,time_end,split
+    config.data.split = ""          # keep only CSV rows / the TFDS split of this name ("" = all / "test")
+    config.data.tfds_name = ""      # e.g. "ucf101" for source "tfds"
+    config.data.tfds_fps = 25.0     # frame rate of the TFDS videos (UCF-101: 25)
+    config.data.max_videos = 0      # evaluate only the first N videos (0 = all)
+
+    config.protocol = ml_collections.ConfigDict()
+    config.protocol.frame_rate = 15.0   # resample to this rate (0 = native)
+    config.protocol.clip_len = 16
+    config.protocol.clips_per_video = 5
+
+    config.distributed = ml_collections.ConfigDict()
+    config.distributed.num_processes = 1
+    config.distributed.process_id = 0
+    config.distributed.coordinator_address = ""   # "host:port" of process 0
+    config.distributed.cpu_collectives = "gloo"    # for CPU-only multi-process runs
+    return config
