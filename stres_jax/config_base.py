@@ -9,6 +9,8 @@ def get_base_config():
     config.batch_size = 8           # clips per step over all devices and hosts
     config.num_workers = 2          # decoding threads per process
     config.prefetch = 8             # videos decoded ahead of the devices
+    config.conv_impl = "auto"       # conv lowering: "taps" (CPU default), "xla" (elsewhere); BENCHMARKS.md
+    config.fold_batchnorm = True    # fold BN into the convs for inference (logits within 1e-6)
 
     config.data = ml_collections.ConfigDict()
     config.data.source = "folder"   # "folder" (root/<class>/<video>), "csv" (Kinetics annotations) or "tfds"

@@ -53,7 +53,8 @@ def _open_shard(workdir, process):
 def load_for_eval(config):
     """(model, variables, labels) named by the config."""
     from stres_jax.predict import load_runner
-    runner = load_runner(config.checkpoint or None, config.arch)
+    runner = load_runner(config.checkpoint or None, config.arch, conv_impl=config.conv_impl,
+                         fold_batchnorm=config.fold_batchnorm)
     return runner.model, runner.variables, runner.labels
 
 

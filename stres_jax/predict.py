@@ -38,10 +38,11 @@ class Sampling:
         return sampling.windows(info.num_frames, self.window, self.stride or self.window, self.clip_len)
 
 
-def load_runner(checkpoint=None, arch=None, random_init=False, batch_size=8):
+def load_runner(checkpoint=None, arch=None, random_init=False, batch_size=8, conv_impl="auto",
+                fold_batchnorm=True):
     """A ClipRunner from a checkpoint dir, the cached `fetch` checkpoint, or random weights."""
     if random_init:
-        model = create_model(arch or DEFAULT_ARCH)
+        model = create_model(arch or DEFAULT_ARCH, conv_impl=conv_impl)
         variables = jax.jit(model.init)(jax.random.key(0), np.zeros((1, 16, 112, 112, 3), np.float32))
         return ClipRunner(model, variables, kinetics400_labels(), batch_size)
     if checkpoint is None:
@@ -50,7 +51,7 @@ def load_runner(checkpoint=None, arch=None, random_init=False, batch_size=8):
         if not checkpoint.is_dir():
             raise UserError(f"no checkpoint given and none cached for {arch}: run `stres-jax fetch "
                             f"{arch}`, pass --checkpoint DIR, or use --random-init")
-    model, variables, meta = load_checkpoint(checkpoint)
+    model, variables, meta = load_checkpoint(checkpoint, conv_impl=conv_impl, fold_batchnorm=fold_batchnorm)
     return ClipRunner(model, variables, meta["labels"], batch_size)
 
 

@@ -22,3 +22,30 @@ def test_logits_features_and_stages_match_torchvision(arch, legacy, converted, t
     assert set(ref_features) == {"stem", "layer1", "layer2", "layer3", "layer4", "pre_logits"}
     assert max(errors.values()) < TOLERANCE, errors
     assert np.asarray(logits).shape == (2, 400)
+
+
+@pytest.mark.parametrize("conv_impl,fold", [("xla", False), ("xla", True), ("taps", True)],
+                         ids=["xla", "xla+fold", "taps+fold"])
+@pytest.mark.parametrize("arch", ARCHS)
+def test_every_lowering_matches_torchvision(arch, conv_impl, fold, converted, torch_models, clips):
+    model, variables, _ = stres_jax.load_checkpoint(converted(arch), conv_impl=conv_impl, fold_batchnorm=fold)
+    logits, features = jax.jit(lambda v, x: model.apply(v, x, return_features=True))(variables, clips[:1])
+    ref_logits, ref_features = torch_forward(torch_models(arch), clips[:1])
+    errors = {"logits": relative_error(logits, ref_logits),
+              "pre_logits": relative_error(features["pre_logits"], ref_features["pre_logits"])}
+    print(arch, conv_impl, "fold" if fold else "", {k: f"{v:.1e}" for k, v in errors.items()})
+    assert max(errors.values()) < TOLERANCE, errors
+
+
+def test_default_lowering_is_explicit():
+    import flax.linen as nn
+    from stres_jax.models import create_model
+    from stres_jax.models.fast_conv import TapConv
+    expected = TapConv if jax.default_backend() == "cpu" else nn.Conv
+    assert create_model("r3d_18").conv.func is expected
+    assert create_model("r3d_18", conv_impl="xla").conv.func is nn.Conv
+    with pytest.raises(ValueError, match="unknown conv implementation"):
+        create_model("r3d_18", conv_impl="fft")
+    folded = create_model("r3d_18", fold_batchnorm=True)
+    variables = folded.init(jax.random.key(0), np.zeros((1, 2, 16, 16, 3), np.float32))
+    assert set(variables) == {"params"} and "bias" in variables["params"]["stem"]["conv"]

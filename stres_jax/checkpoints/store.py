@@ -81,8 +81,10 @@ def read_meta(directory):
     return meta
 
 
-def load_checkpoint(directory, **model_kwargs):
-    """`(model, variables, meta)` from a checkpoint directory; kwargs go to `create_model`."""
+def load_checkpoint(directory, fold_batchnorm=False, **model_kwargs):
+    """`(model, variables, meta)` from a checkpoint directory; kwargs (conv_impl, dtype, ...)
+    go to `create_model`. `fold_batchnorm=True` gives a faster inference-only net whose convs
+    absorb the BatchNorms (logits within 1e-6 relative; no `train=True`)."""
     directory = Path(directory).absolute()
     meta = read_meta(directory)
     model = create_model(meta["arch"], num_classes=meta["num_classes"], **model_kwargs)
@@ -96,6 +98,10 @@ def load_checkpoint(directory, **model_kwargs):
         raise CheckpointError(
             f"{directory}: variables are incomplete or do not fit {meta['arch']} ({first_line})") from None
     _check_shapes(directory, meta["arch"], variables, abstract)
+    if fold_batchnorm:
+        from stres_jax.models.fold import fold_batchnorm as fold
+        variables = fold(variables)
+        model = create_model(meta["arch"], num_classes=meta["num_classes"], fold_batchnorm=True, **model_kwargs)
     return model, variables, meta
 
 

@@ -4,11 +4,13 @@ Layout is NTHWC. Every module takes `conv` and `norm` factories (as flax's image
 example does), so `use_running_average` and the conv lowering are chosen once, by the
 caller. Submodule names are fixed: the converter's key table relies on them.
 """
+import functools
 from typing import Any
 
 import flax.linen as nn
 
 ModuleDef = Any
+Conv = functools.partial(nn.Conv, use_bias=False)  # torchvision's convs have no bias
 
 
 def _same(pad):
@@ -20,7 +22,7 @@ class _ConvBuilder(nn.Module):
     features: int
     midplanes: int = 0
     stride: int = 1
-    conv: ModuleDef = nn.Conv
+    conv: ModuleDef = Conv
     norm: ModuleDef = nn.BatchNorm
 
 
@@ -31,7 +33,7 @@ class Conv3DSimple(_ConvBuilder):
     def __call__(self, x):
         s = self.stride
         return self.conv(self.features, (3, 3, 3), strides=(s, s, s),
-                         padding=_same((1, 1, 1)), use_bias=False, name="conv")(x)
+                         padding=_same((1, 1, 1)), name="conv")(x)
 
     @staticmethod
     def downsample_stride(stride):
@@ -45,7 +47,7 @@ class Conv3DNoTemporal(_ConvBuilder):
     def __call__(self, x):
         s = self.stride
         return self.conv(self.features, (1, 3, 3), strides=(1, s, s),
-                         padding=_same((0, 1, 1)), use_bias=False, name="conv")(x)
+                         padding=_same((0, 1, 1)), name="conv")(x)
 
     @staticmethod
     def downsample_stride(stride):
@@ -59,10 +61,10 @@ class Conv2Plus1D(_ConvBuilder):
     def __call__(self, x):
         s = self.stride
         x = self.conv(self.midplanes, (1, 3, 3), strides=(1, s, s),
-                      padding=_same((0, 1, 1)), use_bias=False, name="spatial")(x)
+                      padding=_same((0, 1, 1)), name="spatial")(x)
         x = nn.relu(self.norm(name="spatial_bn")(x))
         return self.conv(self.features, (3, 1, 1), strides=(s, 1, 1),
-                         padding=_same((1, 0, 0)), use_bias=False, name="temporal")(x)
+                         padding=_same((1, 0, 0)), name="temporal")(x)
 
     @staticmethod
     def downsample_stride(stride):
@@ -71,29 +73,37 @@ class Conv2Plus1D(_ConvBuilder):
 
 class BasicStem(nn.Module):
     """3x7x7 conv to 64 channels, spatial stride 2, BN, ReLU (3D and Mixed nets)."""
-    conv: ModuleDef = nn.Conv
+    conv: ModuleDef = Conv
     norm: ModuleDef = nn.BatchNorm
 
     @nn.compact
     def __call__(self, x):
         x = self.conv(64, (3, 7, 7), strides=(1, 2, 2), padding=_same((1, 3, 3)),
-                      use_bias=False, name="conv")(x)
+                      name="conv")(x)
         return nn.relu(self.norm(name="bn")(x))
 
 
 class R2Plus1dStem(nn.Module):
     """1x7x7 conv to 45 channels, BN, ReLU, 3x1x1 conv to 64, BN, ReLU ((2+1)D net)."""
-    conv: ModuleDef = nn.Conv
+    conv: ModuleDef = Conv
     norm: ModuleDef = nn.BatchNorm
 
     @nn.compact
     def __call__(self, x):
         x = self.conv(45, (1, 7, 7), strides=(1, 2, 2), padding=_same((0, 3, 3)),
-                      use_bias=False, name="spatial")(x)
+                      name="spatial")(x)
         x = nn.relu(self.norm(name="spatial_bn")(x))
-        x = self.conv(64, (3, 1, 1), padding=_same((1, 0, 0)), use_bias=False,
+        x = self.conv(64, (3, 1, 1), padding=_same((1, 0, 0)),
                       name="temporal")(x)
         return nn.relu(self.norm(name="temporal_bn")(x))
+
+
+class FoldedNorm(nn.Module):
+    """Stands where a BatchNorm was folded into the conv before it (inference only): identity."""
+
+    @nn.compact
+    def __call__(self, x):
+        return x
 
 
 def midplanes(inplanes, planes):
@@ -106,7 +116,7 @@ class BasicBlock(nn.Module):
     features: int
     builder: type
     stride: int = 1
-    conv: ModuleDef = nn.Conv
+    conv: ModuleDef = Conv
     norm: ModuleDef = nn.BatchNorm
 
     @nn.compact
@@ -123,6 +133,6 @@ class BasicBlock(nn.Module):
         if self.stride != 1 or inplanes != self.features:
             x = self.conv(self.features, (1, 1, 1),
                           strides=self.builder.downsample_stride(self.stride),
-                          padding="VALID", use_bias=False, name="downsample_conv")(x)
+                          padding="VALID", name="downsample_conv")(x)
             x = self.norm(name="downsample_bn")(x)
         return nn.relu(y + x)

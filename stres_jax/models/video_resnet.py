@@ -5,8 +5,9 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from stres_jax.models.layers import (BasicBlock, BasicStem, Conv2Plus1D, Conv3DNoTemporal,
-                                     Conv3DSimple, ModuleDef, R2Plus1dStem)
+from stres_jax.models.fast_conv import conv_factory, resolve_conv_impl
+from stres_jax.models.layers import (BasicBlock, BasicStem, Conv, Conv2Plus1D, Conv3DNoTemporal,
+                                     Conv3DSimple, FoldedNorm, ModuleDef, R2Plus1dStem)
 
 STAGE_NAMES = ("layer1", "layer2", "layer3", "layer4")
 
@@ -22,6 +23,10 @@ class VideoResNet(nn.Module):
     Input `(batch, time, height, width, 3)` float32, normalised. Returns logits, or
     `(logits, features)` with `return_features=True`: features holds `stem`, `layer1`..
     `layer4` and `pre_logits` (the pooled 512-d vector).
+
+    `conv` chooses the lowering (`fast_conv.TapConv` is faster on CPU, same parameters);
+    `fold_batchnorm=True` is an inference-only net whose convs carry the folded BN
+    (variables from `fold.fold_batchnorm`).
     """
     stem: type = R2Plus1dStem
     builders: Sequence[type] = (Conv2Plus1D,) * 4
@@ -29,14 +34,15 @@ class VideoResNet(nn.Module):
     widths: Sequence[int] = (64, 128, 256, 512)
     num_classes: int = 400
     dtype: Any = jnp.float32
-    conv: ModuleDef = nn.Conv
+    conv: ModuleDef = Conv
+    fold_batchnorm: bool = False
 
     @nn.compact
     def __call__(self, x, train: bool = False, return_features: bool = False):
-        conv = functools.partial(self.conv, dtype=self.dtype)
+        conv = functools.partial(self.conv, use_bias=self.fold_batchnorm, dtype=self.dtype)
         # PyTorch BN: eps 1e-5, momentum 0.1 (Flax counts momentum the other way round).
-        norm = functools.partial(nn.BatchNorm, use_running_average=not train,
-                                 momentum=0.9, epsilon=1e-5, dtype=self.dtype)
+        norm = FoldedNorm if self.fold_batchnorm else functools.partial(
+            nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype)
         x = jnp.asarray(x, self.dtype)
         features = {"stem": self.stem(conv=conv, norm=norm, name="stem")(x)}
         x = features["stem"]
@@ -76,8 +82,14 @@ def canonical_arch(arch):
     return key
 
 
-def create_model(arch=DEFAULT_ARCH, num_classes=400, **kwargs):
-    """The VideoResNet for `arch`; kwargs (dtype, conv, ...) go to VideoResNet."""
+def create_model(arch=DEFAULT_ARCH, num_classes=400, conv_impl="auto", **kwargs):
+    """The VideoResNet for `arch`; kwargs (dtype, fold_batchnorm, ...) go to VideoResNet.
+
+    `conv_impl` lowers the convolutions: "xla" (nn.Conv), "taps" (fast_conv.TapConv, faster on
+    CPU, see BENCHMARKS.md) or "auto" (taps on CPU, xla elsewhere). Parameters are the same.
+    """
+    if "conv" not in kwargs:
+        kwargs["conv"] = conv_factory(resolve_conv_impl(conv_impl))
     return VideoResNet(num_classes=num_classes, **ARCH_SPECS[canonical_arch(arch)], **kwargs)
 
 

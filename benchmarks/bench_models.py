@@ -1,0 +1,110 @@
+"""Seconds per clip of the JAX nets against torchvision (and onnxruntime on our export), side by side.
+
+    python benchmarks/bench_models.py                          # all nets, batch 1 and 8, CPU
+    python benchmarks/bench_models.py --archs r2plus1d_18 --batch-sizes 1 --repeats 7
+    XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=dot,eltwise,reduce python benchmarks/bench_models.py
+
+Runs are interleaved (torch, then each JAX variant, then onnxruntime, repeated), so the
+ratios compare like with like on a noisy machine. Compile time is reported separately.
+Not a test: the numbers go in BENCHMARKS.md and the issue notes.
+"""
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from torch_reference import random_torchvision_model  # noqa: E402
+
+from stres_jax.checkpoints.key_table import torch_to_flax  # noqa: E402
+from stres_jax.checkpoints.store import abstract_variables  # noqa: E402
+from stres_jax.models import create_model  # noqa: E402
+from stres_jax.models.fast_conv import conv_factory  # noqa: E402
+from stres_jax.models.fold import fold_batchnorm  # noqa: E402
+
+VARIANTS = {  # name: (conv lowering, fold BN)
+    "xla": ("xla", False), "taps": ("taps", False), "xla+fold": ("xla", True), "taps+fold": ("taps", True),
+}
+
+
+def jax_runner(arch, variables, variant, dtype):
+    impl, fold = VARIANTS[variant]
+    model = create_model(arch, conv=conv_factory(impl), fold_batchnorm=fold, dtype=dtype)
+    variables = fold_batchnorm(variables) if fold else variables
+    forward = jax.jit(model.apply)
+    return lambda x: forward(variables, x).block_until_ready()
+
+
+def onnx_runner(arch, variables):
+    import onnxruntime
+    from stres_jax.checkpoints.store import kinetics400_labels
+    from stres_jax.onnx_io import to_onnx
+    session = onnxruntime.InferenceSession(to_onnx(arch, variables, kinetics400_labels()).SerializeToString())
+    return lambda x: session.run(None, {"video": np.ascontiguousarray(x.transpose(0, 4, 1, 2, 3))})
+
+
+def bench(arch, batch, variants, repeats, dtype, with_onnx):
+    net = random_torchvision_model(arch)
+    variables = torch_to_flax({k: v.numpy() for k, v in net.state_dict().items()}, arch,
+                              abstract_variables(create_model(arch)))
+    x = np.random.default_rng(0).standard_normal((batch, 16, 112, 112, 3)).astype(np.float32)
+    x_torch = torch.from_numpy(x).permute(0, 4, 1, 2, 3).contiguous()
+
+    def torch_run(_):
+        with torch.inference_mode():
+            net(x_torch)
+    runners = {"torch": torch_run}
+    compile_s = {}
+    for variant in variants:
+        runners[variant] = jax_runner(arch, variables, variant, dtype)
+        start = time.perf_counter()
+        runners[variant](x)
+        compile_s[variant] = time.perf_counter() - start
+    if with_onnx:
+        runners["onnxruntime"] = onnx_runner(arch, variables)
+    times = {name: [] for name in runners}
+    for name, run in runners.items():
+        run(x)  # warm-up
+    for _ in range(repeats):
+        for name, run in runners.items():
+            start = time.perf_counter()
+            run(x)
+            times[name].append((time.perf_counter() - start) / batch)
+    return times, compile_s
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--archs", nargs="+", default=["r3d_18", "mc3_18", "r2plus1d_18"])
+    parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    parser.add_argument("--onnx", action="store_true", help="also time onnxruntime on our export")
+    args = parser.parse_args()
+    print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}, torch {torch.__version__} "
+          f"({torch.get_num_threads()} threads)")
+    print(f"{'arch':12s} {'batch':>5s} {'runner':12s} {'median s/clip':>14s} {'min s/clip':>11s} "
+          f"{'clips/s':>8s} {'torch/this':>10s} {'compile s':>9s}")
+    summary = []
+    for arch in args.archs:
+        for batch in args.batch_sizes:
+            times, compile_s = bench(arch, batch, args.variants, args.repeats, args.dtype, args.onnx)
+            torch_median = statistics.median(times["torch"])
+            for name, values in times.items():
+                median = statistics.median(values)
+                print(f"{arch:12s} {batch:5d} {name:12s} {median:14.3f} {min(values):11.3f} "
+                      f"{1 / median:8.2f} {torch_median / median:10.2f} "
+                      f"{compile_s.get(name, float('nan')):9.1f}", flush=True)
+            best = min(args.variants, key=lambda v: statistics.median(times[v]))
+            summary.append(f"{arch}@{batch}: {best} {torch_median / statistics.median(times[best]):.2f}x")
+    print("ratio torch/JAX (best variant): " + ", ".join(summary))
+
+
+if __name__ == "__main__":
+    main()
