@@ -29,6 +29,7 @@ from stres_jax.models.fold import fold_batchnorm  # noqa: E402
 
 VARIANTS = {  # name: (conv lowering, fold BN)
     "xla": ("xla", False), "taps": ("taps", False), "xla+fold": ("xla", True), "taps+fold": ("taps", True),
+    "taps3d+fold": ("taps3d", True),
 }
 
 

@@ -54,7 +54,9 @@ def _macs(kind, in_shape, out_shape, kernel):
 
 def net_information(model, arch=None):
     """A JSON-ready dict: arrays, totals, layer types, GMACs per 16x112x112 clip, kernel sizes."""
-    calls, variables, jaxpr = _trace_layers(model)
+    from stres_jax.models.fast_conv import conv_factory
+    # The net as defined, whatever lowering or folding `model` runs with.
+    calls, variables, jaxpr = _trace_layers(model.clone(conv=conv_factory("xla"), fold_batchnorm=False))
     arrays = {"/".join(path): int(np.prod(leaf.shape)) for path, leaf in
               traverse_util.flatten_dict(variables["params"]).items()}
     stats = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(variables.get("batch_stats", {})))

@@ -24,8 +24,8 @@ def test_logits_features_and_stages_match_torchvision(arch, legacy, converted, t
     assert np.asarray(logits).shape == (2, 400)
 
 
-@pytest.mark.parametrize("conv_impl,fold", [("xla", False), ("xla", True), ("taps", True)],
-                         ids=["xla", "xla+fold", "taps+fold"])
+@pytest.mark.parametrize("conv_impl,fold", [("xla", False), ("xla", True), ("taps", False), ("taps", True)],
+                         ids=["xla", "xla+fold", "taps", "taps+fold"])
 @pytest.mark.parametrize("arch", ARCHS)
 def test_every_lowering_matches_torchvision(arch, conv_impl, fold, converted, torch_models, clips):
     model, variables, _ = stres_jax.load_checkpoint(converted(arch), conv_impl=conv_impl, fold_batchnorm=fold)
@@ -40,8 +40,8 @@ def test_every_lowering_matches_torchvision(arch, conv_impl, fold, converted, to
 def test_default_lowering_is_explicit():
     import flax.linen as nn
     from stres_jax.models import create_model
-    from stres_jax.models.fast_conv import TapConv
-    expected = TapConv if jax.default_backend() == "cpu" else nn.Conv
+    from stres_jax.models.fast_conv import TapsFor3D
+    expected = TapsFor3D if jax.default_backend() == "cpu" else nn.Conv
     assert create_model("r3d_18").conv.func is expected
     assert create_model("r3d_18", conv_impl="xla").conv.func is nn.Conv
     with pytest.raises(ValueError, match="unknown conv implementation"):

@@ -51,14 +51,24 @@ class TapConv(nn.Module):
         return total
 
 
-CONV_IMPLS = {"xla": nn.Conv, "taps": TapConv}
+def TapsFor3D(features, kernel_size, **kwargs):  # noqa: N802 (a module factory)
+    """TapConv for kernels that span time and space (3x3x3, 3x7x7), nn.Conv for the rest.
+
+    Measured on CPU (BENCHMARKS.md): taps speed up full 3-D kernels by about 1.4x, but make
+    the (2+1)D net's 1x3x3 and 3x1x1 convolutions slower than XLA's own lowering.
+    """
+    spans_both = kernel_size[0] > 1 and max(kernel_size[1:]) > 1
+    return (TapConv if spans_both else nn.Conv)(features, kernel_size, **kwargs)
+
+
+CONV_IMPLS = {"xla": nn.Conv, "taps": TapConv, "taps3d": TapsFor3D}
 
 
 def resolve_conv_impl(impl):
-    """"auto" is "taps" where the default JAX backend is the CPU, else "xla"."""
+    """"auto" is "taps3d" where the default JAX backend is the CPU, else "xla"."""
     if impl == "auto":
         import jax
-        return "taps" if jax.default_backend() == "cpu" else "xla"
+        return "taps3d" if jax.default_backend() == "cpu" else "xla"
     return impl
 
 
