@@ -16,6 +16,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from stres_jax.data.transforms import normalize
 from stres_jax.errors import UserError
 
+
 def _cluster_processes():
     """Process count of a SLURM, Open MPI or Cloud TPU job JAX can join by itself (else 1)."""
     for name in ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"):
