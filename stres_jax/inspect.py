@@ -7,9 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from stres_jax.checkpoints.store import abstract_variables
-
-CLIP_SHAPE = (1, 16, 112, 112, 3)
+from stres_jax.checkpoints.store import INPUT_SHAPE as CLIP_SHAPE, abstract_variables
 
 
 def _trace_layers(model):
