@@ -13,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 from stres_jax.checkpoints.store import abstract_variables
 from stres_jax.data.transforms import PREPROCESSING
 from stres_jax.errors import UserError
-from stres_jax.models import (ARCH_SPECS, STAGE_NAMES, Conv2Plus1D, Conv3DNoTemporal, R2Plus1dStem,
+from stres_jax.models import (ARCH_SPECS, Conv2Plus1D, Conv3DNoTemporal, R2Plus1dStem,
                               block_name, create_model)
 
 OPSET, IR_VERSION, FORMAT = 17, 8, "stres_jax-onnx-1"

@@ -34,7 +34,7 @@ def default_checkpoint_dir(arch):
     return cache_dir() / "checkpoints" / arch
 
 
-def expectedsha256_file_prefix(filename):
+def expected_sha256_prefix(filename):
     return filename.rsplit("-", 1)[1].split(".")[0]
 
 
@@ -49,7 +49,7 @@ def sha256_file(path):
 def download_published(arch, base_url=None, progress=None):
     """Path of torchvision's published file for `arch`, downloaded into the cache if needed."""
     filename = PUBLISHED_FILES[arch]
-    prefix = expectedsha256_file_prefix(filename)
+    prefix = expected_sha256_prefix(filename)
     target = cache_dir() / "torchvision" / filename
     if target.is_file() and sha256_file(target).startswith(prefix):
         return target

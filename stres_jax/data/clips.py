@@ -46,15 +46,18 @@ def protocol_clips_of(item, protocol, loaded=None):
     """
     from stres_jax.data.decode import VideoInfo, probe, read_frames
     from stres_jax.data.sampling import protocol_clips
-    rate = protocol.frame_rate or None
     if item.load is None:
         info = probe(item.key)
-        indices = protocol_clips(info.resampled(rate), protocol.clip_len, protocol.clips_per_video)
-        frames = read_frames(item.key, indices.ravel(), transform=_resize_crop_frame)
-        return frames.reshape(indices.shape + frames.shape[1:])
-    if isinstance(loaded, Exception):
+    elif isinstance(loaded, Exception):
         raise loaded
-    frames, fps = loaded
-    info = VideoInfo(item.key, float(fps), np.arange(len(frames)) / float(fps), frames.shape[2], frames.shape[1])
-    indices = protocol_clips(info.resampled(rate), protocol.clip_len, protocol.clips_per_video)
-    return resize_crop_uint8(frames[indices.ravel()]).reshape(indices.shape + (112, 112, 3))
+    else:
+        frames, fps = loaded
+        info = VideoInfo(item.key, float(fps), np.arange(len(frames)) / float(fps),
+                         frames.shape[2], frames.shape[1])
+    indices = protocol_clips(info.resampled(protocol.frame_rate or None), protocol.clip_len,
+                             protocol.clips_per_video)
+    if item.load is None:
+        clips = read_frames(item.key, indices.ravel(), transform=_resize_crop_frame)
+    else:
+        clips = resize_crop_uint8(frames[indices.ravel()])
+    return clips.reshape(indices.shape + clips.shape[1:])

@@ -4,3 +4,7 @@ from stres_jax.models.layers import (BasicBlock, BasicStem, Conv2Plus1D, Conv3DN
 from stres_jax.models.video_resnet import (ARCH_SPECS, DEFAULT_ARCH, STAGE_NAMES, VideoResNet,
                                            block_name, canonical_arch, create_model, mc3_18,
                                            r2plus1d_18, r3d_18)
+
+__all__ = ["ARCH_SPECS", "DEFAULT_ARCH", "STAGE_NAMES", "BasicBlock", "BasicStem", "Conv2Plus1D",
+           "Conv3DNoTemporal", "Conv3DSimple", "R2Plus1dStem", "VideoResNet", "block_name",
+           "canonical_arch", "create_model", "mc3_18", "midplanes", "r2plus1d_18", "r3d_18"]
