@@ -16,6 +16,7 @@ from stres_jax.data.sources import VideoItem, folder_source
 from stres_jax.errors import UserError
 from stres_jax.eval import evaluate, read_records
 from stres_jax.models import ARCH_SPECS
+from stres_jax.xla_options import add_cpu_library_flag
 
 
 def items_for(paths):
@@ -67,6 +68,7 @@ def register(subparsers):
     parser.add_argument("--workdir", help="keep per-video results here; a rerun resumes (default: temporary)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--clips", type=int, default=5, help="clips per video (default 5)")
+    add_cpu_library_flag(parser)
     parser.set_defaults(func=run)
 
 
@@ -74,6 +76,7 @@ def run(args):
     config = get_base_config()
     config.arch, config.checkpoint, config.batch_size = args.arch, args.checkpoint or "", args.batch_size
     config.protocol.clips_per_video = args.clips
+    config.cpu_library = args.cpu_library
     items = items_for(args.paths)
     if not items:
         raise UserError("no videos found in the given paths")

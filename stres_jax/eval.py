@@ -23,6 +23,7 @@ from stres_jax.data.sources import make_source
 from stres_jax.errors import UserError
 from stres_jax.metrics import summarize, video_record
 from stres_jax.parallel import DataParallel, decoded_videos, initialize_distributed, run_videos
+from stres_jax.xla_options import compiler_options
 
 SHARD_GLOB = "predictions-*.jsonl"
 
@@ -54,7 +55,7 @@ def load_for_eval(config):
     """(model, variables, labels) named by the config."""
     from stres_jax.predict import load_runner
     runner = load_runner(config.checkpoint or None, config.arch, conv_impl=config.conv_impl,
-                         fold_batchnorm=config.fold_batchnorm)
+                         fold_batchnorm=config.fold_batchnorm, cpu_library=config.cpu_library)
     return runner.model, runner.variables, runner.labels
 
 
@@ -74,7 +75,7 @@ def evaluate(config, workdir, items=None, embeddings=False):
     def forward(v, clips):
         logits, features = model.apply(v, clips, return_features=True)
         return {"probabilities": jax.nn.softmax(logits), "features": features["pre_logits"]}
-    parallel = DataParallel(forward, variables, config.batch_size)
+    parallel = DataParallel(forward, variables, config.batch_size, compiler_options(config.cpu_library))
     videos = decoded_videos(mine, lambda item, loaded: protocol_clips_of(item, config.protocol, loaded),
                             config.num_workers, config.prefetch)
     show = jax.process_index() == 0 and sys.stderr.isatty()

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from stres_jax.data.transforms import normalize
+from stres_jax.xla_options import compiler_options
 
 
 def batch_sizes(count, max_batch):
@@ -28,12 +29,13 @@ class ClipRunner:
     variables: dict
     labels: list
     batch_size: int = 8
+    cpu_library: str = "ynnpack"  # stres_jax.xla_options
 
     def __post_init__(self):
         def forward(variables, clips):
             logits, features = self.model.apply(variables, clips, return_features=True)
             return jax.nn.softmax(logits.astype(jnp.float32)), features["pre_logits"]
-        self._forward = jax.jit(forward)
+        self._forward = jax.jit(forward, compiler_options=compiler_options(self.cpu_library))
 
     def run(self, clips_uint8):
         """`(N, T, 112, 112, 3)` uint8 (resized and cropped) -> (probabilities, features)."""

@@ -38,7 +38,7 @@ def initialize_distributed(distributed):
 class DataParallel:
     """`step(variables, clips)` jitted over a data-parallel mesh of all devices."""
 
-    def __init__(self, forward, variables, global_batch):
+    def __init__(self, forward, variables, global_batch, compiler_options=None):
         devices = jax.device_count()
         if global_batch % devices:
             raise UserError(f"config.batch_size={global_batch} must be a multiple of the "
@@ -48,7 +48,8 @@ class DataParallel:
         self.rows = NamedSharding(mesh, PartitionSpec("data"))
         replicated = NamedSharding(mesh, PartitionSpec())
         self.variables = jax.device_put(variables, replicated)
-        self.step = jax.jit(forward, in_shardings=(replicated, self.rows), out_shardings=self.rows)
+        self.step = jax.jit(forward, in_shardings=(replicated, self.rows), out_shardings=self.rows,
+                            compiler_options=compiler_options)
 
     def __call__(self, local_rows):
         batch = jax.make_array_from_process_local_data(self.rows, local_rows)

@@ -15,6 +15,7 @@ from stres_jax.data.decode import probe
 from stres_jax.errors import UserError
 from stres_jax.inference import ClipRunner
 from stres_jax.models import ARCH_SPECS, DEFAULT_ARCH, canonical_arch, create_model
+from stres_jax.xla_options import add_cpu_library_flag
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,12 +40,12 @@ class Sampling:
 
 
 def load_runner(checkpoint=None, arch=None, random_init=False, batch_size=8, conv_impl="auto",
-                fold_batchnorm=True):
+                fold_batchnorm=True, cpu_library="ynnpack"):
     """A ClipRunner from a checkpoint dir, the cached `fetch` checkpoint, or random weights."""
     if random_init:
         model = create_model(arch or DEFAULT_ARCH, conv_impl=conv_impl)
         variables = jax.jit(model.init)(jax.random.key(0), np.zeros((1, 16, 112, 112, 3), np.float32))
-        return ClipRunner(model, variables, kinetics400_labels(), batch_size)
+        return ClipRunner(model, variables, kinetics400_labels(), batch_size, cpu_library)
     if checkpoint is None:
         arch = canonical_arch(arch or DEFAULT_ARCH)
         checkpoint = default_checkpoint_dir(arch)
@@ -52,7 +53,7 @@ def load_runner(checkpoint=None, arch=None, random_init=False, batch_size=8, con
             raise UserError(f"no checkpoint given and none cached for {arch}: run `stres-jax fetch "
                             f"{arch}`, pass --checkpoint DIR, or use --random-init")
     model, variables, meta = load_checkpoint(checkpoint, conv_impl=conv_impl, fold_batchnorm=fold_batchnorm)
-    return ClipRunner(model, variables, meta["labels"], batch_size)
+    return ClipRunner(model, variables, meta["labels"], batch_size, cpu_library)
 
 
 def predict_video(runner, path, how=Sampling(), top=5, progress=False):
@@ -119,6 +120,7 @@ def register(subparsers):
     parser.add_argument("--stride", type=int, metavar="S", help="frames between window starts (default W)")
     parser.add_argument("--batch-size", type=int, help="clips per forward pass (default: 1 on CPU, "
                         "where larger batches only cost memory, about 240 MB a clip; 8 elsewhere)")
+    add_cpu_library_flag(parser)
     parser.set_defaults(func=run)
 
 
@@ -130,7 +132,8 @@ def run(args):
     how = Sampling(args.clips, args.clip_len, args.frame_rate or None, args.target_length,
                    args.window, args.stride)
     batch_size = args.batch_size or (1 if jax.default_backend() == "cpu" else 8)
-    runner = load_runner(args.checkpoint, args.arch, args.random_init, batch_size)
+    runner = load_runner(args.checkpoint, args.arch, args.random_init, batch_size,
+                         cpu_library=args.cpu_library)
     progress = sys.stderr.isatty()
     results = []
     for path in args.videos:

@@ -14,7 +14,9 @@ TOLERANCE = 1e-4  # relative to the largest value; measured about 1e-6 (see the 
 def test_logits_features_and_stages_match_torchvision(arch, legacy, converted, torch_models, clips):
     model, variables, meta = stres_jax.load_checkpoint(converted(arch, legacy))
     assert meta["arch"] == arch and len(meta["labels"]) == 400
-    logits, features = jax.jit(lambda v, x: model.apply(v, x, return_features=True))(variables, clips)
+    forward = jax.jit(lambda v, x: model.apply(v, x, return_features=True),
+                      compiler_options=stres_jax.compiler_options())  # the default path
+    logits, features = forward(variables, clips)
     ref_logits, ref_features = torch_forward(torch_models(arch), clips)
     errors = {"logits": relative_error(logits, ref_logits)}
     errors.update({name: relative_error(features[name], ref) for name, ref in ref_features.items()})
@@ -24,24 +26,27 @@ def test_logits_features_and_stages_match_torchvision(arch, legacy, converted, t
     assert np.asarray(logits).shape == (2, 400)
 
 
-@pytest.mark.parametrize("conv_impl,fold", [("xla", False), ("xla", True), ("taps", False), ("taps", True)],
-                         ids=["xla", "xla+fold", "taps", "taps+fold"])
+@pytest.mark.parametrize("conv_impl,fold,cpu_library", [
+    ("xla", False, "default"), ("xla", True, "default"), ("taps", False, "xla"), ("taps", True, "default"),
+    ("taps", True, "ynnpack")], ids=["xla", "xla+fold", "taps+xla-kernels", "taps+fold", "taps+fold+ynnpack"])
 @pytest.mark.parametrize("arch", ARCHS)
-def test_every_lowering_matches_torchvision(arch, conv_impl, fold, converted, torch_models, clips):
+def test_every_lowering_matches_torchvision(arch, conv_impl, fold, cpu_library, converted, torch_models, clips):
     model, variables, _ = stres_jax.load_checkpoint(converted(arch), conv_impl=conv_impl, fold_batchnorm=fold)
-    logits, features = jax.jit(lambda v, x: model.apply(v, x, return_features=True))(variables, clips[:1])
+    forward = jax.jit(lambda v, x: model.apply(v, x, return_features=True),
+                      compiler_options=stres_jax.compiler_options(cpu_library))
+    logits, features = forward(variables, clips[:1])
     ref_logits, ref_features = torch_forward(torch_models(arch), clips[:1])
     errors = {"logits": relative_error(logits, ref_logits),
               "pre_logits": relative_error(features["pre_logits"], ref_features["pre_logits"])}
-    print(arch, conv_impl, "fold" if fold else "", {k: f"{v:.1e}" for k, v in errors.items()})
+    print(arch, conv_impl, "fold" if fold else "", cpu_library, {k: f"{v:.1e}" for k, v in errors.items()})
     assert max(errors.values()) < TOLERANCE, errors
 
 
 def test_default_lowering_is_explicit():
     import flax.linen as nn
     from stres_jax.models import create_model
-    from stres_jax.models.fast_conv import TapsFor3D
-    expected = TapsFor3D if jax.default_backend() == "cpu" else nn.Conv
+    from stres_jax.models.fast_conv import TapConv
+    expected = TapConv if jax.default_backend() == "cpu" else nn.Conv
     assert create_model("r3d_18").conv.func is expected
     assert create_model("r3d_18", conv_impl="xla").conv.func is nn.Conv
     with pytest.raises(ValueError, match="unknown conv implementation"):
@@ -49,3 +54,22 @@ def test_default_lowering_is_explicit():
     folded = create_model("r3d_18", fold_batchnorm=True)
     variables = folded.init(jax.random.key(0), np.zeros((1, 2, 16, 16, 3), np.float32))
     assert set(variables) == {"params"} and "bias" in variables["params"]["stem"]["conv"]
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the CPU library choice")
+def test_cpu_library_choice_reaches_the_compiler():
+    """"ynnpack" fuses each conv with the work after it into one YNNPACK graph; "xla" keeps
+    XLA's own kernels; "default" (XLA's choice) puts lone convolutions into YNNPACK."""
+    model = stres_jax.create_model("mc3_18", fold_batchnorm=True)
+    x = np.zeros((1, 4, 32, 32, 3), np.float32)
+    variables = jax.eval_shape(model.init, jax.random.key(0), x)
+
+    def compiled(library):
+        jitted = jax.jit(model.apply, compiler_options=stres_jax.compiler_options(library))
+        return jitted.lower(variables, x).compile().as_text()
+    ynnpack, default = compiled("ynnpack"), compiled("default")
+    assert "__ynn_fusion" not in compiled("xla")
+    assert ynnpack.count("__ynn_fusion") < default.count("__ynn_fusion")  # convs merged with their taps' sum
+    assert stres_jax.compiler_options("ynnpack", backend="gpu") == {}
+    with pytest.raises(ValueError, match="unknown cpu_library"):
+        stres_jax.compiler_options("mkl")

@@ -1,9 +1,10 @@
 """Faster lowerings of the nets' convolutions, with the same parameters as `nn.Conv`.
 
 XLA's CPU backend runs a 3-D convolution at about a third of the speed it runs a 2-D one
-(design.md). `TapConv` computes a kt x kh x kw convolution as kt 2-D convolutions over
-time offsets, summed; `kernel` keeps nn.Conv's (kt, kh, kw, in, out) layout, so a
-checkpoint loads into either.
+(design.md), and hands only 2-D convolutions to YNNPACK (`stres_jax.xla_options`).
+`TapConv` computes a kt x kh x kw convolution as kt 2-D convolutions over time offsets,
+summed (one 2-D convolution over frames when kt is 1); `kernel` keeps nn.Conv's
+(kt, kh, kw, in, out) layout, so a checkpoint loads into either.
 """
 import functools
 from typing import Any, Sequence
@@ -65,10 +66,14 @@ CONV_IMPLS = {"xla": nn.Conv, "taps": TapConv, "taps3d": TapsFor3D}
 
 
 def resolve_conv_impl(impl):
-    """"auto" is "taps3d" where the default JAX backend is the CPU, else "xla"."""
+    """"auto" is "taps" where the default JAX backend is the CPU, else "xla".
+
+    With YNNPACK (the default CPU library) every conv must be 2-D, hence "taps"; with
+    XLA's own CPU kernels "taps3d" is faster for the (2+1)D net (BENCHMARKS.md).
+    """
     if impl == "auto":
         import jax
-        return "taps3d" if jax.default_backend() == "cpu" else "xla"
+        return "taps" if jax.default_backend() == "cpu" else "xla"
     return impl
 
 

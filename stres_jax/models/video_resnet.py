@@ -86,8 +86,9 @@ def create_model(arch=DEFAULT_ARCH, num_classes=400, conv_impl="auto", **kwargs)
     """The VideoResNet for `arch`; kwargs (dtype, fold_batchnorm, ...) go to VideoResNet.
 
     `conv_impl` lowers the convolutions: "xla" (nn.Conv), "taps" (fast_conv.TapConv), "taps3d"
-    (TapConv for 3-D kernels only) or "auto" (taps3d on CPU, xla elsewhere; BENCHMARKS.md).
-    The parameters are the same for all of them.
+    (TapConv for 3-D kernels only) or "auto" (taps on CPU, xla elsewhere; BENCHMARKS.md).
+    The parameters are the same for all of them. Jit with `stres_jax.compiler_options()`
+    for the fast CPU kernels.
     """
     if "conv" not in kwargs:
         kwargs["conv"] = conv_factory(resolve_conv_impl(conv_impl))

@@ -1,0 +1,51 @@
+"""Compile options for the nets, chosen per `jax.jit` (never through the process-wide XLA_FLAGS).
+
+On CPU, "ynnpack" hands the 2-D convolutions (the default `taps` lowering makes every conv
+one), the matmuls and the elementwise work after them to XLA's YNNPACK fusions, so a conv,
+the sum of its time taps, its bias and ReLU run as one YNNPACK graph (BENCHMARKS.md).
+"default" is XLA's own choice (in jaxlib 0.10.2: YNNPACK for lone 2-D convolutions only);
+"xla" turns YNNPACK off. Other backends get no options.
+
+    forward = jax.jit(model.apply, compiler_options=stres_jax.compiler_options())
+"""
+import functools
+import warnings
+
+import jax
+import numpy as np
+
+CPU_LIBRARIES = {
+    "ynnpack": {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_ELTWISE"},
+    "default": {},
+    "xla": {"xla_cpu_experimental_ynn_fusion_type": ""},
+}
+
+
+def compiler_options(cpu_library="ynnpack", backend=None):
+    """The `compiler_options` for `jax.jit` on `backend` (default: JAX's default backend)."""
+    if cpu_library not in CPU_LIBRARIES:
+        raise ValueError(f"unknown cpu_library {cpu_library!r}; choose one of {sorted(CPU_LIBRARIES)}")
+    options = CPU_LIBRARIES[cpu_library]
+    if (backend or jax.default_backend()) != "cpu" or not options:
+        return {}
+    if not _compiles_with(tuple(options.items())):
+        warnings.warn(f"this jaxlib does not accept {sorted(options)}; using XLA's own CPU kernels")
+        return {}
+    return dict(options)
+
+
+@functools.cache
+def _compiles_with(items):
+    """Whether this jaxlib's XLA knows the options (they are experimental and may be renamed)."""
+    try:
+        jax.jit(lambda x: x + 1, compiler_options=dict(items)).lower(np.zeros(2, np.float32)).compile()
+    except Exception:  # noqa: BLE001 (XLA reports an unknown option as a runtime error)
+        return False
+    return True
+
+
+def add_cpu_library_flag(parser):
+    """`--cpu-library` for a command that runs a net."""
+    parser.add_argument("--cpu-library", choices=sorted(CPU_LIBRARIES), default="ynnpack",
+                        help="CPU kernels: YNNPACK fusions of each conv with the work after it "
+                        "(the default, fastest), XLA's default choice, or XLA's own kernels")
