@@ -1,6 +1,6 @@
 """GFLOP/s of one conv lowered several ways, against PyTorch, on a layer1-shaped input.
 
-    python benchmarks/bench_conv.py [--shape 16 56 56 64] [--kernel 3 3 3] [--repeats 5]
+    python benchmarks/bench_conv.py [--shape 16 56 56 64] [--repeats 5] [--cpu-library ynnpack]
 
 Lowerings: XLA's 3-D conv; `taps` (kt 2-D convs, summed: fast_conv.TapConv); `taps_in_channels`
 (the kt time offsets stacked on the channel axis, one 2-D conv); `gemm` (im2col: all
@@ -16,6 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 from jax import lax
+
+from stres_jax.xla_options import CPU_LIBRARIES, compiler_options
 
 
 def xla3d(x, w):
@@ -53,6 +55,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--shape", nargs=4, type=int, default=[16, 56, 56, 64], metavar=("T", "H", "W", "C"))
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--cpu-library", choices=sorted(CPU_LIBRARIES), default="ynnpack")
     args = parser.parse_args()
     t, h, w, c = args.shape
     rng = np.random.default_rng(0)
@@ -65,7 +68,7 @@ def main():
     xt = torch.from_numpy(x.transpose(0, 4, 1, 2, 3).copy())
     runners = {"torch": lambda: conv(xt)}
     for fn in (xla3d, taps, taps_in_channels, gemm):
-        jitted = jax.jit(fn)
+        jitted = jax.jit(fn, compiler_options=compiler_options(args.cpu_library))
         error = float(np.abs(np.asarray(jitted(x, kernel)) - reference).max() / np.abs(reference).max())
         print(f"{fn.__name__}: relative difference from XLA's 3-D conv {error:.1e}")
         runners[fn.__name__] = lambda j=jitted: j(x, kernel).block_until_ready()

@@ -2,7 +2,10 @@
 
     python benchmarks/bench_models.py                          # all nets, batch 1 and 8, CPU
     python benchmarks/bench_models.py --archs r2plus1d_18 --batch-sizes 1 --repeats 7
-    XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=dot,eltwise,reduce python benchmarks/bench_models.py
+    python benchmarks/bench_models.py --variants taps+fold@ynnpack taps3d+fold@default xla@xla
+
+A variant is LOWERING[+fold][@CPU_LIBRARY]: the conv lowering (stres_jax.models.fast_conv),
+whether BN is folded, and the compile options (stres_jax.xla_options; default "default").
 
 Runs are interleaved (torch, then each JAX variant, then onnxruntime, repeated), so the
 ratios compare like with like on a noisy machine. Compile time is reported separately.
@@ -26,18 +29,25 @@ from stres_jax.checkpoints.store import abstract_variables  # noqa: E402
 from stres_jax.models import create_model  # noqa: E402
 from stres_jax.models.fast_conv import conv_factory  # noqa: E402
 from stres_jax.models.fold import fold_batchnorm  # noqa: E402
+from stres_jax.xla_options import compiler_options  # noqa: E402
 
-VARIANTS = {  # name: (conv lowering, fold BN)
-    "xla": ("xla", False), "taps": ("taps", False), "xla+fold": ("xla", True), "taps+fold": ("taps", True),
-    "taps3d+fold": ("taps3d", True),
-}
+DEFAULT_VARIANTS = ["xla@xla", "taps3d+fold@default", "taps+fold@ynnpack"]
+
+
+def parse_variant(name):
+    """"taps+fold@ynnpack" -> ("taps", True, "ynnpack")."""
+    lowering, _, library = name.partition("@")
+    impl, _, fold = lowering.partition("+")
+    if fold not in ("", "fold"):
+        raise SystemExit(f"variant {name!r}: expected LOWERING[+fold][@CPU_LIBRARY]")
+    return impl, fold == "fold", library or "default"
 
 
 def jax_runner(arch, variables, variant, dtype):
-    impl, fold = VARIANTS[variant]
+    impl, fold, library = parse_variant(variant)
     model = create_model(arch, conv=conv_factory(impl), fold_batchnorm=fold, dtype=dtype)
     variables = fold_batchnorm(variables) if fold else variables
-    forward = jax.jit(model.apply)
+    forward = jax.jit(model.apply, compiler_options=compiler_options(library))
     return lambda x: forward(variables, x).block_until_ready()
 
 
@@ -83,14 +93,15 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--archs", nargs="+", default=["r3d_18", "mc3_18", "r2plus1d_18"])
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8])
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS, metavar="VARIANT",
+                        help=f"LOWERING[+fold][@CPU_LIBRARY] (default: {' '.join(DEFAULT_VARIANTS)})")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     parser.add_argument("--onnx", action="store_true", help="also time onnxruntime on our export")
     args = parser.parse_args()
     print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads)")
-    print(f"{'arch':12s} {'batch':>5s} {'runner':12s} {'median s/clip':>14s} {'min s/clip':>11s} "
+    print(f"{'arch':12s} {'batch':>5s} {'runner':20s} {'median s/clip':>14s} {'min s/clip':>11s} "
           f"{'clips/s':>8s} {'torch/this':>10s} {'compile s':>9s}")
     summary = []
     for arch in args.archs:
@@ -99,7 +110,7 @@ def main():
             torch_median = statistics.median(times["torch"])
             for name, values in times.items():
                 median = statistics.median(values)
-                print(f"{arch:12s} {batch:5d} {name:12s} {median:14.3f} {min(values):11.3f} "
+                print(f"{arch:12s} {batch:5d} {name:20s} {median:14.3f} {min(values):11.3f} "
                       f"{1 / median:8.2f} {torch_median / median:10.2f} "
                       f"{compile_s.get(name, float('nan')):9.1f}", flush=True)
             best = min(args.variants, key=lambda v: statistics.median(times[v]))
