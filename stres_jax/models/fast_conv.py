@@ -3,8 +3,9 @@
 XLA's CPU backend runs a 3-D convolution at about a third of the speed it runs a 2-D one
 (design.md), and hands only 2-D convolutions to YNNPACK (`stres_jax.xla_options`).
 `TapConv` computes a kt x kh x kw convolution as kt 2-D convolutions over time offsets,
-summed (one 2-D convolution over frames when kt is 1); `kernel` keeps nn.Conv's
-(kt, kh, kw, in, out) layout, so a checkpoint loads into either.
+summed (one 2-D convolution over frames when kt is 1), and a kt x 1 x 1 one as a single
+2-D convolution over (time, pixels), which needs no time-offset copies; `kernel` keeps
+nn.Conv's (kt, kh, kw, in, out) layout, so a checkpoint loads into either.
 """
 import functools
 from typing import Any, Sequence
@@ -34,22 +35,41 @@ class TapConv(nn.Module):
         x, kernel = x.astype(dtype), kernel.astype(dtype)
         pad_t, pad_h, pad_w = ((0, 0),) * 3 if self.padding == "VALID" else tuple(map(tuple, self.padding))
         st, sh, sw = self.strides
-        if pad_t != (0, 0):
-            x = jnp.pad(x, ((0, 0), pad_t, (0, 0), (0, 0), (0, 0)))
-        batch, frames = x.shape[:2]
-        out_frames = (frames - kt) // st + 1
-        total = None
-        for dt in range(kt):
-            taps = x[:, dt: dt + (out_frames - 1) * st + 1: st]
-            y = lax.conv_general_dilated(
-                taps.reshape((batch * out_frames,) + taps.shape[2:]), kernel[dt], (sh, sw),
-                (pad_h, pad_w), dimension_numbers=("NHWC", "HWIO", "NHWC"))
-            total = y if total is None else total + y
-        total = total.reshape((batch, out_frames) + total.shape[1:])
+        if (kh, kw, sh, sw, pad_h, pad_w) == (1, 1, 1, 1, (0, 0), (0, 0)):
+            total = _temporal_conv(x, kernel, st, pad_t)
+        else:
+            total = _sum_of_taps(x, kernel, self.strides, (pad_t, pad_h, pad_w))
         if self.use_bias:
             total = total + self.param("bias", nn.initializers.zeros, (self.features,),
                                        self.param_dtype).astype(dtype)
         return total
+
+
+def _temporal_conv(x, kernel, stride_t, pad_t):
+    """A kt x 1 x 1 conv as one 2-D conv over (time, pixels): no time-offset copies."""
+    batch, frames, height, width, channels = x.shape
+    y = lax.conv_general_dilated(
+        x.reshape(batch, frames, height * width, channels), kernel[:, 0], (stride_t, 1),
+        (pad_t, (0, 0)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return y.reshape(batch, y.shape[1], height, width, y.shape[-1])
+
+
+def _sum_of_taps(x, kernel, strides, padding):
+    """A kt x kh x kw conv as kt 2-D convs over time offsets, summed."""
+    kt = kernel.shape[0]
+    (st, sh, sw), (pad_t, pad_h, pad_w) = strides, padding
+    if pad_t != (0, 0):
+        x = jnp.pad(x, ((0, 0), pad_t, (0, 0), (0, 0), (0, 0)))
+    batch, frames = x.shape[:2]
+    out_frames = (frames - kt) // st + 1
+    total = None
+    for dt in range(kt):
+        taps = x[:, dt: dt + (out_frames - 1) * st + 1: st]
+        y = lax.conv_general_dilated(
+            taps.reshape((batch * out_frames,) + taps.shape[2:]), kernel[dt], (sh, sw),
+            (pad_h, pad_w), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        total = y if total is None else total + y
+    return total.reshape((batch, out_frames) + total.shape[1:])
 
 
 def TapsFor3D(features, kernel_size, **kwargs):  # noqa: N802 (a module factory)
