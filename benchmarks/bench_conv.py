@@ -55,7 +55,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--shape", nargs=4, type=int, default=[16, 56, 56, 64], metavar=("T", "H", "W", "C"))
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--cpu-library", choices=sorted(CPU_LIBRARIES), default="ynnpack")
+    parser.add_argument("--cpu-library", choices=sorted(CPU_LIBRARIES), default="xla")
     args = parser.parse_args()
     t, h, w, c = args.shape
     rng = np.random.default_rng(0)

@@ -2,7 +2,7 @@
 
     python benchmarks/bench_models.py                          # all nets, batch 1 and 8, CPU
     python benchmarks/bench_models.py --archs r2plus1d_18 --batch-sizes 1 --repeats 7
-    python benchmarks/bench_models.py --variants taps+fold@ynnpack taps3d+fold@default xla@xla
+    python benchmarks/bench_models.py --variants taps+fold@xla taps+fold@ynnpack xla@xla
 
 A variant is LOWERING[+fold][@CPU_LIBRARY]: the conv lowering (stres_jax.models.fast_conv),
 whether BN is folded, and the compile options (stres_jax.xla_options; default "default").
@@ -31,7 +31,7 @@ from stres_jax.models.fast_conv import conv_factory  # noqa: E402
 from stres_jax.models.fold import fold_batchnorm  # noqa: E402
 from stres_jax.xla_options import compiler_options  # noqa: E402
 
-DEFAULT_VARIANTS = ["xla@xla", "taps3d+fold@default", "taps+fold@ynnpack"]
+DEFAULT_VARIANTS = ["xla@xla", "taps+fold@ynnpack", "taps+fold@xla"]
 
 
 def parse_variant(name):

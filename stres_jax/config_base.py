@@ -10,7 +10,7 @@ def get_base_config():
     config.num_workers = 2          # decoding threads per process
     config.prefetch = 8             # videos decoded ahead of the devices
     config.conv_impl = "auto"       # conv lowering: "taps" (CPU default), "xla" (elsewhere); BENCHMARKS.md
-    config.cpu_library = "ynnpack"  # CPU kernels: "ynnpack" or XLA's own ("xla"); stres_jax/xla_options.py
+    config.cpu_library = "xla"      # CPU kernels: XLA's own ("xla") or "ynnpack"; stres_jax/xla_options.py
     config.fold_batchnorm = True    # fold BN into the convs for inference (logits within 1e-6)
 
     config.data = ml_collections.ConfigDict()

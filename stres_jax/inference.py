@@ -29,7 +29,7 @@ class ClipRunner:
     variables: dict
     labels: list
     batch_size: int = 8
-    cpu_library: str = "ynnpack"  # stres_jax.xla_options
+    cpu_library: str = "xla"  # stres_jax.xla_options
 
     def __post_init__(self):
         def forward(variables, clips):

@@ -40,7 +40,7 @@ class Sampling:
 
 
 def load_runner(checkpoint=None, arch=None, random_init=False, batch_size=8, conv_impl="auto",
-                fold_batchnorm=True, cpu_library="ynnpack"):
+                fold_batchnorm=True, cpu_library="xla"):
     """A ClipRunner from a checkpoint dir, the cached `fetch` checkpoint, or random weights."""
     if random_init:
         model = create_model(arch or DEFAULT_ARCH, conv_impl=conv_impl)

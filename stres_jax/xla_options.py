@@ -1,10 +1,12 @@
 """Compile options for the nets, chosen per `jax.jit` (never through the process-wide XLA_FLAGS).
 
-On CPU, "ynnpack" hands the 2-D convolutions (the default `taps` lowering makes every conv
-one), the matmuls and the elementwise work after them to XLA's YNNPACK fusions, so a conv,
-the sum of its time taps, its bias and ReLU run as one YNNPACK graph (BENCHMARKS.md).
-"default" is XLA's own choice (in jaxlib 0.10.2: YNNPACK for lone 2-D convolutions only);
-"xla" turns YNNPACK off. Other backends get no options.
+On CPU the default `taps` lowering makes every conv a 2-D one. "xla" (the default here) runs
+them on XLA's own kernels (Eigen's 2-D convolution), which measured fastest for the whole
+nets (BENCHMARKS.md). "ynnpack" hands the convolutions, the matmuls and the elementwise work
+after them to XLA's YNNPACK fusions, so a conv, the sum of its time taps, its bias and ReLU
+run as one YNNPACK graph: faster on r3d's 56x56 stage, slower on the (2+1)D net. "default"
+is jaxlib's own choice (in 0.10.2: YNNPACK for lone 2-D convolutions, XLA for the rest),
+slower than both. Other backends get no options.
 
     forward = jax.jit(model.apply, compiler_options=stres_jax.compiler_options())
 """
@@ -21,7 +23,7 @@ CPU_LIBRARIES = {
 }
 
 
-def compiler_options(cpu_library="ynnpack", backend=None):
+def compiler_options(cpu_library="xla", backend=None):
     """The `compiler_options` for `jax.jit` on `backend` (default: JAX's default backend)."""
     if cpu_library not in CPU_LIBRARIES:
         raise ValueError(f"unknown cpu_library {cpu_library!r}; choose one of {sorted(CPU_LIBRARIES)}")
@@ -46,6 +48,6 @@ def _compiles_with(items):
 
 def add_cpu_library_flag(parser):
     """`--cpu-library` for a command that runs a net."""
-    parser.add_argument("--cpu-library", choices=sorted(CPU_LIBRARIES), default="ynnpack",
-                        help="CPU kernels: YNNPACK fusions of each conv with the work after it "
-                        "(the default, fastest), XLA's default choice, or XLA's own kernels")
+    parser.add_argument("--cpu-library", choices=sorted(CPU_LIBRARIES), default="xla",
+                        help="CPU kernels: XLA's own (the default, fastest for these nets), "
+                        "YNNPACK fusions of each conv with the work after it, or jaxlib's default mix")

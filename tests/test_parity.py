@@ -28,7 +28,8 @@ def test_logits_features_and_stages_match_torchvision(arch, legacy, converted, t
 
 @pytest.mark.parametrize("conv_impl,fold,cpu_library", [
     ("xla", False, "default"), ("xla", True, "default"), ("taps", False, "xla"), ("taps", True, "default"),
-    ("taps", True, "ynnpack")], ids=["xla", "xla+fold", "taps+xla-kernels", "taps+fold", "taps+fold+ynnpack"])
+    ("taps", True, "ynnpack"), ("taps", True, "xla")],
+    ids=["xla", "xla+fold", "taps+xla-kernels", "taps+fold", "taps+fold+ynnpack", "taps+fold+xla-kernels"])
 @pytest.mark.parametrize("arch", ARCHS)
 def test_every_lowering_matches_torchvision(arch, conv_impl, fold, cpu_library, converted, torch_models, clips):
     model, variables, _ = stres_jax.load_checkpoint(converted(arch), conv_impl=conv_impl, fold_batchnorm=fold)
@@ -58,8 +59,8 @@ def test_default_lowering_is_explicit():
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the CPU library choice")
 def test_cpu_library_choice_reaches_the_compiler():
-    """"ynnpack" fuses each conv with the work after it into one YNNPACK graph; "xla" keeps
-    XLA's own kernels; "default" (XLA's choice) puts lone convolutions into YNNPACK."""
+    """"xla" (the default) keeps XLA's own kernels; "ynnpack" fuses each conv with the work
+    after it into one YNNPACK graph; "default" (jaxlib's choice) puts lone convolutions into YNNPACK."""
     model = stres_jax.create_model("mc3_18", fold_batchnorm=True)
     x = np.zeros((1, 4, 32, 32, 3), np.float32)
     variables = jax.eval_shape(model.init, jax.random.key(0), x)
@@ -68,6 +69,7 @@ def test_cpu_library_choice_reaches_the_compiler():
         jitted = jax.jit(model.apply, compiler_options=stres_jax.compiler_options(library))
         return jitted.lower(variables, x).compile().as_text()
     ynnpack, default = compiled("ynnpack"), compiled("default")
+    assert stres_jax.compiler_options() == stres_jax.compiler_options("xla")
     assert "__ynn_fusion" not in compiled("xla")
     assert ynnpack.count("__ynn_fusion") < default.count("__ynn_fusion")  # convs merged with their taps' sum
     assert stres_jax.compiler_options("ynnpack", backend="gpu") == {}

@@ -75,8 +75,8 @@ def _sum_of_taps(x, kernel, strides, padding):
 def TapsFor3D(features, kernel_size, **kwargs):  # noqa: N802 (a module factory)
     """TapConv for kernels that span time and space (3x3x3, 3x7x7), nn.Conv for the rest.
 
-    Measured on CPU (BENCHMARKS.md): taps speed up full 3-D kernels by about 1.4x, but make
-    the (2+1)D net's 1x3x3 and 3x1x1 convolutions slower than XLA's own lowering.
+    The default before the (2+1)D net's kt x 1 x 1 convs became one 2-D conv each; kept so
+    the benchmarks can compare (BENCHMARKS.md).
     """
     spans_both = kernel_size[0] > 1 and max(kernel_size[1:]) > 1
     return (TapConv if spans_both else nn.Conv)(features, kernel_size, **kwargs)
@@ -88,8 +88,8 @@ CONV_IMPLS = {"xla": nn.Conv, "taps": TapConv, "taps3d": TapsFor3D}
 def resolve_conv_impl(impl):
     """"auto" is "taps" where the default JAX backend is the CPU, else "xla".
 
-    With YNNPACK (the default CPU library) every conv must be 2-D, hence "taps"; with
-    XLA's own CPU kernels "taps3d" is faster for the (2+1)D net (BENCHMARKS.md).
+    Both CPU libraries (stres_jax.xla_options) run 2-D convolutions 3-4x faster than 3-D
+    ones (YNNPACK takes only 2-D ones), hence "taps" for every conv (BENCHMARKS.md).
     """
     if impl == "auto":
         import jax
