@@ -9,6 +9,12 @@ whether BN is folded, and the compile options (stres_jax.xla_options; default "d
 
 Runs are interleaved (torch, then each JAX variant, then onnxruntime, repeated), so the
 ratios compare like with like on a noisy machine. Compile time is reported separately.
+torchvision runs on CUDA (cuDNN) when torch sees a GPU. `--dtype bfloat16` runs JAX in
+bfloat16 and, on a GPU, torchvision under autocast (AMP) to bfloat16; on the CPU torchvision
+stays float32 (its bf16 3-D conv took 299 s per mc3 clip here, BENCHMARKS.md):
+
+    python benchmarks/bench_models.py --batch-sizes 32 --variants xla+fold xla --dtype bfloat16  # GPU
+
 Not a test: the numbers go in BENCHMARKS.md and the issue notes.
 """
 import argparse
@@ -64,11 +70,16 @@ def bench(arch, batch, variants, repeats, dtype, with_onnx):
     variables = torch_to_flax({k: v.numpy() for k, v in net.state_dict().items()}, arch,
                               abstract_variables(create_model(arch)))
     x = np.random.default_rng(0).standard_normal((batch, 16, 112, 112, 3)).astype(np.float32)
-    x_torch = torch.from_numpy(x).permute(0, 4, 1, 2, 3).contiguous()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    net = net.to(device)
+    x_torch = torch.from_numpy(x).permute(0, 4, 1, 2, 3).contiguous().to(device)
+    amp = dtype == "bfloat16" and device == "cuda"
 
     def torch_run(_):
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast(device, torch.bfloat16, enabled=amp):
             net(x_torch)
+        if device == "cuda":
+            torch.cuda.synchronize()
     runners = {"torch": torch_run}
     compile_s = {}
     for variant in variants:
@@ -99,8 +110,9 @@ def main():
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     parser.add_argument("--onnx", action="store_true", help="also time onnxruntime on our export")
     args = parser.parse_args()
+    torch_on = torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu, {torch.get_num_threads()} threads"
     print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}, torch {torch.__version__} "
-          f"({torch.get_num_threads()} threads)")
+          f"on {torch_on}; JAX in {args.dtype}")
     print(f"{'arch':12s} {'batch':>5s} {'runner':20s} {'median s/clip':>14s} {'min s/clip':>11s} "
           f"{'clips/s':>8s} {'torch/this':>10s} {'compile s':>9s}")
     summary = []
