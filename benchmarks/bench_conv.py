@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from jax import lax
 
-from stres_jax.xla_options import CPU_LIBRARIES, compiler_options
+from stres_jax.xla_options import CPU_LIBRARIES, DEFAULT_CPU_LIBRARY, compiler_options
 
 
 def xla3d(x, w):
@@ -55,7 +55,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--shape", nargs=4, type=int, default=[16, 56, 56, 64], metavar=("T", "H", "W", "C"))
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--cpu-library", choices=sorted(CPU_LIBRARIES), default="xla")
+    parser.add_argument("--cpu-library", choices=sorted(CPU_LIBRARIES), default=DEFAULT_CPU_LIBRARY)
     args = parser.parse_args()
     t, h, w, c = args.shape
     rng = np.random.default_rng(0)

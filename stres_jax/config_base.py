@@ -1,6 +1,8 @@
 """The base config of evaluation and embedding runs; configs/r2plus1d.py shows the command."""
 import ml_collections
 
+from stres_jax.xla_options import DEFAULT_CPU_LIBRARY
+
 
 def get_base_config():
     config = ml_collections.ConfigDict()
@@ -10,7 +12,7 @@ def get_base_config():
     config.num_workers = 2          # decoding threads per process
     config.prefetch = 8             # videos decoded ahead of the devices
     config.conv_impl = "auto"       # conv lowering: "taps" (CPU default), "xla" (elsewhere); BENCHMARKS.md
-    config.cpu_library = "xla"      # CPU kernels: XLA's own ("xla") or "ynnpack"; stres_jax/xla_options.py
+    config.cpu_library = DEFAULT_CPU_LIBRARY  # CPU kernels: XLA's own ("xla") or "ynnpack"; xla_options.py
     config.fold_batchnorm = True    # fold BN into the convs for inference (logits within 1e-6)
 
     config.data = ml_collections.ConfigDict()

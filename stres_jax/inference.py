@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from stres_jax.data.transforms import normalize
-from stres_jax.xla_options import compiler_options
+from stres_jax.xla_options import DEFAULT_CPU_LIBRARY, compiler_options
 
 
 def batch_sizes(count, max_batch):
@@ -29,7 +29,7 @@ class ClipRunner:
     variables: dict
     labels: list
     batch_size: int = 8
-    cpu_library: str = "xla"  # stres_jax.xla_options
+    cpu_library: str = DEFAULT_CPU_LIBRARY  # stres_jax.xla_options
 
     def __post_init__(self):
         def forward(variables, clips):

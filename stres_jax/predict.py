@@ -15,7 +15,7 @@ from stres_jax.data.decode import probe
 from stres_jax.errors import UserError
 from stres_jax.inference import ClipRunner
 from stres_jax.models import ARCH_SPECS, DEFAULT_ARCH, canonical_arch, create_model
-from stres_jax.xla_options import add_cpu_library_flag
+from stres_jax.xla_options import DEFAULT_CPU_LIBRARY, add_cpu_library_flag
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +40,7 @@ class Sampling:
 
 
 def load_runner(checkpoint=None, arch=None, random_init=False, batch_size=8, conv_impl="auto",
-                fold_batchnorm=True, cpu_library="xla"):
+                fold_batchnorm=True, cpu_library=DEFAULT_CPU_LIBRARY):
     """A ClipRunner from a checkpoint dir, the cached `fetch` checkpoint, or random weights."""
     if random_init:
         model = create_model(arch or DEFAULT_ARCH, conv_impl=conv_impl)

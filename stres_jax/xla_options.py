@@ -21,9 +21,10 @@ CPU_LIBRARIES = {
     "default": {},
     "xla": {"xla_cpu_experimental_ynn_fusion_type": ""},
 }
+DEFAULT_CPU_LIBRARY = "xla"
 
 
-def compiler_options(cpu_library="xla", backend=None):
+def compiler_options(cpu_library=DEFAULT_CPU_LIBRARY, backend=None):
     """The `compiler_options` for `jax.jit` on `backend` (default: JAX's default backend)."""
     if cpu_library not in CPU_LIBRARIES:
         raise ValueError(f"unknown cpu_library {cpu_library!r}; choose one of {sorted(CPU_LIBRARIES)}")
@@ -48,6 +49,6 @@ def _compiles_with(items):
 
 def add_cpu_library_flag(parser):
     """`--cpu-library` for a command that runs a net."""
-    parser.add_argument("--cpu-library", choices=sorted(CPU_LIBRARIES), default="xla",
+    parser.add_argument("--cpu-library", choices=sorted(CPU_LIBRARIES), default=DEFAULT_CPU_LIBRARY,
                         help="CPU kernels: XLA's own (the default, fastest for these nets), "
                         "YNNPACK fusions of each conv with the work after it, or jaxlib's default mix")

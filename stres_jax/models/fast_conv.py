@@ -75,8 +75,8 @@ def _sum_of_taps(x, kernel, strides, padding):
 def TapsFor3D(features, kernel_size, **kwargs):  # noqa: N802 (a module factory)
     """TapConv for kernels that span time and space (3x3x3, 3x7x7), nn.Conv for the rest.
 
-    The default before the (2+1)D net's kt x 1 x 1 convs became one 2-D conv each; kept so
-    the benchmarks can compare (BENCHMARKS.md).
+    The CPU default before every conv became 2-D for the CPU libraries of
+    stres_jax.xla_options; kept as an explicit choice the benchmarks can compare.
     """
     spans_both = kernel_size[0] > 1 and max(kernel_size[1:]) > 1
     return (TapConv if spans_both else nn.Conv)(features, kernel_size, **kwargs)
