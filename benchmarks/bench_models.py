@@ -27,8 +27,8 @@ import jax
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from torch_reference import random_torchvision_model  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for tests.torch_reference
+from tests.torch_reference import random_torchvision_model  # noqa: E402
 
 from stres_jax.checkpoints.key_table import torch_to_flax  # noqa: E402
 from stres_jax.checkpoints.store import abstract_variables  # noqa: E402
@@ -52,14 +52,14 @@ def parse_variant(name):
 def jax_runner(arch, variables, variant, dtype):
     impl, fold, library = parse_variant(variant)
     model = create_model(arch, conv=conv_factory(impl), fold_batchnorm=fold, dtype=dtype)
-    variables = fold_batchnorm(variables) if fold else variables
+    variables = fold_batchnorm(variables, model.spec) if fold else variables
     forward = jax.jit(model.apply, compiler_options=compiler_options(library))
     return lambda x: forward(variables, x).block_until_ready()
 
 
 def onnx_runner(arch, variables):
     import onnxruntime
-    from stres_jax.checkpoints.store import kinetics400_labels
+    from stres_jax.labels import kinetics400_labels
     from stres_jax.onnx_io import to_onnx
     session = onnxruntime.InferenceSession(to_onnx(arch, variables, kinetics400_labels()).SerializeToString())
     return lambda x: session.run(None, {"video": np.ascontiguousarray(x.transpose(0, 4, 1, 2, 3))})

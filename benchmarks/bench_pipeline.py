@@ -45,8 +45,8 @@ def decode_throughput(path, max_frames):
 
 
 def model_throughput(arch, batch, repeats=3):
-    from stres_jax.predict import load_runner
-    runner = load_runner(arch=arch, random_init=True, batch_size=batch)
+    from stres_jax.inference import ClipRunner, load_model
+    runner = ClipRunner(*load_model(arch=arch, random_init=True), batch_size=batch)
     clips = np.zeros((batch, 16, 112, 112, 3), np.uint8)
     runner.run(clips)  # compile
     times = []

@@ -3,12 +3,11 @@
     python -m stres_jax.eval --config configs/mc3.py --workdir /tmp/eval-mc3 \
         --config.checkpoint=ckpt/mc3 --config.data.root=/data/kinetics400/val
 
-Add --config.batch_size=32 and the like to override; a misspelt key is an error.
+Add --config.batch_size=32 and the like to override; a misspelt key is an error. Every field
+and its default: stres_jax/config_base.py.
 """
-from configs.common import get_base_config
+from stres_jax.config_base import get_base_config
 
 
 def get_config():
-    config = get_base_config()
-    config.arch = "mc3_18"
-    return config
+    return get_base_config("mc3_18")

@@ -3,12 +3,11 @@
     python -m stres_jax.eval --config configs/r2plus1d.py --workdir /tmp/eval-r2plus1d \
         --config.checkpoint=ckpt/r2plus1d --config.data.root=/data/kinetics400/val
 
-Add --config.batch_size=32 and the like to override; a misspelt key is an error.
+Add --config.batch_size=32 and the like to override; a misspelt key is an error. Every field
+and its default: stres_jax/config_base.py.
 """
-from configs.common import get_base_config
+from stres_jax.config_base import get_base_config
 
 
 def get_config():
-    config = get_base_config()
-    config.arch = "r2plus1d_18"
-    return config
+    return get_base_config("r2plus1d_18")

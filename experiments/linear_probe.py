@@ -1,11 +1,13 @@
 """Linear probe on frozen video embeddings, and a closed-form ridge baseline.
 
     python experiments/linear_probe.py --train train.npz --test test.npz
-    python experiments/linear_probe.py --config experiments/ucf101_probe.py --config.checkpoint=DIR
+    python experiments/linear_probe.py --config configs/ucf101_probe.py --config.checkpoint=DIR
 
 The probe is softmax regression trained with optax (full-batch by default), its weight decay
 chosen on a validation split of the training set. The last line printed contains `top1`.
 """
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,6 +15,9 @@ import optax
 from absl import app, flags
 from ml_collections import config_flags
 from sklearn.model_selection import train_test_split
+
+from stres_jax.data.sources import tfds_source
+from stres_jax.embed import embed, save_npz
 
 WEIGHT_DECAYS = (0.0, 1e-4, 1e-3, 1e-2, 1e-1)
 
@@ -92,6 +97,27 @@ def report(results):
           f"top1 {results['probe']['top1']:.4f}  top5 {results['probe']['top5']:.4f}")
 
 
+def embed_split(config, split):
+    """(embeddings, labels) of one TFDS split, saved as <workdir>/<split>.npz when there is one."""
+    items = tfds_source(config.tfds_name, split, [], config.fps)
+    if config.max_videos:
+        items = items[: config.max_videos]
+    workdir = Path(config.workdir) / split if config.workdir else None
+    arrays, skipped = embed(items, config.embedding, workdir)
+    if config.workdir:
+        save_npz(arrays, Path(config.workdir) / f"{split}.npz")
+    print(f"{split}: {len(arrays['paths'])} videos embedded, {len(skipped)} skipped")
+    return arrays["embeddings"], arrays["labels"]
+
+
+def run_pipeline(config):
+    """{"probe": ..., "ridge": ...} for a config like configs/ucf101_probe.py."""
+    config.embedding.checkpoint = config.checkpoint
+    train = embed_split(config, config.train_split)
+    test = embed_split(config, config.test_split)
+    return probe(train, test, config.steps, config.probe_batch_size)
+
+
 def define_flags():
     flags.DEFINE_string("train", None, "embeddings .npz of the training set")
     flags.DEFINE_string("test", None, "embeddings .npz of the test set")
@@ -104,7 +130,6 @@ def main(argv):
     del argv
     args = flags.FLAGS
     if args.config is not None:
-        from ucf101_pipeline import run_pipeline  # beside this script
         report(run_pipeline(args.config))
     elif args.train and args.test:
         report(probe(load_embeddings(args.train), load_embeddings(args.test), args.steps, args.batch_size))

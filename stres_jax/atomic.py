@@ -1,17 +1,33 @@
-"""Atomic file writes: a result is either complete or absent, never half-written."""
+"""Atomic writes: a result (a file or a whole directory) is either complete or absent."""
 import contextlib
 import os
+import shutil
 from pathlib import Path
 
 
 @contextlib.contextmanager
 def atomic_path(path):
-    """Yield a temporary path beside `path`; on success it replaces `path` in one step."""
-    path = Path(path)
+    """Yield a staging path beside `path` to write a file or a directory to; on success it
+    replaces `path` (a directory that is there is moved aside first, then removed)."""
+    path = Path(path).absolute()
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_name(f".{path.name}.partial-{os.getpid()}{path.suffix}")
+    _remove(staging)
     try:
         yield staging
-        os.replace(staging, path)
+        if path.is_dir() and not path.is_symlink():
+            previous = path.with_name(f".{path.name}.old-{os.getpid()}")
+            os.replace(path, previous)
+            os.replace(staging, path)
+            _remove(previous)
+        else:
+            os.replace(staging, path)
     finally:
-        staging.unlink(missing_ok=True)
+        _remove(staging)
+
+
+def _remove(path):
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)

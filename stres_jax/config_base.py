@@ -1,12 +1,18 @@
-"""The base config of evaluation and embedding runs; configs/r2plus1d.py shows the command."""
+"""The base config of evaluation and embedding runs; configs/r2plus1d.py shows the command.
+
+It lives in the package (not in configs/), so a config file works from any directory and
+`stres-jax embed` can use it too."""
 import ml_collections
 
+from stres_jax.data import sampling
+from stres_jax.models import DEFAULT_ARCH, canonical_arch
 from stres_jax.xla_options import DEFAULT_CPU_LIBRARY
 
 
-def get_base_config():
+def get_base_config(arch=DEFAULT_ARCH):
+    """Every field of an eval or embedding run of `arch` (a name or alias), with its default."""
     config = ml_collections.ConfigDict()
-    config.arch = "r2plus1d_18"
+    config.arch = canonical_arch(arch)
     config.checkpoint = ""          # checkpoint directory; "" = the one `stres-jax fetch ARCH` cached
     config.batch_size = 8           # clips per step over all devices and hosts
     config.num_workers = 2          # decoding threads per process
@@ -25,9 +31,9 @@ def get_base_config():
     config.data.max_videos = 0      # evaluate only the first N videos (0 = all)
 
     config.protocol = ml_collections.ConfigDict()
-    config.protocol.frame_rate = 15.0   # resample to this rate (0 = native)
-    config.protocol.clip_len = 16
-    config.protocol.clips_per_video = 5
+    config.protocol.frame_rate = float(sampling.FRAME_RATE)  # resample to this rate (0 = native)
+    config.protocol.clip_len = sampling.CLIP_LEN
+    config.protocol.clips_per_video = sampling.NUM_CLIPS
 
     config.distributed = ml_collections.ConfigDict()
     config.distributed.num_processes = 1

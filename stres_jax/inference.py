@@ -1,12 +1,50 @@
-"""Run a net on clips: one jitted function, batches split into power-of-two sizes (few compiles)."""
+"""The inference core: load a net (checkpoint, cached checkpoint or random init), one forward
+function for every caller (single device or mesh), top-k, and `ClipRunner` for uint8 clips."""
 import dataclasses
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from stres_jax.data.transforms import normalize
+from stres_jax.checkpoints.fetch import default_checkpoint_dir
+from stres_jax.checkpoints.store import load_checkpoint
+from stres_jax.data.transforms import clip_shape, normalize
+from stres_jax.errors import UserError
+from stres_jax.labels import kinetics400_labels
+from stres_jax.metrics import top_k
+from stres_jax.models import DEFAULT_ARCH, canonical_arch, create_model
 from stres_jax.xla_options import DEFAULT_CPU_LIBRARY, compiler_options
+
+
+def load_model(checkpoint=None, arch=None, random_init=False, conv_impl="auto", fold_batchnorm=True):
+    """`(model, variables, labels)` from a checkpoint directory, the one `stres-jax fetch`
+    cached for `arch` (when `checkpoint` is None), or random weights (`random_init`)."""
+    if random_init:
+        model = create_model(arch or DEFAULT_ARCH, conv_impl=conv_impl)
+        variables = jax.jit(model.init)(jax.random.key(0), np.zeros(clip_shape(batch=1), np.float32))
+        return model, variables, kinetics400_labels()
+    if checkpoint is None:
+        arch = canonical_arch(arch or DEFAULT_ARCH)
+        checkpoint = default_checkpoint_dir(arch)
+        if not checkpoint.is_dir():
+            raise UserError(f"no checkpoint given and none cached for {arch}: run `stres-jax fetch "
+                            f"{arch}`, name a checkpoint directory, or use random weights")
+    model, variables, meta = load_checkpoint(checkpoint, conv_impl=conv_impl, fold_batchnorm=fold_batchnorm)
+    return model, variables, meta["labels"]
+
+
+def forward_fn(model):
+    """`(variables, clips) -> {"probabilities": float32 softmax, "features": pooled 512-d}`."""
+    def forward(variables, clips):
+        logits, features = model.apply(variables, clips, return_features=True)
+        return {"probabilities": jax.nn.softmax(logits.astype(jnp.float32)),
+                "features": features["pre_logits"].astype(jnp.float32)}
+    return forward
+
+
+def jit_forward(model, cpu_library=DEFAULT_CPU_LIBRARY):
+    """`forward_fn(model)` jitted with the project's compiler options (the fast CPU kernels)."""
+    return jax.jit(forward_fn(model), compiler_options=compiler_options(cpu_library))
 
 
 def batch_sizes(count, max_batch):
@@ -24,7 +62,8 @@ def batch_sizes(count, max_batch):
 
 @dataclasses.dataclass
 class ClipRunner:
-    """Per-clip softmax probabilities and pooled 512-d features of a loaded net."""
+    """Per-clip softmax probabilities and pooled features of a loaded net, in power-of-two
+    batches (few compiles)."""
     model: object
     variables: dict
     labels: list
@@ -32,25 +71,19 @@ class ClipRunner:
     cpu_library: str = DEFAULT_CPU_LIBRARY  # stres_jax.xla_options
 
     def __post_init__(self):
-        def forward(variables, clips):
-            logits, features = self.model.apply(variables, clips, return_features=True)
-            return jax.nn.softmax(logits.astype(jnp.float32)), features["pre_logits"]
-        self._forward = jax.jit(forward, compiler_options=compiler_options(self.cpu_library))
+        self._forward = jit_forward(self.model, self.cpu_library)
 
     def run(self, clips_uint8):
         """`(N, T, 112, 112, 3)` uint8 (resized and cropped) -> (probabilities, features)."""
         probabilities, features, start = [], [], 0
         for size in batch_sizes(len(clips_uint8), self.batch_size):
-            batch = normalize(np.asarray(clips_uint8[start:start + size]))
-            p, f = self._forward(self.variables, batch)
-            probabilities.append(np.asarray(p))
-            features.append(np.asarray(f))
+            out = self._forward(self.variables, normalize(np.asarray(clips_uint8[start:start + size])))
+            probabilities.append(np.asarray(out["probabilities"]))
+            features.append(np.asarray(out["features"]))
             start += size
         if not probabilities:
             return np.zeros((0, len(self.labels)), np.float32), np.zeros((0, 512), np.float32)
         return np.concatenate(probabilities), np.concatenate(features)
 
     def top(self, probabilities, k):
-        """[{"label", "probability"}] of the `k` largest entries of a probability vector."""
-        order = np.argsort(-probabilities, kind="stable")[:k]
-        return [{"label": self.labels[i], "probability": float(probabilities[i])} for i in order]
+        return top_k(probabilities, self.labels, k)

@@ -1,9 +1,15 @@
-"""Clip- and video-level accuracy from per-video records (the lines of predictions.jsonl)."""
+"""Top-k, and clip- and video-level accuracy from per-video records (the lines of predictions.jsonl)."""
 import collections
 
 import numpy as np
 
 from stres_jax.errors import UserError
+
+
+def top_k(probabilities, labels, k):
+    """[{"label", "probability"}] of the `k` largest entries of a probability vector."""
+    order = np.argsort(-np.asarray(probabilities), kind="stable")[:k]
+    return [{"label": labels[i], "probability": float(probabilities[i])} for i in order]
 
 
 def video_record(item, outputs, labels):
@@ -12,11 +18,10 @@ def video_record(item, outputs, labels):
         return {"video": item.key, "label": item.label, "error": str(outputs)}
     clip_probs = np.asarray(outputs["probabilities"], np.float64)
     mean = clip_probs.mean(axis=0)
-    top5 = np.argsort(-mean, kind="stable")[:5]
     clip_top5 = np.argsort(-clip_probs, axis=1, kind="stable")[:, :5]
     truth = labels.index(item.label) if item.label in labels else -1
     return {"video": item.key, "label": item.label,
-            "top5": [{"label": labels[i], "probability": float(mean[i])} for i in top5],
+            "top5": top_k(mean, labels, 5),
             "num_clips": len(clip_probs),
             "clip_hits1": int((clip_top5[:, 0] == truth).sum()),
             "clip_hits5": int((clip_top5 == truth).any(axis=1).sum())}

@@ -11,10 +11,9 @@ from flax import traverse_util
 from onnx import TensorProto, helper, numpy_helper
 
 from stres_jax.checkpoints.store import abstract_variables
-from stres_jax.data.transforms import PREPROCESSING
+from stres_jax.data.transforms import CROP, PREPROCESSING
 from stres_jax.errors import UserError
-from stres_jax.models import (ARCH_SPECS, Conv2Plus1D, Conv3DNoTemporal, R2Plus1dStem,
-                              block_name, create_model)
+from stres_jax.models import ARCH_SPECS, ConvLayer, create_model
 
 OPSET, IR_VERSION, FORMAT = 17, 8, "stres_jax-onnx-1"
 
@@ -50,33 +49,24 @@ class _GraphWriter:
         out = self._node("BatchNormalization", [x] + names, epsilon=1e-5)
         return self._node("Relu", [out]) if relu else out
 
-    def builder(self, x, path, builder, stride):
-        s = stride
-        if builder is Conv2Plus1D:
-            x = self.conv(x, path + ("spatial",), (1, s, s), (0, 1, 1))
-            x = self.bn(x, path + ("spatial_bn",), relu=True)
-            return self.conv(x, path + ("temporal",), (s, 1, 1), (1, 0, 0))
-        if builder is Conv3DNoTemporal:
-            return self.conv(x, path + ("conv",), (1, s, s), (0, 1, 1))
-        return self.conv(x, path + ("conv",), (s, s, s), (1, 1, 1))
+    def layers(self, x, path, layers):
+        for layer in layers:
+            if isinstance(layer, ConvLayer):
+                x = self.conv(x, path + (layer.name,), layer.stride, layer.padding)
+            else:
+                x = self.bn(x, path + (layer.name,), layer.relu)
+        return x
 
 
 def _write_graph(arch, flat):
     spec, g = ARCH_SPECS[arch], _GraphWriter(flat)
-    if spec["stem"] is R2Plus1dStem:
-        x = g.bn(g.conv("video", ("stem", "spatial"), (1, 2, 2), (0, 3, 3)), ("stem", "spatial_bn"), True)
-        x = g.bn(g.conv(x, ("stem", "temporal"), (1, 1, 1), (1, 0, 0)), ("stem", "temporal_bn"), True)
-    else:
-        x = g.bn(g.conv("video", ("stem", "conv"), (1, 2, 2), (1, 3, 3)), ("stem", "bn"), True)
-    for stage, builder in enumerate(spec["builders"], start=1):
-        for index in range(2):
-            name, stride = block_name(stage, index), 2 if stage > 1 and index == 0 else 1
-            y = g.bn(g.builder(x, (name, "conv1"), builder, stride), (name, "bn1"), relu=True)
-            y = g.bn(g.builder(y, (name, "conv2"), builder, 1), (name, "bn2"))
-            if stride != 1:
-                ds = builder.downsample_stride(stride)
-                x = g.bn(g.conv(x, (name, "downsample_conv"), ds, (0, 0, 0)), (name, "downsample_bn"))
-            x = g._node("Relu", [g._node("Add", [y, x])])
+    x = g.layers("video", ("stem",), spec.stem.layers())
+    for block in spec.blocks():
+        path = (block.name,)
+        y = g.bn(g.layers(x, path + ("conv1",), block.builder_layers("conv1")), path + ("bn1",), relu=True)
+        y = g.bn(g.layers(y, path + ("conv2",), block.builder_layers("conv2")), path + ("bn2",))
+        x = g.layers(x, path, block.downsample_layers())
+        x = g._node("Relu", [g._node("Add", [y, x])])
     x = g._node("Flatten", [g._node("GlobalAveragePool", [x])])
     g._tensor("fc/kernel", flat[("params", "fc", "kernel")])
     g._tensor("fc/bias", flat[("params", "fc", "bias")])
@@ -90,7 +80,7 @@ def to_onnx(arch, variables, labels, frames=16):
     g = _write_graph(arch, {k: np.asarray(v) for k, v in flat.items()})
     graph = helper.make_graph(
         g.nodes, f"stres_jax_{arch}",
-        [helper.make_tensor_value_info("video", TensorProto.FLOAT, ["batch", 3, frames, 112, 112])],
+        [helper.make_tensor_value_info("video", TensorProto.FLOAT, ["batch", 3, frames, CROP, CROP])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", len(labels)])],
         list(g.initializers.values()))
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
@@ -135,41 +125,3 @@ def from_onnx(path):
             raise OnnxImportError(f"{path}: initializer {name!r} has shape {value.shape}, needs {leaf.shape}")
         flat[key] = value
     return arch, traverse_util.unflatten_dict(flat), labels
-
-
-def register(subparsers):
-    export = subparsers.add_parser(
-        "export-onnx", help="write a checkpoint as an ONNX model",
-        description="Write an ONNX model (opset 17) taking (batch, 3, frames, 112, 112) float32, "
-        "normalised as torchvision's preset, and returning logits; labels and preprocessing "
-        "constants are in metadata_props. Checked with onnx.checker.")
-    export.add_argument("--checkpoint", required=True, help="checkpoint directory")
-    export.add_argument("--out", required=True, metavar="FILE.onnx")
-    export.add_argument("--frames", type=int, default=16, help="clip length fixed in the graph (default 16)")
-    export.set_defaults(func=run_export)
-    imp = subparsers.add_parser(
-        "import-onnx", help="read an exported ONNX model back into a checkpoint",
-        description="Read an ONNX file written by export-onnx back into a checkpoint directory; "
-        "labels come from its metadata. Other graphs are refused.")
-    imp.add_argument("onnx_file", metavar="FILE.onnx")
-    imp.add_argument("--out", required=True, help="checkpoint directory to write")
-    imp.set_defaults(func=run_import)
-
-
-def run_export(args):
-    from stres_jax.atomic import atomic_path
-    from stres_jax.checkpoints.store import load_checkpoint
-    _, variables, meta = load_checkpoint(args.checkpoint)
-    model = to_onnx(meta["arch"], variables, meta["labels"], args.frames)
-    with atomic_path(args.out) as staging:
-        onnx.save(model, str(staging))
-    print(f"wrote {args.out} (opset {OPSET}, IR version {model.ir_version})")
-    return 0
-
-
-def run_import(args):
-    from stres_jax.checkpoints.store import save_checkpoint
-    arch, variables, labels = from_onnx(args.onnx_file)
-    out = save_checkpoint(args.out, arch, variables, labels, {"file": str(args.onnx_file), "format": "onnx"})
-    print(f"wrote {out}")
-    return 0

@@ -45,10 +45,3 @@ def _compiles_with(items):
     except Exception:  # noqa: BLE001 (XLA reports an unknown option as a runtime error)
         return False
     return True
-
-
-def add_cpu_library_flag(parser):
-    """`--cpu-library` for a command that runs a net."""
-    parser.add_argument("--cpu-library", choices=sorted(CPU_LIBRARIES), default=DEFAULT_CPU_LIBRARY,
-                        help="CPU kernels: XLA's own (the default, fastest for these nets), "
-                        "YNNPACK fusions of each conv with the work after it, or jaxlib's default mix")

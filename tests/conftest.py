@@ -1,12 +1,12 @@
+"""Shared fixtures. torch is imported only by the fixtures that build torchvision's models."""
 import numpy as np
 import pytest
-
-from torch_reference import random_torchvision_model, save_state_dict
 
 
 @pytest.fixture(scope="session")
 def torch_models():
     """One random torchvision model per arch, shared by the session."""
+    from tests.torch_reference import random_torchvision_model
     cache = {}
 
     def get(arch):
@@ -20,6 +20,7 @@ def torch_models():
 def converted(torch_models, tmp_path_factory):
     """`converted(arch, legacy=False)` -> checkpoint dir converted from torchvision's saved file."""
     from stres_jax.convert import convert_file
+    from tests.torch_reference import save_state_dict
     cache = {}
 
     def get(arch, legacy=False):

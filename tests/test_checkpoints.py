@@ -19,7 +19,7 @@ from stres_jax.checkpoints.store import CheckpointError
 from stres_jax.checkpoints.key_table import KeyMismatchError
 from stres_jax.checkpoints.torch_file import CheckpointFormatError, read_state_dict
 from stres_jax.convert import convert_file
-from stres_jax.convert import main as convert_main
+from stres_jax.cli.convert import main as convert_main
 
 
 class RunsACommand:
@@ -177,4 +177,21 @@ def test_fetch_offline_says_so_in_one_line(tmp_path, monkeypatch, capsys):
     from stres_jax.cli import main
     assert main(["fetch", "r2plus1d_18"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "--checkpoint" in err and "r2plus1d_18-91a641e6.pth" in err
+    assert err.count("\n") == 1 and "fetch r2plus1d_18 --from FILE" in err and "r2plus1d_18-91a641e6.pth" in err
+
+
+def test_fetch_from_a_local_copy_fills_the_cache_offline(tmp_path, monkeypatch, weights_server, capsys):
+    _, name, served = weights_server
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv(fetch.BASE_URL_ENV, "http://127.0.0.1:9")  # offline: nothing may be downloaded
+    monkeypatch.setitem(fetch.PUBLISHED_FILES, "mc3_18", name)
+    from stres_jax.cli import main
+    assert main(["fetch", "mc3_18", "--from", str(served / name)]) == 0
+    _, _, meta = stres_jax.load_checkpoint(fetch.default_checkpoint_dir("mc3_18"))
+    assert meta["arch"] == "mc3_18" and meta["source"]["file"] == name
+    assert main(["fetch", "mc3_18", "--from", str(served / "model.pth")]) == 0  # same bytes, other name
+    (served / "other.pth").write_bytes(b"not the published file")
+    capsys.readouterr()
+    assert main(["fetch", "mc3_18", "--from", str(served / "other.pth")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is not that of torchvision's" in err

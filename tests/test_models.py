@@ -13,7 +13,7 @@ from stres_jax.checkpoints.key_table import key_table
 from stres_jax.checkpoints.store import abstract_variables
 from stres_jax.models import (BasicBlock, Conv2Plus1D, Conv3DNoTemporal, Conv3DSimple, R2Plus1dStem,
                               create_model)
-from torch_reference import ARCHS, random_torchvision_model
+from tests.torch_reference import ARCHS, random_torchvision_model
 
 PUBLISHED_PARAMS = {"r3d_18": 33_371_472, "mc3_18": 11_695_440, "r2plus1d_18": 31_505_325}
 
@@ -69,22 +69,9 @@ def test_train_flag_uses_batch_statistics():
     assert not np.allclose(eval_logits, train_logits)
 
 
-@pytest.mark.parametrize("kernel,strides,padding", [
-    ((3, 1, 1), (1, 1, 1), ((1, 1), (0, 0), (0, 0))), ((3, 1, 1), (2, 1, 1), ((1, 1), (0, 0), (0, 0))),
-    ((3, 1, 1), (2, 1, 1), "VALID"), ((3, 3, 3), (2, 2, 2), ((1, 1), (1, 1), (1, 1))),
-    ((1, 1, 1), (2, 2, 2), "VALID"), ((3, 7, 7), (1, 2, 2), ((1, 1), (3, 3), (3, 3)))])
-def test_tap_conv_equals_flax_conv(kernel, strides, padding):
-    """Every TapConv lowering (time-pixel 2-D conv for kt x 1 x 1, sum of taps otherwise) on odd sizes."""
-    from stres_jax.models.fast_conv import TapConv
-    x = jax.random.normal(jax.random.key(0), (2, 5, 9, 7, 3))
-    reference = nn.Conv(4, kernel, strides, padding, use_bias=True, precision="highest")
-    variables = reference.init(jax.random.key(1), x)
-    variables = jax.tree.map(lambda v: v + 0.5, variables)  # a nonzero bias
-    taps = TapConv(4, kernel, strides, padding, use_bias=True)
-    np.testing.assert_allclose(taps.apply(variables, x), reference.apply(variables, x), rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize("module", ["stres_jax", "stres_jax.cli", "stres_jax.convert", "stres_jax.labels"])
+@pytest.mark.parametrize("module", ["stres_jax", "stres_jax.cli", "stres_jax.convert", "stres_jax.labels",
+                                    "stres_jax.eval", "stres_jax.cli.eval", "stres_jax.netinfo",
+                                    "experiments.linear_probe", "experiments.feature_space"])
 def test_entry_points_import(module):
     importlib.import_module(module)
 

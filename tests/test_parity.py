@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import stres_jax
-from torch_reference import ARCHS, relative_error, torch_forward
+from tests.torch_reference import ARCHS, relative_error, torch_forward
 
 TOLERANCE = 1e-4  # relative to the largest value; measured about 1e-6 (see the issue notes)
 
@@ -41,37 +41,3 @@ def test_every_lowering_matches_torchvision(arch, conv_impl, fold, cpu_library, 
               "pre_logits": relative_error(features["pre_logits"], ref_features["pre_logits"])}
     print(arch, conv_impl, "fold" if fold else "", cpu_library, {k: f"{v:.1e}" for k, v in errors.items()})
     assert max(errors.values()) < TOLERANCE, errors
-
-
-def test_default_lowering_is_explicit():
-    import flax.linen as nn
-    from stres_jax.models import create_model
-    from stres_jax.models.fast_conv import TapConv
-    expected = TapConv if jax.default_backend() == "cpu" else nn.Conv
-    assert create_model("r3d_18").conv.func is expected
-    assert create_model("r3d_18", conv_impl="xla").conv.func is nn.Conv
-    with pytest.raises(ValueError, match="unknown conv implementation"):
-        create_model("r3d_18", conv_impl="fft")
-    folded = create_model("r3d_18", fold_batchnorm=True)
-    variables = folded.init(jax.random.key(0), np.zeros((1, 2, 16, 16, 3), np.float32))
-    assert set(variables) == {"params"} and "bias" in variables["params"]["stem"]["conv"]
-
-
-@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the CPU library choice")
-def test_cpu_library_choice_reaches_the_compiler():
-    """"xla" (the default) keeps XLA's own kernels; "ynnpack" fuses each conv with the work
-    after it into one YNNPACK graph; "default" (jaxlib's choice) puts lone convolutions into YNNPACK."""
-    model = stres_jax.create_model("mc3_18", fold_batchnorm=True)
-    x = np.zeros((1, 4, 32, 32, 3), np.float32)
-    variables = jax.eval_shape(model.init, jax.random.key(0), x)
-
-    def compiled(library):
-        jitted = jax.jit(model.apply, compiler_options=stres_jax.compiler_options(library))
-        return jitted.lower(variables, x).compile().as_text()
-    ynnpack, default = compiled("ynnpack"), compiled("default")
-    assert stres_jax.compiler_options() == stres_jax.compiler_options("xla")
-    assert "__ynn_fusion" not in compiled("xla")
-    assert ynnpack.count("__ynn_fusion") < default.count("__ynn_fusion")  # convs merged with their taps' sum
-    assert stres_jax.compiler_options("ynnpack", backend="gpu") == {}
-    with pytest.raises(ValueError, match="unknown cpu_library"):
-        stres_jax.compiler_options("mkl")

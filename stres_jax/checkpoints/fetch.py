@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from stres_jax.atomic import atomic_path
 from stres_jax.errors import UserError
 
 PUBLISHED_FILES = {
@@ -46,6 +47,18 @@ def sha256_file(path):
     return digest.hexdigest()
 
 
+def check_published(arch, path):
+    """`path` if it is torchvision's published file for `arch` (by its sha256), else FetchError."""
+    filename, prefix = PUBLISHED_FILES[arch], expected_sha256_prefix(PUBLISHED_FILES[arch])
+    if not Path(path).is_file():
+        raise FetchError(f"{path}: no such file")
+    digest = sha256_file(path)
+    if not digest.startswith(prefix):
+        raise FetchError(f"{path}: sha256 {digest[:8]}... is not that of torchvision's {filename}; "
+                         "convert other files to a directory of your choice instead")
+    return Path(path)
+
+
 def download_published(arch, base_url=None, progress=None):
     """Path of torchvision's published file for `arch`, downloaded into the cache if needed."""
     filename = PUBLISHED_FILES[arch]
@@ -55,25 +68,20 @@ def download_published(arch, base_url=None, progress=None):
         return target
     base_url = base_url or os.environ.get(BASE_URL_ENV, DEFAULT_BASE_URL)
     url = f"{base_url.rstrip('/')}/{filename}"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{filename}.partial-{os.getpid()}")
     show = sys.stderr.isatty() if progress is None else progress
     try:
-        with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as out:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=filename, disable=not show) as bar:
-                for chunk in iter(lambda: response.read(1 << 20), b""):
-                    out.write(chunk)
-                    bar.update(len(chunk))
-        digest = sha256_file(partial)
-        if not digest.startswith(prefix):
-            raise FetchError(f"{url}: downloaded file has sha256 {digest[:8]}..., expected {prefix}...; "
-                             "the download is corrupt: run the command again")
-        os.replace(partial, target)
+        with atomic_path(target) as partial:
+            with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as out:
+                total = int(response.headers.get("Content-Length") or 0) or None
+                with tqdm(total=total, unit="B", unit_scale=True, desc=filename, disable=not show) as bar:
+                    for chunk in iter(lambda: response.read(1 << 20), b""):
+                        out.write(chunk)
+                        bar.update(len(chunk))
+            digest = sha256_file(partial)
+            if not digest.startswith(prefix):
+                raise FetchError(f"{url}: downloaded file has sha256 {digest[:8]}..., expected {prefix}...; "
+                                 "the download is corrupt: run the command again")
     except (urllib.error.URLError, OSError) as err:
         reason = getattr(err, "reason", None) or err
-        raise FetchError(f"cannot download {url} ({reason}); if this machine is offline, fetch "
-                         f"{filename} elsewhere and pass it with --checkpoint FILE") from None
-    finally:
-        partial.unlink(missing_ok=True)
+        raise FetchError(f"cannot download {url} ({reason})") from None
     return target

@@ -4,8 +4,7 @@ import numpy as np
 from flax import traverse_util
 
 from stres_jax.errors import UserError
-
-from stres_jax.models import ARCH_SPECS, STAGE_NAMES, Conv2Plus1D, R2Plus1dStem, block_name
+from stres_jax.models import ARCH_SPECS, ConvLayer, NormLayer
 
 CONV, BN, DENSE = "conv", "bn", "dense"
 
@@ -14,30 +13,30 @@ class KeyMismatchError(UserError, ValueError):
     """The state_dict does not fit the architecture."""
 
 
-def _builder_entries(src, dst, builder):
-    if builder is Conv2Plus1D:
-        return [(f"{src}.0", dst + ("spatial",), CONV), (f"{src}.1", dst + ("spatial_bn",), BN),
-                (f"{src}.3", dst + ("temporal",), CONV)]
-    return [(src, dst + ("conv",), CONV)]
+def _torch_modules(prefix, path, layers, sequential=True):
+    """Table rows of ConvLayer/NormLayer rows: in torchvision they are an nn.Sequential whose
+    ReLUs take an index too; a lone conv (Conv3DSimple, Conv3DNoTemporal) is the module itself."""
+    if not sequential:
+        (layer,) = layers
+        return [(prefix, path + (layer.name,), CONV)]
+    rows, index = [], 0
+    for layer in layers:
+        rows.append((f"{prefix}.{index}", path + (layer.name,), CONV if isinstance(layer, ConvLayer) else BN))
+        index += 2 if isinstance(layer, NormLayer) and layer.relu else 1
+    return rows
 
 
-def key_table(arch, stage_sizes=(2, 2, 2, 2)):
+def key_table(arch):
     """[(torchvision module prefix, Flax module path, kind)] for every layer of `arch`."""
     spec = ARCH_SPECS[arch]
-    if spec["stem"] is R2Plus1dStem:
-        table = [("stem.0", ("stem", "spatial"), CONV), ("stem.1", ("stem", "spatial_bn"), BN),
-                 ("stem.3", ("stem", "temporal"), CONV), ("stem.4", ("stem", "temporal_bn"), BN)]
-    else:
-        table = [("stem.0", ("stem", "conv"), CONV), ("stem.1", ("stem", "bn"), BN)]
-    for stage, (builder, blocks) in enumerate(zip(spec["builders"], stage_sizes), start=1):
-        for index in range(blocks):
-            src, dst = f"{STAGE_NAMES[stage - 1]}.{index}", (block_name(stage, index),)
-            for conv in ("conv1", "conv2"):
-                table += _builder_entries(f"{src}.{conv}.0", dst + (conv,), builder)
-            table += [(f"{src}.conv1.1", dst + ("bn1",), BN), (f"{src}.conv2.1", dst + ("bn2",), BN)]
-            if stage > 1 and index == 0:
-                table += [(f"{src}.downsample.0", dst + ("downsample_conv",), CONV),
-                          (f"{src}.downsample.1", dst + ("downsample_bn",), BN)]
+    table = _torch_modules("stem", ("stem",), spec.stem.layers())
+    for block in spec.blocks():
+        src, dst = block.torch_name, (block.name,)
+        for conv, norm in (("conv1", "bn1"), ("conv2", "bn2")):
+            layers = block.builder_layers(conv)
+            table += _torch_modules(f"{src}.{conv}.0", dst + (conv,), layers, sequential=len(layers) > 1)
+            table.append((f"{src}.{conv}.1", dst + (norm,), BN))
+        table += _torch_modules(f"{src}.downsample", dst, block.downsample_layers())
     table.append(("fc", ("fc",), DENSE))
     return table
 

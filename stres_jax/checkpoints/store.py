@@ -1,36 +1,27 @@
 """Checkpoint directories: orbax variables plus meta.json; written atomically, loaded with clear errors."""
 import json
-import os
-import shutil
-from importlib import resources
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 
-from stres_jax.data.transforms import PREPROCESSING
+from stres_jax.atomic import atomic_path
+from stres_jax.data.transforms import PREPROCESSING, clip_shape
 from stres_jax.errors import UserError
 from stres_jax.models import create_model
 
 FORMAT_VERSION = 1
 META_FILE = "meta.json"
 VARIABLES_DIR = "variables"
-INPUT_SHAPE = (1, 16, 112, 112, 3)
 
 
 class CheckpointError(UserError, ValueError):
     """A checkpoint directory that is missing, partial or from an incompatible version."""
 
 
-def kinetics400_labels():
-    """The 400 Kinetics class names, in the order of the published nets' outputs."""
-    text = resources.files("stres_jax").joinpath("labels/kinetics400.txt").read_text()
-    return [line for line in text.splitlines() if line]
-
-
 def abstract_variables(model):
     """The model's variable tree as shapes only (nothing is computed)."""
-    return jax.eval_shape(model.init, jax.random.key(0), jnp.zeros(INPUT_SHAPE, jnp.float32))
+    return jax.eval_shape(model.init, jax.random.key(0), jnp.zeros(clip_shape(batch=1), jnp.float32))
 
 
 def _checkpointer():
@@ -40,22 +31,14 @@ def _checkpointer():
 
 def save_checkpoint(directory, arch, variables, labels, source=None):
     """Write `variables` and their metadata to `directory`, replacing it atomically."""
-    directory = Path(directory).absolute()
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = directory.parent / f".{directory.name}.partial-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    checkpointer = _checkpointer()
-    checkpointer.save(staging / VARIABLES_DIR, variables)
-    checkpointer.wait_until_finished()
-    meta = {"format_version": FORMAT_VERSION, "arch": arch, "num_classes": len(labels),
-            "labels": list(labels), "preprocessing": PREPROCESSING, "source": source or {}}
-    (staging / META_FILE).write_text(json.dumps(meta, indent=1))
-    previous = directory.parent / f".{directory.name}.old-{os.getpid()}"
-    if directory.exists():
-        os.replace(directory, previous)
-    os.replace(staging, directory)
-    shutil.rmtree(previous, ignore_errors=True)
-    return directory
+    with atomic_path(directory) as staging:
+        checkpointer = _checkpointer()
+        checkpointer.save(staging / VARIABLES_DIR, variables)
+        checkpointer.wait_until_finished()
+        meta = {"format_version": FORMAT_VERSION, "arch": arch, "num_classes": len(labels),
+                "labels": list(labels), "preprocessing": PREPROCESSING, "source": source or {}}
+        (staging / META_FILE).write_text(json.dumps(meta, indent=1))
+    return Path(directory).absolute()
 
 
 def read_meta(directory):
@@ -100,7 +83,7 @@ def load_checkpoint(directory, fold_batchnorm=False, **model_kwargs):
     _check_shapes(directory, meta["arch"], variables, abstract)
     if fold_batchnorm:
         from stres_jax.models.fold import fold_batchnorm as fold
-        variables = fold(variables)
+        variables = fold(variables, model.spec)
         model = create_model(meta["arch"], num_classes=meta["num_classes"], fold_batchnorm=True, **model_kwargs)
     return model, variables, meta
 

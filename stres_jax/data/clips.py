@@ -1,7 +1,7 @@
 """Assemble clips while a video streams past: each frame is decoded once, kept only while needed."""
 import numpy as np
 
-from stres_jax.data.decode import iter_frames
+from stres_jax.data.decode import VideoInfo, iter_frames, probe, read_frames
 from stres_jax.data.transforms import resize_crop_uint8
 
 
@@ -39,13 +39,11 @@ def stream_clips(path, jobs, batch_size=8, on_frame=None):
         yield ready
 
 
-def protocol_clips_of(item, protocol, loaded=None):
-    """`(clips, T, 112, 112, 3)` uint8 clips of a VideoItem, by the protocol (a config block).
+def plan_clips_of(item, plan, loaded=None):
+    """`(clips, T, 112, 112, 3)` uint8 main clips of a VideoItem, by a `ClipPlan`.
 
     `loaded` is `(frames, fps)` of an in-memory item, already loaded (or its UserError).
     """
-    from stres_jax.data.decode import VideoInfo, probe, read_frames
-    from stres_jax.data.sampling import protocol_clips
     if item.load is None:
         info = probe(item.key)
     elif isinstance(loaded, Exception):
@@ -54,8 +52,7 @@ def protocol_clips_of(item, protocol, loaded=None):
         frames, fps = loaded
         info = VideoInfo(item.key, float(fps), np.arange(len(frames)) / float(fps),
                          frames.shape[2], frames.shape[1])
-    indices = protocol_clips(info.resampled(protocol.frame_rate or None), protocol.clip_len,
-                             protocol.clips_per_video)
+    indices = plan.main_clips(info)
     if item.load is None:
         clips = read_frames(item.key, indices.ravel(), transform=_resize_crop_frame)
     else:

@@ -2,6 +2,7 @@
 
 Every function returns frame indices into the video's frames in presentation order.
 """
+import dataclasses
 import math
 
 import numpy as np
@@ -74,3 +75,39 @@ def windows(num_frames, window, stride, clip_len=CLIP_LEN):
     starts = range(0, max(num_frames - window, 0) + 1, stride)
     return [(s, min(s + window, num_frames), spread_indices(s, min(s + window, num_frames), clip_len))
             for s in starts]
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipPlan:
+    """Which frames of a video the net sees: the main clips (torchvision's video-level protocol
+    by default, or one `target_length` clip over the whole video) and, with `window`, one clip
+    per window of `window` video frames every `stride` (the action over time)."""
+    clips: int = NUM_CLIPS
+    clip_len: int = CLIP_LEN
+    frame_rate: float | None = FRAME_RATE  # None: the native rate
+    target_length: int | None = None
+    window: int | None = None
+    stride: int | None = None              # None: `window`
+
+    def __post_init__(self):
+        for name in ("clips", "clip_len", "target_length", "window", "stride"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"ClipPlan.{name} must be at least 1, got {value}")
+
+    @classmethod
+    def from_protocol(cls, protocol):
+        """The plan of a config's `protocol` block (frame_rate 0 = native)."""
+        return cls(protocol.clips_per_video, protocol.clip_len, protocol.frame_rate or None)
+
+    def main_clips(self, info):
+        """`(clips, clip_len)` frame indices for a video's `VideoInfo`."""
+        if self.target_length:
+            return target_length_clip(info.num_frames, self.target_length)
+        return protocol_clips(info.resampled(self.frame_rate), self.clip_len, self.clips)
+
+    def windows(self, info):
+        """[(first frame, end frame, clip indices)], empty without `window`."""
+        if not self.window:
+            return []
+        return windows(info.num_frames, self.window, self.stride or self.window, self.clip_len)

@@ -43,7 +43,7 @@ def folder_source(root, labels, strict=True):
     """
     root = Path(root)
     if not root.is_dir():
-        raise UserError(f"{root}: no such folder; set --config.data.root to a folder of class folders")
+        raise UserError(f"{root}: no such folder; the data root must be a folder of <class>/<video> folders")
     lookup, items = _label_lookup(labels), []
     for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         label = _match(class_dir.name, lookup, class_dir, strict)
@@ -125,5 +125,5 @@ def make_source(data, labels):
     elif data.source == "tfds":
         items = tfds_source(data.tfds_name, data.split, labels, data.tfds_fps)
     else:
-        raise UserError(f"config.data.source is {data.source!r}; use 'folder', 'csv' or 'tfds'")
+        raise UserError(f"unknown data source {data.source!r}; use 'folder', 'csv' or 'tfds'")
     return items[: data.max_videos] if data.max_videos else items

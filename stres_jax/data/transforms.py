@@ -7,12 +7,20 @@ import functools
 
 import numpy as np
 
+from stres_jax.data.sampling import CLIP_LEN
+
 RESIZE = (128, 171)
 CROP = 112
 MEAN = (0.43216, 0.394666, 0.37645)
 STD = (0.22803, 0.22145, 0.216989)
 PREPROCESSING = {"resize": list(RESIZE), "crop": CROP, "mean": list(MEAN), "std": list(STD),
                  "interpolation": "bilinear", "antialias": False, "layout": "NTHWC"}
+
+
+def clip_shape(clip_len=CLIP_LEN, batch=None):
+    """`(clip_len, 112, 112, 3)`: one preprocessed clip, with a leading `batch` axis if given."""
+    shape = (clip_len, CROP, CROP, 3)
+    return shape if batch is None else (batch,) + shape
 
 
 @functools.lru_cache(maxsize=64)

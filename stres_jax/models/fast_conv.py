@@ -1,7 +1,7 @@
 """Faster lowerings of the nets' convolutions, with the same parameters as `nn.Conv`.
 
 XLA's CPU backend runs a 3-D convolution at about a third of the speed it runs a 2-D one
-(design.md), and hands only 2-D convolutions to YNNPACK (`stres_jax.xla_options`).
+(BENCHMARKS.md), and hands only 2-D convolutions to YNNPACK (`stres_jax.xla_options`).
 `TapConv` computes a kt x kh x kw convolution as kt 2-D convolutions over time offsets,
 summed (one 2-D convolution over frames when kt is 1), and a kt x 1 x 1 one as a single
 2-D convolution over (time, pixels), which needs no time-offset copies; `kernel` keeps

@@ -1,9 +1,12 @@
 """Conv builders, stems and the residual block of torchvision's video ResNets, in Flax.
 
-Layout is NTHWC. Every module takes `conv` and `norm` factories (as flax's imagenet
-example does), so `use_running_average` and the conv lowering are chosen once, by the
-caller. Submodule names are fixed: the converter's key table relies on them.
+Layout is NTHWC. Each builder and stem states its layers once, as `ConvLayer` / `NormLayer`
+rows (`layers(...)`); its `__call__` runs them, and the converter's key table, the ONNX
+writer and BN folding read the same rows (`models.spec`). Every module takes `conv` and
+`norm` factories (as flax's imagenet example does), so `use_running_average` and the conv
+lowering are chosen once, by the caller. Submodule names are the rows' names.
 """
+import dataclasses
 import functools
 from typing import Any
 
@@ -13,8 +16,33 @@ ModuleDef = Any
 Conv = functools.partial(nn.Conv, use_bias=False)  # torchvision's convs have no bias
 
 
-def _same(pad):
-    return tuple((p, p) for p in pad)
+@dataclasses.dataclass(frozen=True)
+class ConvLayer:
+    """One bias-free convolution: Flax name, output channels, kernel, stride, symmetric padding."""
+    name: str
+    features: int
+    kernel: tuple
+    stride: tuple
+    padding: tuple
+
+
+@dataclasses.dataclass(frozen=True)
+class NormLayer:
+    """A BatchNorm over the preceding conv's output, optionally followed by ReLU."""
+    name: str
+    relu: bool
+
+
+def run_layers(layers, x, conv, norm):
+    """Apply `layers` (ConvLayer / NormLayer rows) in order; call inside a compact module."""
+    for layer in layers:
+        if isinstance(layer, ConvLayer):
+            x = conv(layer.features, layer.kernel, strides=layer.stride,
+                     padding=tuple((p, p) for p in layer.padding), name=layer.name)(x)
+        else:
+            x = norm(name=layer.name)(x)
+            x = nn.relu(x) if layer.relu else x
+    return x
 
 
 class _ConvBuilder(nn.Module):
@@ -25,15 +53,18 @@ class _ConvBuilder(nn.Module):
     conv: ModuleDef = Conv
     norm: ModuleDef = nn.BatchNorm
 
+    @nn.compact
+    def __call__(self, x):
+        return run_layers(self.layers(self.features, self.midplanes, self.stride), x, self.conv, self.norm)
+
 
 class Conv3DSimple(_ConvBuilder):
     """A full 3x3x3 convolution, stride `s` in time and space."""
 
-    @nn.compact
-    def __call__(self, x):
-        s = self.stride
-        return self.conv(self.features, (3, 3, 3), strides=(s, s, s),
-                         padding=_same((1, 1, 1)), name="conv")(x)
+    @staticmethod
+    def layers(features, midplanes, s):
+        del midplanes
+        return (ConvLayer("conv", features, (3, 3, 3), (s, s, s), (1, 1, 1)),)
 
     @staticmethod
     def downsample_stride(stride):
@@ -43,11 +74,10 @@ class Conv3DSimple(_ConvBuilder):
 class Conv3DNoTemporal(_ConvBuilder):
     """A 1x3x3 convolution: frames are processed independently."""
 
-    @nn.compact
-    def __call__(self, x):
-        s = self.stride
-        return self.conv(self.features, (1, 3, 3), strides=(1, s, s),
-                         padding=_same((0, 1, 1)), name="conv")(x)
+    @staticmethod
+    def layers(features, midplanes, s):
+        del midplanes
+        return (ConvLayer("conv", features, (1, 3, 3), (1, s, s), (0, 1, 1)),)
 
     @staticmethod
     def downsample_stride(stride):
@@ -57,45 +87,41 @@ class Conv3DNoTemporal(_ConvBuilder):
 class Conv2Plus1D(_ConvBuilder):
     """Spatial 1x3x3 conv to `midplanes`, BN, ReLU, then temporal 3x1x1 conv."""
 
-    @nn.compact
-    def __call__(self, x):
-        s = self.stride
-        x = self.conv(self.midplanes, (1, 3, 3), strides=(1, s, s),
-                      padding=_same((0, 1, 1)), name="spatial")(x)
-        x = nn.relu(self.norm(name="spatial_bn")(x))
-        return self.conv(self.features, (3, 1, 1), strides=(s, 1, 1),
-                         padding=_same((1, 0, 0)), name="temporal")(x)
+    @staticmethod
+    def layers(features, midplanes, s):
+        return (ConvLayer("spatial", midplanes, (1, 3, 3), (1, s, s), (0, 1, 1)),
+                NormLayer("spatial_bn", relu=True),
+                ConvLayer("temporal", features, (3, 1, 1), (s, 1, 1), (1, 0, 0)))
 
     @staticmethod
     def downsample_stride(stride):
         return (stride, stride, stride)
 
 
-class BasicStem(nn.Module):
+class _Stem(nn.Module):
+    conv: ModuleDef = Conv
+    norm: ModuleDef = nn.BatchNorm
+
+    @nn.compact
+    def __call__(self, x):
+        return run_layers(self.layers(), x, self.conv, self.norm)
+
+
+class BasicStem(_Stem):
     """3x7x7 conv to 64 channels, spatial stride 2, BN, ReLU (3D and Mixed nets)."""
-    conv: ModuleDef = Conv
-    norm: ModuleDef = nn.BatchNorm
 
-    @nn.compact
-    def __call__(self, x):
-        x = self.conv(64, (3, 7, 7), strides=(1, 2, 2), padding=_same((1, 3, 3)),
-                      name="conv")(x)
-        return nn.relu(self.norm(name="bn")(x))
+    @staticmethod
+    def layers():
+        return (ConvLayer("conv", 64, (3, 7, 7), (1, 2, 2), (1, 3, 3)), NormLayer("bn", relu=True))
 
 
-class R2Plus1dStem(nn.Module):
+class R2Plus1dStem(_Stem):
     """1x7x7 conv to 45 channels, BN, ReLU, 3x1x1 conv to 64, BN, ReLU ((2+1)D net)."""
-    conv: ModuleDef = Conv
-    norm: ModuleDef = nn.BatchNorm
 
-    @nn.compact
-    def __call__(self, x):
-        x = self.conv(45, (1, 7, 7), strides=(1, 2, 2), padding=_same((0, 3, 3)),
-                      name="spatial")(x)
-        x = nn.relu(self.norm(name="spatial_bn")(x))
-        x = self.conv(64, (3, 1, 1), padding=_same((1, 0, 0)),
-                      name="temporal")(x)
-        return nn.relu(self.norm(name="temporal_bn")(x))
+    @staticmethod
+    def layers():
+        return (ConvLayer("spatial", 45, (1, 7, 7), (1, 2, 2), (0, 3, 3)), NormLayer("spatial_bn", relu=True),
+                ConvLayer("temporal", 64, (3, 1, 1), (1, 1, 1), (1, 0, 0)), NormLayer("temporal_bn", relu=True))
 
 
 class FoldedNorm(nn.Module):
@@ -109,6 +135,11 @@ class FoldedNorm(nn.Module):
 def midplanes(inplanes, planes):
     """torchvision's (2+1)D width: computed once per block, used by both of its convs."""
     return (inplanes * planes * 27) // (inplanes * 9 + 3 * planes)
+
+
+def needs_downsample(stride, inplanes, planes):
+    """torchvision's rule for a 1x1x1 conv + BN on the residual path."""
+    return stride != 1 or inplanes != planes
 
 
 class BasicBlock(nn.Module):
@@ -130,7 +161,7 @@ class BasicBlock(nn.Module):
 
         y = nn.relu(self.norm(name="bn1")(make(self.stride, "conv1")(x)))
         y = self.norm(name="bn2")(make(1, "conv2")(y))
-        if self.stride != 1 or inplanes != self.features:
+        if needs_downsample(self.stride, inplanes, self.features):
             x = self.conv(self.features, (1, 1, 1),
                           strides=self.builder.downsample_stride(self.stride),
                           padding="VALID", name="downsample_conv")(x)

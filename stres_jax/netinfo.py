@@ -7,7 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from stres_jax.checkpoints.store import INPUT_SHAPE as CLIP_SHAPE, abstract_variables
+from stres_jax.checkpoints.store import abstract_variables
+from stres_jax.data.transforms import clip_shape
+
+CLIP_SHAPE = clip_shape(batch=1)
 
 
 def _trace_layers(model):
@@ -95,7 +98,7 @@ def format_information(info):
     return "\n".join(lines)
 
 
-def _model_for(target):
+def model_for(target):
     """(model, arch) for an arch name or a checkpoint directory."""
     from pathlib import Path
 
@@ -106,44 +109,3 @@ def _model_for(target):
         return create_model(meta["arch"], num_classes=meta["num_classes"]), meta["arch"]
     arch = canonical_arch(target)
     return create_model(arch), arch
-
-
-def register(subparsers):
-    info = subparsers.add_parser(
-        "info", help="parameter counts, layer types, GMACs and kernel sizes of a net",
-        description="Net information: per-array element counts, total parameters (batch-norm "
-        "statistics separately), layer type counts, multiply-accumulates per 16x112x112 clip and "
-        "the kernel shape [time, height, width] of every block's convolutions.")
-    info.add_argument("target", metavar="ARCH|CHECKPOINT", help="an arch name or a checkpoint directory")
-    info.add_argument("--format", choices=("text", "json"), default="text")
-    info.add_argument("--graphic", metavar="FILE.png", help="also draw a summary diagram of the net")
-    info.set_defaults(func=run_info)
-    filters = subparsers.add_parser(
-        "show-filters", help="draw the first convolution's kernels",
-        description="Draw the first convolution's kernels as a grid of small RGB images, "
-        "contrast-adjusted per kernel: 45 of 7x7 for (2+1)D; for 3D and Mixed, 64 kernels of 3 "
-        "temporal slices each.")
-    filters.add_argument("--checkpoint", required=True, help="checkpoint directory")
-    filters.add_argument("--out", required=True, metavar="FILE.png")
-    filters.set_defaults(func=run_show_filters)
-
-
-def run_info(args):
-    import json
-
-    from stres_jax.figures import save_summary
-    model, arch = _model_for(args.target)
-    info = net_information(model, arch)
-    print(json.dumps(info, indent=1) if args.format == "json" else format_information(info))
-    if args.graphic:
-        save_summary(info, args.graphic)
-    return 0
-
-
-def run_show_filters(args):
-    from stres_jax.checkpoints.store import load_checkpoint
-    from stres_jax.figures import save_filters
-    _, variables, _ = load_checkpoint(args.checkpoint)
-    save_filters(variables, args.out)
-    print(f"wrote {args.out}")
-    return 0

@@ -1,6 +1,6 @@
 """UCF-101 split-1 linear probe on frozen (2+1)D embeddings, end to end through TFDS.
 
-    python experiments/linear_probe.py --config experiments/ucf101_probe.py \
+    python experiments/linear_probe.py --config configs/ucf101_probe.py \
         --config.checkpoint=ckpt/r2plus1d --config.workdir=/tmp/ucf101-probe
 
 TFDS's `ucf101` (builder config ucf101_1_256) is split 1 of the standard three; TFDS
@@ -22,6 +22,5 @@ def get_config():
     config.max_videos = 0           # per split; 0 = all
     config.steps = 300
     config.probe_batch_size = 0     # 0 = full batch
-    config.embedding = get_base_config()
-    config.embedding.arch = "r2plus1d_18"
+    config.embedding = get_base_config("r2plus1d_18")
     return config

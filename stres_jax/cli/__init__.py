@@ -1,24 +1,22 @@
-"""`stres-jax`: one command line over the package's entry points; each subcommand lives in its module."""
+"""`stres-jax`: one command line over the package; each module here adds its subcommands."""
 import argparse
-import importlib
 import sys
 
+from stres_jax.cli import convert, embed, labels, netinfo, onnx_io, predict
 from stres_jax.errors import UserError
 
-# Modules with `register(subparsers)`, which adds their subcommands and sets `func`.
-COMMAND_MODULES = ("stres_jax.convert", "stres_jax.predict", "stres_jax.labels", "stres_jax.inspect",
-                   "stres_jax.onnx_io", "stres_jax.embed")
+COMMANDS = (convert, predict, labels, netinfo, onnx_io, embed)  # each has register(subparsers)
 
 
-def run_guarded(fn):
+def run_guarded(fn, prog="stres-jax"):
     """Call `fn`; a UserError becomes one line on stderr and exit status 2."""
     try:
         return fn()
     except UserError as err:
-        print(f"stres-jax: error: {err}", file=sys.stderr)
+        print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("stres-jax: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return 130
 
 
@@ -29,15 +27,11 @@ def build_parser():
         "3D (r3d_18), Mixed (mc3_18) and (2+1)D (r2plus1d_18), numerically identical to torchvision.",
         epilog="Run `stres-jax COMMAND --help` for the options of one command.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(subparsers)
+    for command in COMMANDS:
+        command.register(subparsers)
     return parser
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
     return run_guarded(lambda: args.func(args))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,71 +1,14 @@
-"""Data parallelism over every device of every host: one jitted step over a Mesh.
-
-`jax.pmap` is in maintenance mode; this is its replacement: NamedSharding over a 1-D
-"data" mesh, with each process feeding its own rows through
-`jax.make_array_from_process_local_data`.
-"""
+"""Decoding videos ahead of the devices (a thread pool), and cutting their clips into
+fixed-size, padded batches for a data-parallel step."""
 import collections
 import concurrent.futures
-import os
 
 import jax
 import numpy as np
-from jax.experimental import multihost_utils
-from jax.sharding import NamedSharding, PartitionSpec
 
 from stres_jax.data.transforms import normalize
+from stres_jax.distributed import any_process
 from stres_jax.errors import UserError
-
-
-def _cluster_processes():
-    """Process count of a SLURM, Open MPI or Cloud TPU job JAX can join by itself (else 1)."""
-    for name in ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"):
-        if os.environ.get(name, "").isdigit():
-            return int(os.environ[name])
-    return len(os.environ.get("TPU_WORKER_HOSTNAMES", "").split(",")) or 1
-
-
-def initialize_distributed(distributed):
-    """`jax.distributed.initialize` for explicit multi-process configs or clusters JAX detects."""
-    if distributed.num_processes > 1:
-        jax.config.update("jax_cpu_collectives_implementation", distributed.cpu_collectives)
-        jax.distributed.initialize(distributed.coordinator_address, distributed.num_processes,
-                                   distributed.process_id)
-    elif _cluster_processes() > 1:
-        jax.distributed.initialize()
-
-
-class DataParallel:
-    """`step(variables, clips)` jitted over a data-parallel mesh of all devices."""
-
-    def __init__(self, forward, variables, global_batch, compiler_options=None):
-        devices = jax.device_count()
-        if global_batch % devices:
-            raise UserError(f"config.batch_size={global_batch} must be a multiple of the "
-                            f"{devices} devices")
-        self.local_batch = global_batch // jax.process_count()
-        mesh = jax.make_mesh((devices,), ("data",))
-        self.rows = NamedSharding(mesh, PartitionSpec("data"))
-        replicated = NamedSharding(mesh, PartitionSpec())
-        self.variables = jax.device_put(variables, replicated)
-        self.step = jax.jit(forward, in_shardings=(replicated, self.rows), out_shardings=self.rows,
-                            compiler_options=compiler_options)
-
-    def __call__(self, local_rows):
-        batch = jax.make_array_from_process_local_data(self.rows, local_rows)
-        return jax.tree.map(_local_rows, self.step(self.variables, batch))
-
-
-def _local_rows(array):
-    shards = sorted(array.addressable_shards, key=lambda s: s.index[0].start or 0)
-    return np.concatenate([np.asarray(s.data) for s in shards])
-
-
-def any_process(flag):
-    """Whether `flag` holds on any process (a collective: every process must call it)."""
-    if jax.process_count() == 1:
-        return bool(flag)
-    return bool(multihost_utils.process_allgather(np.array([flag])).any())
 
 
 def decoded_videos(items, load_clips, workers, prefetch):

@@ -1,5 +1,6 @@
-"""`stres-jax labels`: the class names the published nets predict."""
-from stres_jax.checkpoints.store import kinetics400_labels, read_meta
+"""`stres-jax labels`: the class names the nets predict."""
+from stres_jax.checkpoints.store import read_meta
+from stres_jax.labels import kinetics400_labels
 
 
 def register(subparsers):

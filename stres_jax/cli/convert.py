@@ -1,0 +1,68 @@
+"""`stres-jax convert`, `stres-jax fetch` and `python convert_weights.py`: torchvision weights in."""
+import argparse
+
+from stres_jax.cli.options import ARCH_HELP, arch_name
+from stres_jax.checkpoints.fetch import PUBLISHED_FILES, FetchError
+from stres_jax.convert import convert_file, fetch
+from stres_jax.errors import UserError
+
+DESCRIPTION = ("Convert a torchvision video ResNet state_dict (.pth, zip or legacy format, or "
+               ".safetensors) into a stres_jax checkpoint directory. No torch needed; no pickled "
+               "code is run.")
+
+
+def add_arguments(parser):
+    parser.add_argument("--arch", type=arch_name, required=True, help=f"one of {ARCH_HELP}")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="the torchvision state_dict file to convert")
+    source.add_argument("--download", action="store_true",
+                        help="download torchvision's published weights (sha256-checked, cached)")
+    parser.add_argument("--out", help="output directory (default with --download: the cache)")
+    parser.add_argument("--labels", help="class names, one per line (default: Kinetics-400)")
+    return parser
+
+
+def register(subparsers):
+    convert = subparsers.add_parser("convert", help="convert a torchvision checkpoint file",
+                                    description=DESCRIPTION)
+    add_arguments(convert).set_defaults(func=run)
+    fetch_parser = subparsers.add_parser(
+        "fetch", help="download torchvision's published weights and convert them",
+        description="Download torchvision's published checkpoint for ARCH (sha256-checked, "
+        "cached under $XDG_CACHE_HOME/stres_jax) and convert it; later commands find it there.")
+    fetch_parser.add_argument("arch", type=arch_name, help=f"one of {ARCH_HELP}")
+    fetch_parser.add_argument("--from", dest="source", metavar="FILE.pth",
+                              help="convert this local copy of the published file instead of downloading")
+    fetch_parser.add_argument("--out", help="output directory (default: the cache)")
+    fetch_parser.set_defaults(func=run_fetch)
+
+
+def run_fetch(args):
+    try:
+        out = fetch(args.arch, args.out, args.source)
+    except FetchError as err:
+        if args.source:
+            raise
+        raise FetchError(f"{err}; if this machine is offline, download {PUBLISHED_FILES[args.arch]} "
+                         f"elsewhere and run `stres-jax fetch {args.arch} --from FILE`") from None
+    print(f"wrote {out}")
+    return 0
+
+
+def run(args):
+    if args.download:
+        out = fetch(args.arch, args.out)
+    else:
+        if not args.out:
+            raise UserError("--out DIR is required with --checkpoint")
+        out = convert_file(args.checkpoint, args.arch, args.out, args.labels)
+    print(f"wrote {out}")
+    return 0
+
+
+def main(argv=None):
+    """`python convert_weights.py`."""
+    from stres_jax.cli import run_guarded
+    parser = add_arguments(argparse.ArgumentParser(prog="convert_weights.py", description=DESCRIPTION))
+    args = parser.parse_args(argv)
+    return run_guarded(lambda: run(args), prog="convert_weights.py")

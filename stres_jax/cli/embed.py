@@ -1,0 +1,46 @@
+"""`stres-jax embed`: 512-d embeddings of videos or Kinetics-layout folders, as an .npz."""
+import json
+import sys
+
+from stres_jax.cli.options import ARCH_HELP, add_cpu_library_flag, arch_name, positive_int
+from stres_jax.config_base import get_base_config
+from stres_jax.data import sampling
+from stres_jax.embed import embed, items_for, save_npz
+from stres_jax.errors import UserError
+from stres_jax.models import DEFAULT_ARCH
+
+
+def register(subparsers):
+    parser = subparsers.add_parser(
+        "embed", help="512-d embeddings of videos or a Kinetics-layout folder",
+        description="Write an .npz with `embeddings` (N, 512) float32 (pooled pre-logit features "
+        "averaged over the protocol's 5 clips), `paths` and, for folders, `labels` (the folder "
+        "names). Plain arrays: loads with allow_pickle=False. Unreadable videos are listed and skipped.")
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="videos, or folders of <class>/<video>")
+    parser.add_argument("--out", required=True, metavar="FILE.npz")
+    parser.add_argument("--checkpoint", help="checkpoint directory (default: the cached `fetch` one)")
+    parser.add_argument("--arch", type=arch_name, default=DEFAULT_ARCH, help=f"with no --checkpoint: {ARCH_HELP}")
+    parser.add_argument("--workdir", help="keep per-video results here; a rerun resumes (default: temporary)")
+    parser.add_argument("--batch-size", type=positive_int, default=8)
+    parser.add_argument("--clips", type=positive_int, default=sampling.NUM_CLIPS,
+                        help=f"clips per video (default {sampling.NUM_CLIPS})")
+    add_cpu_library_flag(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args):
+    config = get_base_config()
+    config.arch, config.checkpoint, config.batch_size = args.arch, args.checkpoint or "", args.batch_size
+    config.protocol.clips_per_video = args.clips
+    config.cpu_library = args.cpu_library
+    items = items_for(args.paths)
+    if not items:
+        raise UserError("no videos found in the given paths")
+    arrays, skipped = embed(items, config, args.workdir)
+    if arrays is None:
+        return 0
+    save_npz(arrays, args.out)
+    for entry in skipped:
+        print(f"stres-jax: skipped {entry['reason']}", file=sys.stderr)
+    print(json.dumps({"out": args.out, "videos": len(arrays["paths"]), "skipped": len(skipped)}))
+    return 1 if skipped else 0

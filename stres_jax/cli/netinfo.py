@@ -1,0 +1,42 @@
+"""`stres-jax info` and `stres-jax show-filters`."""
+import json
+
+from stres_jax.checkpoints.store import load_checkpoint
+from stres_jax.figures import save_filters, save_summary
+from stres_jax.netinfo import format_information, model_for, net_information
+
+
+def register(subparsers):
+    info = subparsers.add_parser(
+        "info", help="parameter counts, layer types, GMACs and kernel sizes of a net",
+        description="Net information: per-array element counts, total parameters (batch-norm "
+        "statistics separately), layer type counts, multiply-accumulates per 16x112x112 clip and "
+        "the kernel shape [time, height, width] of every block's convolutions.")
+    info.add_argument("target", metavar="ARCH|CHECKPOINT", help="an arch name or a checkpoint directory")
+    info.add_argument("--format", choices=("text", "json"), default="text")
+    info.add_argument("--graphic", metavar="FILE.png", help="also draw a summary diagram of the net")
+    info.set_defaults(func=run_info)
+    filters = subparsers.add_parser(
+        "show-filters", help="draw the first convolution's kernels",
+        description="Draw the first convolution's kernels as a grid of small RGB images, "
+        "contrast-adjusted per kernel: 45 of 7x7 for (2+1)D; for 3D and Mixed, 64 kernels of 3 "
+        "temporal slices each.")
+    filters.add_argument("--checkpoint", required=True, help="checkpoint directory")
+    filters.add_argument("--out", required=True, metavar="FILE.png")
+    filters.set_defaults(func=run_show_filters)
+
+
+def run_info(args):
+    model, arch = model_for(args.target)
+    info = net_information(model, arch)
+    print(json.dumps(info, indent=1) if args.format == "json" else format_information(info))
+    if args.graphic:
+        save_summary(info, args.graphic)
+    return 0
+
+
+def run_show_filters(args):
+    _, variables, _ = load_checkpoint(args.checkpoint)
+    save_filters(variables, args.out)
+    print(f"wrote {args.out}")
+    return 0

@@ -1,0 +1,42 @@
+"""`stres-jax export-onnx` and `stres-jax import-onnx`."""
+import onnx
+
+from stres_jax.atomic import atomic_path
+from stres_jax.checkpoints.store import load_checkpoint, save_checkpoint
+from stres_jax.cli.options import positive_int
+from stres_jax.onnx_io import OPSET, from_onnx, to_onnx
+
+
+def register(subparsers):
+    export = subparsers.add_parser(
+        "export-onnx", help="write a checkpoint as an ONNX model",
+        description="Write an ONNX model (opset 17) taking (batch, 3, frames, 112, 112) float32, "
+        "normalised as torchvision's preset, and returning logits; labels and preprocessing "
+        "constants are in metadata_props. Checked with onnx.checker.")
+    export.add_argument("--checkpoint", required=True, help="checkpoint directory")
+    export.add_argument("--out", required=True, metavar="FILE.onnx")
+    export.add_argument("--frames", type=positive_int, default=16, help="clip length fixed in the graph (default 16)")
+    export.set_defaults(func=run_export)
+    imp = subparsers.add_parser(
+        "import-onnx", help="read an exported ONNX model back into a checkpoint",
+        description="Read an ONNX file written by export-onnx back into a checkpoint directory; "
+        "labels come from its metadata. Other graphs are refused.")
+    imp.add_argument("onnx_file", metavar="FILE.onnx")
+    imp.add_argument("--out", required=True, help="checkpoint directory to write")
+    imp.set_defaults(func=run_import)
+
+
+def run_export(args):
+    _, variables, meta = load_checkpoint(args.checkpoint)
+    model = to_onnx(meta["arch"], variables, meta["labels"], args.frames)
+    with atomic_path(args.out) as staging:
+        onnx.save(model, str(staging))
+    print(f"wrote {args.out} (opset {OPSET}, IR version {model.ir_version})")
+    return 0
+
+
+def run_import(args):
+    arch, variables, labels = from_onnx(args.onnx_file)
+    out = save_checkpoint(args.out, arch, variables, labels, {"file": str(args.onnx_file), "format": "onnx"})
+    print(f"wrote {out}")
+    return 0

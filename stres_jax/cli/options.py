@@ -1,0 +1,38 @@
+"""Options several commands share."""
+import argparse
+
+from stres_jax.models import ARCH_SPECS, DEFAULT_ARCH, canonical_arch
+from stres_jax.xla_options import CPU_LIBRARIES, DEFAULT_CPU_LIBRARY
+
+ARCH_HELP = f"{', '.join(ARCH_SPECS)} (or 3D, Mixed, (2+1)D)"
+
+
+def arch_name(text):
+    """argparse type: a canonical arch name, or a one-line usage error."""
+    try:
+        return canonical_arch(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def positive_int(text):
+    """argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def add_model_flags(parser, what="the cached checkpoint or --random-init"):
+    parser.add_argument("--checkpoint", help="checkpoint directory (default: the one `stres-jax fetch` cached)")
+    parser.add_argument("--arch", type=arch_name, help=f"{ARCH_HELP}, for {what} (default {DEFAULT_ARCH})")
+
+
+def add_cpu_library_flag(parser):
+    """`--cpu-library` for a command that runs a net."""
+    parser.add_argument("--cpu-library", choices=sorted(CPU_LIBRARIES), default=DEFAULT_CPU_LIBRARY,
+                        help="CPU kernels: XLA's own (the default, fastest for these nets), "
+                        "YNNPACK fusions of each conv with the work after it, or jaxlib's default mix")

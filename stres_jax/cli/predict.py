@@ -1,0 +1,61 @@
+"""`stres-jax predict`: the main action of videos, their top-k labels, and the action over time."""
+import json
+import sys
+
+import jax
+
+from stres_jax.cli.options import add_cpu_library_flag, add_model_flags, positive_int
+from stres_jax.data import sampling
+from stres_jax.errors import UserError
+from stres_jax.inference import ClipRunner, load_model
+from stres_jax.predict import format_text, predict_video
+
+
+def register(subparsers):
+    parser = subparsers.add_parser(
+        "predict", help="identify the main action in videos",
+        description="Identify the main action in each video. By default torchvision's video-level "
+        "protocol: resample to 15 fps, 5 clips of 16 frames spread over the video, softmax averaged. "
+        "Prints the top-1 label per video; one bad video never stops the others.")
+    parser.add_argument("videos", nargs="+", metavar="VIDEO")
+    add_model_flags(parser)
+    parser.add_argument("--random-init", action="store_true", help="use an uninitialised (random) net")
+    parser.add_argument("--top", type=positive_int, default=1, metavar="K", help="show the K most likely labels")
+    parser.add_argument("--format", choices=("text", "json"), default="text")
+    parser.add_argument("--clips", type=positive_int, default=sampling.NUM_CLIPS,
+                        help=f"clips per video (default {sampling.NUM_CLIPS})")
+    parser.add_argument("--clip-len", type=positive_int, default=sampling.CLIP_LEN,
+                        help=f"frames per clip (default {sampling.CLIP_LEN})")
+    parser.add_argument("--frame-rate", type=float, default=sampling.FRAME_RATE,
+                        help=f"resample to this many frames/s before cutting clips (default "
+                        f"{sampling.FRAME_RATE}; 0: native)")
+    parser.add_argument("--target-length", type=positive_int, metavar="N", help="instead: one clip of N "
+                        "frames spread over the whole video (faster with small N: the speed/accuracy knob)")
+    parser.add_argument("--window", type=positive_int, metavar="W", help="also label windows of W video "
+                        "frames (the action over time)")
+    parser.add_argument("--stride", type=positive_int, metavar="S", help="frames between window starts (default W)")
+    parser.add_argument("--batch-size", type=positive_int, help="clips per forward pass (default: 1 on CPU, "
+                        "where larger batches only cost memory, about 240 MB a clip; 8 elsewhere)")
+    add_cpu_library_flag(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args):
+    plan = sampling.ClipPlan(args.clips, args.clip_len, args.frame_rate or None, args.target_length,
+                             args.window, args.stride)
+    batch_size = args.batch_size or (1 if jax.default_backend() == "cpu" else 8)
+    runner = ClipRunner(*load_model(args.checkpoint, args.arch, args.random_init), batch_size, args.cpu_library)
+    progress = sys.stderr.isatty()
+    results = []
+    for path in args.videos:
+        try:
+            result = predict_video(runner, path, plan, args.top, progress)
+        except UserError as err:
+            result = {"video": path, "error": str(err).removeprefix(f"{path}: ")}
+            print(f"stres-jax: error: {err}", file=sys.stderr)
+        results.append(result)
+        if args.format == "text" and "error" not in result:
+            print(format_text(result, args.top), flush=True)
+    if args.format == "json":
+        print(json.dumps(results[0] if len(results) == 1 else results, indent=1))
+    return 1 if any("error" in r for r in results) else 0

@@ -1,0 +1,73 @@
+"""Kinetics-400 evaluation, data-parallel over every device and host, resumable.
+
+`python -m stres_jax.eval --config configs/r2plus1d.py --workdir W` runs `evaluate`, which
+writes `predictions.jsonl` (one line per video) and `results.json` to the workdir. Each process appends its videos to its own `predictions-PPPPP.jsonl` shard, flushed per
+video, so a killed run started again with the same workdir resumes where it stopped.
+"""
+import json
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+from tqdm import tqdm
+
+from stres_jax.atomic import atomic_path
+from stres_jax.data.clips import plan_clips_of
+from stres_jax.data.sampling import ClipPlan
+from stres_jax.data.sources import make_source
+from stres_jax.data.transforms import clip_shape
+from stres_jax.distributed import initialize_distributed
+from stres_jax.inference import forward_fn, load_model
+from stres_jax.mesh import DataParallel
+from stres_jax.metrics import summarize, video_record
+from stres_jax.pipeline import decoded_videos, run_videos
+from stres_jax.records import open_shard, read_records
+from stres_jax.xla_options import compiler_options
+
+
+def evaluate(config, workdir, items=None, embeddings=False):
+    """Run the protocol over `items` (default: the config's source); on process 0 returns
+    the results dict. With `embeddings`, each record also holds the video's pooled
+    512-d features averaged over its clips.
+    """
+    initialize_distributed(config.distributed)
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    model, variables, labels = load_model(config.checkpoint or None, config.arch, conv_impl=config.conv_impl,
+                                          fold_batchnorm=config.fold_batchnorm)
+    items = make_source(config.data, labels) if items is None else items
+    done = read_records(workdir)
+    mine = [item for item in items if item.key not in done][jax.process_index()::jax.process_count()]
+    parallel = DataParallel(forward_fn(model), variables, config.batch_size, compiler_options(config.cpu_library))
+    plan = ClipPlan.from_protocol(config.protocol)
+    videos = decoded_videos(mine, lambda item, loaded: plan_clips_of(item, plan, loaded),
+                            config.num_workers, config.prefetch)
+    show = jax.process_index() == 0 and sys.stderr.isatty()
+    with open_shard(workdir, jax.process_index()) as shard, \
+            tqdm(total=len(mine), unit="video", disable=not show, desc="eval") as bar:
+        def on_video(item, outputs):
+            record = video_record(item, outputs, labels)
+            if embeddings and "error" not in record:
+                record["embedding"] = np.asarray(outputs["features"], np.float32).mean(0).tolist()
+            shard.write(json.dumps(record) + "\n")
+            shard.flush()
+            bar.update()
+        run_videos(videos, parallel, clip_shape(plan.clip_len), on_video)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices("stres_jax.eval finished")
+    if jax.process_index() != 0:
+        return None
+    return write_results(workdir, [read_records(workdir).get(item.key) for item in items])
+
+
+def write_results(workdir, records):
+    """predictions.jsonl (ordered as the source) and results.json, each written atomically."""
+    records = [r for r in records if r is not None]
+    with atomic_path(Path(workdir) / "predictions.jsonl") as staging:
+        staging.write_text("".join(json.dumps(r) + "\n" for r in records))
+    results = summarize(records)
+    with atomic_path(Path(workdir) / "results.json") as staging:
+        staging.write_text(json.dumps(results, indent=1))
+    return results

@@ -1,0 +1,3 @@
+from stres_jax.cli.eval import run
+
+run()

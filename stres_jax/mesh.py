@@ -1,0 +1,46 @@
+"""Data parallelism over every device of every host: one jitted step over a Mesh.
+
+`jax.pmap` is in maintenance mode; this is its replacement: NamedSharding over a 1-D
+"data" mesh, with each process feeding its own rows through
+`jax.make_array_from_process_local_data`.
+"""
+import jax
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
+
+from stres_jax.errors import UserError
+
+
+def data_shardings(global_batch):
+    """(rows, replicated) NamedShardings over a 1-D "data" mesh of every device; the global
+    batch must divide among the devices."""
+    devices = jax.device_count()
+    if global_batch % devices:
+        raise UserError(f"the batch size {global_batch} must be a multiple of the {devices} devices")
+    mesh = jax.make_mesh((devices,), ("data",))
+    return NamedSharding(mesh, PartitionSpec("data")), NamedSharding(mesh, PartitionSpec())
+
+
+def global_rows(rows, local):
+    """One global array from every process's local rows (a pytree)."""
+    return jax.tree.map(lambda a: jax.make_array_from_process_local_data(rows, a), local)
+
+
+def local_rows(array):
+    """This process's rows of a row-sharded global array, in order, as numpy."""
+    shards = sorted(array.addressable_shards, key=lambda s: s.index[0].start or 0)
+    return np.concatenate([np.asarray(s.data) for s in shards])
+
+
+class DataParallel:
+    """`step(variables, clips)` jitted over a data-parallel mesh of all devices."""
+
+    def __init__(self, forward, variables, global_batch, compiler_options=None):
+        self.rows, replicated = data_shardings(global_batch)
+        self.local_batch = global_batch // jax.process_count()
+        self.variables = jax.device_put(variables, replicated)
+        self.step = jax.jit(forward, in_shardings=(replicated, self.rows), out_shardings=self.rows,
+                            compiler_options=compiler_options)
+
+    def __call__(self, local):
+        return jax.tree.map(local_rows, self.step(self.variables, global_rows(self.rows, local)))

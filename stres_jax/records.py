@@ -1,0 +1,32 @@
+"""Per-video prediction records: one append-only JSONL shard per process, read back on resume.
+
+A killed run leaves at most a half-written last line, which is cut before appending again,
+so a resumed run neither loses nor doubles a video.
+"""
+import json
+from pathlib import Path
+
+SHARD_GLOB = "predictions-*.jsonl"
+
+
+def read_records(workdir):
+    """Every complete line of every shard in `workdir`, first occurrence of each video."""
+    records = {}
+    for shard in sorted(Path(workdir).glob(SHARD_GLOB)):
+        for line in shard.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # the half-written last line of a killed run
+            records.setdefault(record["video"], record)
+    return records
+
+
+def open_shard(workdir, process):
+    """This process's shard, opened for appending after cutting any half-written last line."""
+    path = Path(workdir) / f"predictions-{process:05d}.jsonl"
+    if path.exists():
+        data = path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            path.write_bytes(data[: data.rfind(b"\n") + 1])
+    return open(path, "a")
