@@ -9,6 +9,7 @@ from flax import traverse_util
 
 from stres_jax.checkpoints.store import abstract_variables
 from stres_jax.data.transforms import clip_shape
+from stres_jax.models import TorchBatchNorm
 
 CLIP_SHAPE = clip_shape(batch=1)
 
@@ -20,9 +21,10 @@ def _trace_layers(model):
     def interceptor(next_fun, args, kwargs, context):
         out = next_fun(*args, **kwargs)
         module = context.module
-        if context.method_name == "__call__" and isinstance(module, (nn.Conv, nn.BatchNorm, nn.Dense)):
+        if context.method_name == "__call__" and isinstance(module, (nn.Conv, nn.BatchNorm, TorchBatchNorm, nn.Dense)):
             kernel = tuple(module.kernel_size) if isinstance(module, nn.Conv) else None
-            calls.append(("/".join(module.path), type(module).__name__, args[0].shape, out.shape, kernel))
+            kind = "BatchNorm" if isinstance(module, TorchBatchNorm) else type(module).__name__
+            calls.append(("/".join(module.path), kind, args[0].shape, out.shape, kernel))
         return out
 
     variables = abstract_variables(model)

@@ -64,11 +64,12 @@ def guess_arch(state_dict):
     return "mc3_18" if kernel.shape[2] == 1 else "r3d_18"
 
 
-def torch_to_flax(state_dict, arch, abstract_variables):
+def torch_to_flax(state_dict, arch, abstract_variables, dtype=np.float32):
     """Flax variables for `arch` from a torchvision state_dict, every key checked both ways.
 
     `abstract_variables` is the model's variable tree (shapes only, e.g. from
-    `jax.eval_shape(model.init, ...)`); every leaf must be filled by exactly one key.
+    `jax.eval_shape(model.init, ...)`); every leaf must be filled by exactly one key. Values
+    become `dtype` (float64 for the training parity tests).
     """
     guess = guess_arch(state_dict)
     hint = f" (the checkpoint looks like {guess}; pass --arch {guess})" if guess and guess != arch else ""
@@ -80,7 +81,7 @@ def torch_to_flax(state_dict, arch, abstract_variables):
                 raise KeyMismatchError(f"checkpoint has no key {key!r} needed by {arch}{hint}")
             if leaf not in expected:
                 raise KeyMismatchError(f"{arch} has no variable {'/'.join(leaf)} for key {key!r}")
-            value = np.asarray(state_dict[key], np.float32)
+            value = np.asarray(state_dict[key], dtype)
             if value.ndim == len(expected[leaf]) and transform:
                 value = transform(value)
             if value.shape != tuple(expected[leaf]):

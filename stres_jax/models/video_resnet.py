@@ -8,6 +8,7 @@ import jax.numpy as jnp
 
 from stres_jax.models.fast_conv import conv_factory, resolve_conv_impl
 from stres_jax.models.layers import BasicBlock, Conv, Conv2Plus1D, FoldedNorm, ModuleDef, R2Plus1dStem
+from stres_jax.models.norm import TorchBatchNorm
 from stres_jax.models.spec import ARCH_SPECS, DEFAULT_ARCH, STAGE_NAMES, ArchSpec, canonical_arch
 
 BN_MOMENTUM, BN_EPSILON = 0.1, 1e-5  # PyTorch's; Flax counts momentum the other way round
@@ -22,8 +23,8 @@ class VideoResNet(nn.Module):
 
     `conv` chooses the lowering (`fast_conv.TapConv` is faster on CPU, same parameters);
     `fold_batchnorm=True` is an inference-only net whose convs carry the folded BN
-    (variables from `fold.fold_batchnorm`). `norm` replaces the BatchNorm (training uses
-    PyTorch's running-variance rule, `stres_jax.train.TorchBatchNorm`).
+    (variables from `fold.fold_batchnorm`). `norm` is `TorchBatchNorm`: in training mode its
+    running variance follows PyTorch's (unbiased) rule, so training matches torchvision.
     """
     stem: type = R2Plus1dStem
     builders: Sequence[type] = (Conv2Plus1D,) * 4
@@ -32,7 +33,7 @@ class VideoResNet(nn.Module):
     num_classes: int = 400
     dtype: Any = jnp.float32
     conv: ModuleDef = Conv
-    norm: ModuleDef = nn.BatchNorm
+    norm: ModuleDef = TorchBatchNorm
     fold_batchnorm: bool = False
 
     @property

@@ -1,0 +1,60 @@
+"""One training step with torch's semantics: SGD as `torch.optim.SGD`, cross-entropy, BatchNorm
+in training mode (`models.norm.TorchBatchNorm`). Nothing here fixes a dtype: with
+`jax_enable_x64` and `model.clone(dtype=jnp.float64)` and float64 variables it runs in float64."""
+import jax
+import jax.numpy as jnp
+import optax
+
+
+def sgd(learning_rate, momentum=0.9, weight_decay=1e-4):
+    """`torch.optim.SGD(lr, momentum, weight_decay)`: the decay is added to the gradient before
+    momentum, and the first momentum buffer is the gradient itself. `learning_rate` may be an
+    optax schedule; the rate of each step is kept in `opt_state.hyperparams["learning_rate"]`."""
+    def make(learning_rate):
+        return optax.chain(optax.add_decayed_weights(weight_decay),
+                           optax.sgd(learning_rate, momentum=momentum or None))
+    return optax.inject_hyperparams(make)(learning_rate=learning_rate)
+
+
+def init_state(model, variables, optimizer):
+    """The training state: `params`, `batch_stats`, `opt_state` and `step` (a pytree)."""
+    del model  # the state does not depend on it; kept for a stable signature
+    params = variables["params"]
+    return {"params": params, "batch_stats": variables["batch_stats"],
+            "opt_state": optimizer.init(params), "step": jnp.zeros((), jnp.int32)}
+
+
+def current_learning_rate(opt_state):
+    """The learning rate of the last step (0 before the first), if the optimizer records one."""
+    hyperparams = getattr(opt_state, "hyperparams", None) or {}
+    return hyperparams.get("learning_rate", jnp.nan)
+
+
+def make_train_step(model, optimizer, trainable=None):
+    """`(state, clips, labels) -> (state, metrics)`, to be jitted. `clips` are normalised
+    `(B, T, H, W, 3)`, `labels` `(B,)` int; `metrics` holds the mean cross-entropy `loss`,
+    `accuracy` (top-1 over the batch) and `learning_rate`. `trainable(path) -> bool`, if
+    given, freezes the other parameters (their gradient is zeroed before the optimizer)."""
+    def loss_fn(params, batch_stats, clips, labels):
+        logits, updated = model.apply({"params": params, "batch_stats": batch_stats}, clips,
+                                      train=True, mutable=["batch_stats"])
+        logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+        return loss, (logits, updated["batch_stats"])
+
+    def step(state, clips, labels):
+        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+        (loss, (logits, batch_stats)), grads = grad_fn(state["params"], state["batch_stats"], clips, labels)
+        if trainable is not None:
+            grads = jax.tree_util.tree_map_with_path(
+                lambda path, g: g if trainable(path) else jnp.zeros_like(g), grads)
+        updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        if trainable is not None:  # weight decay must not move frozen weights either
+            params = jax.tree_util.tree_map_with_path(
+                lambda path, new, old: new if trainable(path) else old, params, state["params"])
+        metrics = {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels),
+                   "learning_rate": current_learning_rate(opt_state)}
+        return {"params": params, "batch_stats": batch_stats, "opt_state": opt_state,
+                "step": state["step"] + 1}, metrics
+    return step

@@ -1,0 +1,75 @@
+"""Training steps against torchvision's model in train() mode + torch.optim.SGD, in float64.
+
+Float32 gradients of these nets differ from float64 by up to 1e-2 relative inside torch
+itself, so only float64 can show that the semantics (BN batch statistics and PyTorch's
+unbiased running-variance rule, momentum, weight decay, cross-entropy) are the same.
+"""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from flax import traverse_util
+
+from stres_jax.checkpoints.key_table import torch_to_flax
+from stres_jax.checkpoints.store import abstract_variables
+from stres_jax.models import create_model
+from stres_jax.train import init_state, make_train_step, sgd
+from tests.torch_reference import ARCHS, random_torchvision_model
+
+TOLERANCE = 1e-9  # relative to the largest value of each compared array
+LR, MOMENTUM, WEIGHT_DECAY, STEPS = 0.05, 0.9, 1e-4, 3
+
+
+def relative(ours, theirs):
+    ours, theirs = np.asarray(ours, np.float64), np.asarray(theirs, np.float64)
+    return float(np.abs(ours - theirs).max() / max(np.abs(theirs).max(), 1e-300))
+
+
+def torch_steps(model, batches):
+    optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
+    losses, states = [], [{k: v.clone() for k, v in model.state_dict().items()}]
+    model.train()
+    for clips, labels in batches:
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(
+            model(torch.from_numpy(clips).permute(0, 4, 1, 2, 3)), torch.from_numpy(labels))
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        states.append({k: v.clone() for k, v in model.state_dict().items()})
+    return losses, states
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_three_sgd_steps_equal_torch_in_float64(arch):
+    rng = np.random.default_rng(1)
+    batches = [(rng.standard_normal((2, 8, 48, 48, 3)), rng.integers(0, 400, 2)) for _ in range(STEPS)]
+    reference = random_torchvision_model(arch).double()
+    start = {k: v.numpy().copy() for k, v in reference.state_dict().items()}
+    losses, torch_states = torch_steps(reference, batches)
+    with jax.enable_x64(True):
+        model = create_model(arch).clone(dtype=jnp.float64)
+        variables = torch_to_flax(start, arch, abstract_variables(model), dtype=np.float64)
+        optimizer = sgd(LR, MOMENTUM, WEIGHT_DECAY)
+        state = init_state(model, variables, optimizer)
+        step = jax.jit(make_train_step(model, optimizer))
+        errors = {}
+        for i, (clips, labels) in enumerate(batches, start=1):
+            before = state
+            state, metrics = step(state, jnp.asarray(clips), jnp.asarray(labels))
+            assert metrics["loss"].dtype == jnp.float64
+            errors[f"loss{i}"] = abs(float(metrics["loss"]) - losses[i - 1]) / abs(losses[i - 1])
+            expected = torch_to_flax(torch_states[i], arch, abstract_variables(model), dtype=np.float64)
+            previous = torch_to_flax(torch_states[i - 1], arch, abstract_variables(model), dtype=np.float64)
+            ours = traverse_util.flatten_dict({"params": state["params"], "batch_stats": state["batch_stats"]})
+            ours_before = traverse_util.flatten_dict({"params": before["params"], "batch_stats": before["batch_stats"]})
+            theirs, theirs_before = traverse_util.flatten_dict(expected), traverse_util.flatten_dict(previous)
+            assert set(ours) == set(theirs)
+            for key in theirs:  # the update of every parameter and every running statistic
+                name = "/".join(key)
+                errors[f"{name}@{i}"] = relative(ours[key] - ours_before[key], theirs[key] - theirs_before[key])
+        assert int(state["step"]) == STEPS and float(metrics["learning_rate"]) == LR
+    worst = max(errors, key=errors.get)
+    print(arch, "worst", worst, f"{errors[worst]:.1e}", "losses", [f"{l:.6f}" for l in losses])
+    assert errors[worst] < TOLERANCE, (worst, errors[worst])
