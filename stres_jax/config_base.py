@@ -41,3 +41,42 @@ def get_base_config(arch=DEFAULT_ARCH):
     config.distributed.coordinator_address = ""   # "host:port" of process 0
     config.distributed.cpu_collectives = "gloo"    # for CPU-only multi-process runs
     return config
+
+
+def get_train_config(arch=DEFAULT_ARCH):
+    """Every field of a training run (`python -m stres_jax.train`), with torchvision's defaults."""
+    config = ml_collections.ConfigDict()
+    config.arch = canonical_arch(arch)
+    config.checkpoint = ""          # start from this converted checkpoint; "" = the cached `fetch` one
+    config.from_scratch = False     # True: torchvision's initialisation instead of a checkpoint
+    config.frozen_stages = 0        # freeze the stem and the first N stages (0 = train everything)
+    config.seed = 0
+    config.num_epochs = 1
+    config.batch_size = 24          # clips per step over all devices and hosts
+    config.dtype = "float32"        # "bfloat16": bf16 compute, f32 parameters, optimizer and BN stats;
+    #                                 "float64": everything in f64 (for exactness checks)
+    config.num_workers = 2          # grain decoding processes per host (0 = in this process)
+    config.checkpoint_every_steps = 500
+    config.keep_checkpoints = 3
+    config.log_every_steps = 10
+    config.conv_impl = "auto"
+    config.cpu_library = DEFAULT_CPU_LIBRARY
+
+    base = get_base_config(arch)
+    config.data = base.data         # training videos: "folder" (root/<class>/<video>) or "csv"
+    config.sampling = ml_collections.ConfigDict()
+    config.sampling.clips_per_video = 5   # random clips per video and epoch (torchvision's reference)
+    config.sampling.clip_len = sampling.CLIP_LEN
+    config.sampling.frame_rate = float(sampling.FRAME_RATE)
+
+    config.optimizer = ml_collections.ConfigDict()
+    config.optimizer.learning_rate = 0.01  # for `reference_batch` clips (scaled linearly to batch_size)
+    config.optimizer.reference_batch = 0   # 0: use learning_rate as it is
+    config.optimizer.momentum = 0.9
+    config.optimizer.weight_decay = 1e-4
+    config.optimizer.warmup_epochs = 0.0
+    config.optimizer.warmup_factor = 0.001
+    config.optimizer.milestones = ()       # epochs where the rate is multiplied by gamma
+    config.optimizer.gamma = 0.1
+    config.distributed = base.distributed
+    return config

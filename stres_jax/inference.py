@@ -24,13 +24,19 @@ def load_model(checkpoint=None, arch=None, random_init=False, conv_impl="auto", 
         variables = jax.jit(model.init)(jax.random.key(0), np.zeros(clip_shape(batch=1), np.float32))
         return model, variables, kinetics400_labels()
     if checkpoint is None:
-        arch = canonical_arch(arch or DEFAULT_ARCH)
-        checkpoint = default_checkpoint_dir(arch)
-        if not checkpoint.is_dir():
-            raise UserError(f"no checkpoint given and none cached for {arch}: run `stres-jax fetch "
-                            f"{arch}`, name a checkpoint directory, or use random weights")
+        checkpoint = default_checkpoint(arch or DEFAULT_ARCH)
     model, variables, meta = load_checkpoint(checkpoint, conv_impl=conv_impl, fold_batchnorm=fold_batchnorm)
     return model, variables, meta["labels"]
+
+
+def default_checkpoint(arch):
+    """The checkpoint directory `stres-jax fetch ARCH` cached, or a UserError saying how to get it."""
+    arch = canonical_arch(arch)
+    checkpoint = default_checkpoint_dir(arch)
+    if not checkpoint.is_dir():
+        raise UserError(f"no checkpoint given and none cached for {arch}: run `stres-jax fetch "
+                        f"{arch}`, name a checkpoint directory, or use random weights")
+    return checkpoint
 
 
 def forward_fn(model):

@@ -54,7 +54,7 @@ def folder_source(root, labels, strict=True):
     return items
 
 
-def csv_source(csv_path, root, labels, split=""):
+def csv_source(csv_path, root, labels, split="", strict=True):
     """Kinetics annotations: files `<youtube_id>_<start:06d>_<end:06d>.mp4` in root or root/<label>/."""
     lookup, items, root = _label_lookup(labels), [], Path(root)
     try:
@@ -68,7 +68,7 @@ def csv_source(csv_path, root, labels, split=""):
     for line, row in enumerate(rows, start=2):
         if split and row.get("split", split) != split:
             continue
-        label = _match(row["label"], lookup, f"{csv_path}:{line}")
+        label = _match(row["label"], lookup, f"{csv_path}:{line}", strict)
         name = f"{row['youtube_id']}_{int(float(row['time_start'])):06d}_{int(float(row['time_end'])):06d}.mp4"
         candidates = [root / row["label"] / name, root / row["label"].replace(" ", "_") / name, root / name]
         path = next((p for p in candidates if p.exists()), candidates[0])
@@ -117,11 +117,13 @@ def tfds_source(name, split, labels, fps):
 
 
 def make_source(data, labels):
-    """The VideoItems a config's `data` block names."""
+    """The VideoItems a config's `data` block names, labels matched to `labels` (None: the
+    data's own class names, as training uses them)."""
+    strict = labels is not None
     if data.source == "folder":
-        items = folder_source(data.root, labels)
+        items = folder_source(data.root, labels or [], strict)
     elif data.source == "csv":
-        items = csv_source(data.csv, data.root, labels, data.split)
+        items = csv_source(data.csv, data.root, labels or [], data.split, strict)
     elif data.source == "tfds":
         items = tfds_source(data.tfds_name, data.split, labels, data.tfds_fps)
     else:

@@ -51,8 +51,9 @@ def _crop_start(size, crop):
     return int(round((size - crop) / 2.0))  # torchvision's center_crop offset
 
 
-def resize_crop_uint8(frames, resize=RESIZE, crop=CROP):
-    """(T, H, W, C) uint8 -> (T, crop, crop, C) uint8: resize without antialias, centre crop.
+def resize_crop_uint8(frames, resize=RESIZE, crop=CROP, origin=None):
+    """(T, H, W, C) uint8 -> (T, crop, crop, C) uint8: resize without antialias, then crop at
+    `origin` (top, left) of the resized frame (default: the centre, as the preset).
 
     Only the output pixels inside the crop are computed; bilinear is per-pixel, so the
     result equals resizing the whole frame and cropping.
@@ -61,8 +62,9 @@ def resize_crop_uint8(frames, resize=RESIZE, crop=CROP):
     if frames.ndim != 4 or frames.dtype != np.uint8:
         raise ValueError(f"expected (T, H, W, C) uint8 frames, got {frames.dtype} {frames.shape}")
     _, height, width, _ = frames.shape
-    r0, r1, hw0, hw1 = _taps(height, resize[0], _crop_start(resize[0], crop), crop)
-    c0, c1, ww0, ww1 = _taps(width, resize[1], _crop_start(resize[1], crop), crop)
+    top, left = origin or (_crop_start(resize[0], crop), _crop_start(resize[1], crop))
+    r0, r1, hw0, hw1 = _taps(height, resize[0], int(top), crop)
+    c0, c1, ww0, ww1 = _taps(width, resize[1], int(left), crop)
     rows0 = frames[:, r0].astype(np.float32)
     rows1 = frames[:, r1].astype(np.float32)
     ww0, ww1 = ww0[:, None], ww1[:, None]

@@ -1,0 +1,3 @@
+from stres_jax.cli.train import run
+
+run()

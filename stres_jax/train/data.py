@@ -1,0 +1,111 @@
+"""Training clips as torchvision's references make them, decoded by grain worker processes.
+
+Per epoch every usable video gives `clips_per_video` random 16-frame clips at 15 fps (distinct
+starts while the video has enough), each resized to 128x171, randomly cropped to 112x112 and
+randomly flipped. Sample `i` of the stream depends only on (seed, i), so the stream is the same
+with any number of workers, and a resumed run sees exactly the batches it would have seen.
+"""
+import concurrent.futures
+import dataclasses
+import sys
+
+import grain
+import numpy as np
+
+from stres_jax.data.decode import probe, read_frames
+from stres_jax.data.transforms import CROP, RESIZE, resize_crop_uint8
+from stres_jax.errors import UserError
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainVideo:
+    path: str
+    label: int
+    frames: np.ndarray  # the resampled frame list (indices into the video's frames)
+
+
+def scan_videos(items, classes, plan, workers=4):
+    """(usable TrainVideos, skipped [{"video", "reason"}]): every video probed once up front."""
+    index = {name: i for i, name in enumerate(classes)}
+
+    def look(item):
+        try:
+            return TrainVideo(item.key, index[item.label], probe(item.key).resampled(plan.frame_rate)), None
+        except UserError as err:
+            return None, {"video": item.key, "reason": str(err)}
+        except Exception as err:  # noqa: BLE001 (a decoder failure must cost only this video)
+            return None, {"video": item.key, "reason": f"{item.key}: {type(err).__name__}: {err}"}
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        found = list(pool.map(look, items))
+    videos = [v for v, _ in found if v is not None and len(v.frames)]
+    skipped = [s for _, s in found if s is not None]
+    return videos, skipped
+
+
+class ClipSampler:
+    """`(global sample index) -> (clip uint8 (T, 112, 112, 3), label int)`, picklable for workers."""
+
+    def __init__(self, videos, clips_per_video, clip_len, seed):
+        self.videos, self.clips_per_video, self.clip_len, self.seed = videos, clips_per_video, clip_len, seed
+        self.per_epoch = len(videos) * clips_per_video
+
+    def describe(self, index):
+        """(video, frame indices, crop origin, flip) of sample `index`; no decoding."""
+        epoch, position = divmod(int(index), self.per_epoch)
+        order = np.random.default_rng([self.seed, epoch]).permutation(self.per_epoch)
+        video_index, k = divmod(int(order[position]), self.clips_per_video)
+        video = self.videos[video_index]
+        frames = video.frames
+        if len(frames) < self.clip_len:  # our policy: repeat the last frame (design.md)
+            frames = np.concatenate([frames, np.repeat(frames[-1:], self.clip_len - len(frames))])
+        starts = len(frames) - self.clip_len + 1
+        video_rng = np.random.default_rng([self.seed, epoch, video_index])
+        chosen = video_rng.choice(starts, self.clips_per_video, replace=starts < self.clips_per_video)
+        clip_rng = np.random.default_rng([self.seed, epoch, video_index, k])
+        origin = (int(clip_rng.integers(0, RESIZE[0] - CROP + 1)), int(clip_rng.integers(0, RESIZE[1] - CROP + 1)))
+        flip = bool(clip_rng.random() < 0.5)
+        return video, frames[chosen[k]: chosen[k] + self.clip_len], origin, flip
+
+    def load(self, index, tries=8):
+        """`(clip, label)` of sample `index`; a clip that fails to decode (the video probed fine)
+        is named on stderr and replaced by the next sample's, so batches keep their size."""
+        for offset in range(tries):
+            video, indices, origin, flip = self.describe(index + offset)
+            try:
+                clip = read_frames(video.path, indices, lambda f: resize_crop_uint8(f[None], origin=origin)[0])
+            except Exception as err:  # noqa: BLE001 (a decoder failure must cost only this clip)
+                print(f"stres_jax.train: skipped a clip of {video.path}: {err}", file=sys.stderr)
+                continue
+            return np.ascontiguousarray(clip[:, :, ::-1] if flip else clip), video.label
+        raise UserError(f"{tries} clips in a row failed to decode near sample {index}; check the data")
+
+
+class BatchLoader:
+    """`step -> {"clips": (B, T, 112, 112, 3) uint8, "labels": (B,) int32}`: this process's rows."""
+
+    def __init__(self, sampler, local_batch, process_index=0, process_count=1):
+        self.sampler, self.local_batch = sampler, local_batch
+        self.process_index, self.process_count = process_index, process_count
+
+    def __call__(self, step):
+        rows = [self.sampler.load(i) for i in local_indices(step, self.local_batch, self.process_index,
+                                                            self.process_count)]
+        return {"clips": np.stack([clip for clip, _ in rows]),
+                "labels": np.asarray([label for _, label in rows], np.int32)}
+
+
+def local_indices(step, local_batch, process_index, process_count):
+    """The global sample indices this process feeds at `step` (its slice of the global batch)."""
+    start = (step * process_count + process_index) * local_batch
+    return range(start, start + local_batch)
+
+
+def train_batches(sampler, total_steps, local_batch, process_index=0, process_count=1, workers=0):
+    """A grain IterDataset of this process's batches for steps [0, total_steps). One element is
+    one step, so worker processes take whole steps and the order never depends on their
+    number; the iterator's `get_state()` / `set_state()` give exact resume."""
+    loader = BatchLoader(sampler, local_batch, process_index, process_count)
+    dataset = grain.MapDataset.range(total_steps).map(loader).to_iter_dataset()
+    if workers > 0:
+        dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
+    return dataset

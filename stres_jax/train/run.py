@@ -1,0 +1,174 @@
+"""`train(config, workdir)`: the whole run behind `python -m stres_jax.train` (configs/finetune.py)."""
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm import tqdm
+
+from stres_jax.checkpoints.store import load_checkpoint, save_checkpoint
+from stres_jax.data.sampling import ClipPlan
+from stres_jax.data.sources import make_source
+from stres_jax.data.transforms import normalize
+from stres_jax.distributed import initialize_distributed
+from stres_jax.errors import UserError
+from stres_jax.inference import default_checkpoint
+from stres_jax.mesh import data_shardings, global_rows
+from stres_jax.models import canonical_arch, create_model
+from stres_jax.train.data import ClipSampler, scan_videos, train_batches
+from stres_jax.train.init import new_head, torchvision_init, trainable_filter
+from stres_jax.train.step import init_state, make_train_step, sgd
+from stres_jax.xla_options import compiler_options
+
+IDENTITY_KEYS = ("arch", "checkpoint", "from_scratch", "seed", "batch_size", "num_epochs", "frozen_stages",
+                 "dtype", "data", "sampling", "optimizer")
+
+
+class TrainingStopped(Exception):
+    """SIGTERM arrived; the state of the last step is saved."""
+
+
+def learning_rate_schedule(optimizer, steps_per_epoch, batch_size):
+    """torchvision's recipe: lr scaled to the batch, linear warm-up from `warmup_factor`, then
+    x`gamma` at each milestone epoch (counted from the start, as the reference's)."""
+    lr = optimizer.learning_rate * (batch_size / optimizer.reference_batch if optimizer.reference_batch else 1)
+    warmup = int(optimizer.warmup_epochs * steps_per_epoch)
+    decay = optax.piecewise_constant_schedule(
+        lr, {max(int(m * steps_per_epoch) - warmup, 1): optimizer.gamma for m in optimizer.milestones})
+    if not warmup:
+        return decay
+    return optax.join_schedules([optax.linear_schedule(lr * optimizer.warmup_factor, lr, warmup), decay], [warmup])
+
+
+def start_variables(config, classes):
+    """(model, float32 variables, where they came from) for the run's classes."""
+    arch = canonical_arch(config.arch)
+    dtype = jnp.dtype(config.dtype)
+    model = create_model(arch, num_classes=len(classes), conv_impl=config.conv_impl, dtype=dtype)
+    if config.from_scratch:
+        return model, torchvision_init(model, config.seed), "torchvision init"
+    directory = config.checkpoint or default_checkpoint(arch)
+    _, variables, meta = load_checkpoint(directory)
+    if meta["arch"] != arch:
+        raise UserError(f"{directory}: holds {meta['arch']}, but the config trains {arch}; set arch to match")
+    if list(meta["labels"]) != list(classes):
+        variables = new_head(variables, len(classes), config.seed)
+    return model, jax.tree.map(np.asarray, variables), str(directory)
+
+
+def check_identity(workdir, config):
+    """A workdir serves one run: refuse to resume one made with another config's essentials."""
+    identity = {key: config[key].to_dict() if hasattr(config[key], "to_dict") else config[key]
+                for key in IDENTITY_KEYS}
+    identity = json.loads(json.dumps(identity))
+    path = Path(workdir) / "run.json"
+    if path.exists():
+        before = json.loads(path.read_text())
+        changed = sorted(k for k in IDENTITY_KEYS if before.get(k) != identity[k])
+        if changed:
+            raise UserError(f"{workdir}: made by another run (it differs in {', '.join(changed)}); "
+                            "use a new workdir")
+    elif jax.process_index() == 0:
+        path.write_text(json.dumps(identity, indent=1))
+
+
+def train(config, workdir):
+    """Train as the config says; returns the final checkpoint directory on process 0, else None."""
+    import orbax.checkpoint as ocp  # slow to import; only needed here
+    from tensorboardX import SummaryWriter
+    if config.dtype == "float64":  # for exactness checks: needs 64-bit types before anything runs
+        jax.config.update("jax_enable_x64", True)
+    initialize_distributed(config.distributed)
+    workdir = Path(workdir).absolute()
+    workdir.mkdir(parents=True, exist_ok=True)
+    check_identity(workdir, config)
+    lead = jax.process_index() == 0
+    plan = ClipPlan(config.sampling.clips_per_video, config.sampling.clip_len, config.sampling.frame_rate or None)
+    items = make_source(config.data, None)
+    classes = sorted({item.label for item in items})
+    videos, skipped = scan_videos(items, classes, plan)
+    for entry in skipped:
+        print(f"stres_jax.train: skipped {entry['reason']}", file=sys.stderr)
+    if lead:
+        (workdir / "skipped.json").write_text(json.dumps(skipped, indent=1))
+    if not videos:
+        raise UserError(f"none of the {len(items)} training videos could be read")
+    model, variables, origin = start_variables(config, classes)
+    if config.dtype == "float64":
+        variables = jax.tree.map(lambda a: np.asarray(a, np.float64), variables)
+    sampler = ClipSampler(videos, plan.clips, plan.clip_len, config.seed)
+    steps_per_epoch = sampler.per_epoch // config.batch_size
+    if steps_per_epoch < 1:
+        raise UserError(f"{sampler.per_epoch} clips per epoch are fewer than the batch size {config.batch_size}")
+    total_steps = steps_per_epoch * config.num_epochs
+    optimizer = sgd(learning_rate_schedule(config.optimizer, steps_per_epoch, config.batch_size),
+                    config.optimizer.momentum, config.optimizer.weight_decay)
+    rows, replicated = data_shardings(config.batch_size)
+    local_batch = config.batch_size // jax.process_count()
+    state = jax.device_put(init_state(model, variables, optimizer), replicated)
+    step_fn = jax.jit(make_train_step(model, optimizer, trainable_filter(config.frozen_stages)),
+                      in_shardings=(replicated, rows, rows), out_shardings=(replicated, replicated),
+                      donate_argnums=0, compiler_options=compiler_options(config.cpu_library))
+    iterator = iter(train_batches(sampler, total_steps, local_batch, jax.process_index(),
+                                  jax.process_count(), config.num_workers))
+    manager = ocp.CheckpointManager(workdir / "checkpoints", options=ocp.CheckpointManagerOptions(
+        max_to_keep=config.keep_checkpoints, create=True))
+    start = manager.latest_step() or 0
+    if start:
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+        restored = manager.restore(start, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
+        state = restored.state
+        iterator.set_state(restored.data[f"process_{jax.process_index()}"])
+
+    def save(step):
+        manager.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            data=ocp.args.JsonSave({f"process_{jax.process_index()}": iterator.get_state()})), force=True)
+        manager.wait_until_finished()
+
+    stop = []
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
+    writer = SummaryWriter(str(workdir / "tensorboard")) if lead else None
+    log = open(workdir / "metrics.jsonl", "a") if lead else None
+    bar = tqdm(total=total_steps, initial=start, unit="step", desc="train", disable=not (lead and sys.stderr.isatty()))
+    try:
+        tick = time.perf_counter()
+        for step in range(start + 1, total_steps + 1):
+            batch = next(iterator)
+            clips = global_rows(rows, normalize(batch["clips"]))
+            state, metrics = step_fn(state, clips, global_rows(rows, batch["labels"]))
+            bar.update()
+            if step % config.log_every_steps == 0 or step == total_steps:
+                values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                values["clips_per_second"] = config.batch_size * config.log_every_steps / (time.perf_counter() - tick)
+                tick = time.perf_counter()
+                bar.set_postfix(loss=f"{values['loss']:.3f}", acc=f"{values['accuracy']:.2f}",
+                                lr=f"{values['learning_rate']:.2g}", clips_s=f"{values['clips_per_second']:.1f}")
+                if lead:
+                    log.write(json.dumps({"step": step, "epoch": (step - 1) // steps_per_epoch + 1, **values}) + "\n")
+                    log.flush()
+                    for key, value in values.items():
+                        writer.add_scalar(f"train/{key}", value, step)
+            if step % config.checkpoint_every_steps == 0 or step % steps_per_epoch == 0 or stop:
+                save(step)
+            if stop:
+                raise TrainingStopped(f"stopped at step {step} of {total_steps} (SIGTERM), checkpoint "
+                                      "saved; run the same command again to resume")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        bar.close()
+        if lead:
+            writer.close()
+            log.close()
+    final = {"params": state["params"], "batch_stats": state["batch_stats"]}
+    final = jax.tree.map(lambda a: np.asarray(a, np.float32), jax.device_get(final))
+    if not lead:
+        return None
+    return save_checkpoint(workdir / "final", canonical_arch(config.arch), final, classes,
+                           {"trained_from": origin, "steps": total_steps, "workdir": str(workdir)})
