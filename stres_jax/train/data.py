@@ -48,12 +48,18 @@ class ClipSampler:
     def __init__(self, videos, clips_per_video, clip_len, seed):
         self.videos, self.clips_per_video, self.clip_len, self.seed = videos, clips_per_video, clip_len, seed
         self.per_epoch = len(videos) * clips_per_video
+        self._order = (None, None)  # (epoch, its permutation): made once per epoch, not per sample
+
+    def epoch_order(self, epoch):
+        """The sample order of `epoch`, a seeded permutation."""
+        if self._order[0] != epoch:
+            self._order = (epoch, np.random.default_rng([self.seed, epoch]).permutation(self.per_epoch))
+        return self._order[1]
 
     def describe(self, index):
         """(video, frame indices, crop origin, flip) of sample `index`; no decoding."""
         epoch, position = divmod(int(index), self.per_epoch)
-        order = np.random.default_rng([self.seed, epoch]).permutation(self.per_epoch)
-        video_index, k = divmod(int(order[position]), self.clips_per_video)
+        video_index, k = divmod(int(self.epoch_order(epoch)[position]), self.clips_per_video)
         video = self.videos[video_index]
         frames = video.frames
         if len(frames) < self.clip_len:  # our policy: repeat the last frame (design.md)
