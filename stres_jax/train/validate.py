@@ -1,0 +1,62 @@
+"""Validation during training: the eval protocol (stres_jax.eval's clips, batches and
+accuracies) over the validation videos, with the training state's current weights."""
+import jax
+import numpy as np
+
+from stres_jax.data.clips import plan_clips_of
+from stres_jax.data.sampling import ClipPlan
+from stres_jax.data.sources import make_source
+from stres_jax.data.transforms import clip_shape
+from stres_jax.inference import forward_fn
+from stres_jax.mesh import DataParallel
+from stres_jax.metrics import video_record
+from stres_jax.pipeline import decoded_videos, run_videos
+from stres_jax.xla_options import compiler_options
+
+COUNTS = ("num_videos", "video_hits1", "video_hits5", "num_clips", "clip_hits1", "clip_hits5", "num_skipped")
+
+
+def has_validation(data):
+    """Whether a config's `validation.data` block names any videos."""
+    return bool(data.root or data.csv or data.tfds_name)
+
+
+class Validator:
+    """`validator(state) -> {"video_acc1", "video_acc5", "clip_acc1", "clip_acc5", counts}` over
+    every process's share of the validation videos (running BN statistics, as eval)."""
+
+    def __init__(self, model, config, classes, state):
+        self.classes = list(classes)
+        self.items = make_source(config.validation.data, self.classes)
+        self.plan = ClipPlan.from_protocol(config.validation.protocol)
+        self.parallel = DataParallel(forward_fn(model), self._variables(state), config.batch_size,
+                                     compiler_options(config.cpu_library))
+        self.workers = config.validation.num_workers
+
+    @staticmethod
+    def _variables(state):
+        return {"params": state["params"], "batch_stats": state["batch_stats"]}
+
+    def __call__(self, state):
+        self.parallel.variables = self._variables(state)  # already replicated over the mesh
+        mine = self.items[jax.process_index()::jax.process_count()]
+        videos = decoded_videos(mine, lambda item, loaded: plan_clips_of(item, self.plan, loaded),
+                                self.workers, 2 * max(self.workers, 1))
+        counts = np.zeros(len(COUNTS), np.int64)
+
+        def on_video(item, outputs):
+            record = video_record(item, outputs, self.classes)
+            if "error" in record:
+                counts[6] += 1
+                return
+            labels = [t["label"] for t in record["top5"]]
+            counts[:6] += [1, labels[0] == item.label, item.label in labels, record["num_clips"],
+                           record["clip_hits1"], record["clip_hits5"]]
+        run_videos(videos, self.parallel, clip_shape(self.plan.clip_len), on_video)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+            counts = np.asarray(multihost_utils.process_allgather(counts)).sum(0)
+        totals = dict(zip(COUNTS, (int(c) for c in counts)))
+        videos, clips = max(totals["num_videos"], 1), max(totals["num_clips"], 1)
+        return {"video_acc1": totals["video_hits1"] / videos, "video_acc5": totals["video_hits5"] / videos,
+                "clip_acc1": totals["clip_hits1"] / clips, "clip_acc5": totals["clip_hits5"] / clips, **totals}
