@@ -16,16 +16,19 @@ from absl import app, flags
 from ml_collections import config_flags
 from sklearn.model_selection import train_test_split
 
+from stres_jax.cli.absl_entry import fail, flags_parser, user_errors
 from stres_jax.data.sources import tfds_source
-from stres_jax.embed import embed, save_npz
+from stres_jax.embed import embed, load_npz, save_npz
+from stres_jax.errors import UserError
 
+PROG = "linear_probe.py"
 WEIGHT_DECAYS = (0.0, 1e-4, 1e-3, 1e-2, 1e-1)
 
 
 def load_embeddings(path):
-    data = np.load(path, allow_pickle=False)
+    data = load_npz(path)
     if "labels" not in data:
-        raise SystemExit(f"{path}: has no `labels` array; embed a folder of <class>/<video> folders")
+        raise UserError(f"{path}: has no `labels` array; embed a folder of <class>/<video> folders")
     return data["embeddings"].astype(np.float32), data["labels"]
 
 
@@ -84,17 +87,18 @@ def probe(train, test, steps=300, batch_size=0, log=print):
     best = max(WEIGHT_DECAYS, key=lambda wd: (scores[wd], wd))
     w, b = train_softmax(x_train, y_train, len(classes), best, steps, batch_size=batch_size)
     rw, rb = ridge(x_train, y_train, len(classes))
-    k = min(5, len(classes))
-    return {"probe": {"weight_decay": best, "top1": topk_accuracy(x_test @ w + b, y_test, 1),
-                      "top5": topk_accuracy(x_test @ w + b, y_test, k)},
-            "ridge": {"top1": topk_accuracy(x_test @ rw + rb, y_test, 1),
-                      "top5": topk_accuracy(x_test @ rw + rb, y_test, k)}}
+    ks = (1, 5) if len(classes) > 5 else (1,)  # top-5 of 5 or fewer classes says nothing
+
+    def accuracies(logits):
+        return {f"top{k}": topk_accuracy(logits, y_test, k) for k in ks}
+    return {"probe": {"weight_decay": best, **accuracies(x_test @ w + b)}, "ridge": accuracies(x_test @ rw + rb)}
 
 
 def report(results):
-    print(f"ridge (closed form): top1 {results['ridge']['top1']:.4f}  top5 {results['ridge']['top5']:.4f}")
-    print(f"linear probe (weight decay {results['probe']['weight_decay']:g}): "
-          f"top1 {results['probe']['top1']:.4f}  top5 {results['probe']['top5']:.4f}")
+    def scores(entry):
+        return "  ".join(f"{key} {value:.4f}" for key, value in entry.items() if key.startswith("top"))
+    print(f"ridge (closed form): {scores(results['ridge'])}")
+    print(f"linear probe (weight decay {results['probe']['weight_decay']:g}): {scores(results['probe'])}")
 
 
 def embed_split(config, split):
@@ -129,14 +133,15 @@ def define_flags():
 def main(argv):
     del argv
     args = flags.FLAGS
-    if args.config is not None:
-        report(run_pipeline(args.config))
-    elif args.train and args.test:
-        report(probe(load_embeddings(args.train), load_embeddings(args.test), args.steps, args.batch_size))
-    else:
-        raise app.UsageError("pass --train A.npz --test B.npz, or --config")
+    with user_errors(PROG):
+        if args.config is not None:
+            report(run_pipeline(args.config))
+        elif args.train and args.test:
+            report(probe(load_embeddings(args.train), load_embeddings(args.test), args.steps, args.batch_size))
+        else:
+            fail(PROG, "pass --train A.npz --test B.npz, or --config configs/ucf101_probe.py")
 
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    app.run(main, flags_parser=flags_parser(PROG))

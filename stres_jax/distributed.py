@@ -29,3 +29,9 @@ def any_process(flag):
     if jax.process_count() == 1:
         return bool(flag)
     return bool(multihost_utils.process_allgather(np.array([flag])).any())
+
+
+def sync_processes(name):
+    """A barrier over every process (nothing to do in a single-process run)."""
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)

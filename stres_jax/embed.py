@@ -3,13 +3,16 @@
 Runs on the evaluation machinery, so large sets are sharded over devices and hosts and a
 run with `--workdir` resumes where it stopped.
 """
+import json
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from stres_jax.atomic import atomic_path
 from stres_jax.data.sources import VideoItem, folder_source
+from stres_jax.errors import UserError
 from stres_jax.eval import evaluate
 from stres_jax.labels import kinetics400_labels
 from stres_jax.records import read_records
@@ -19,13 +22,14 @@ def items_for(paths):
     """VideoItems of videos and Kinetics-layout folders: folder names become labels, spelt as
     the Kinetics class of that name where there is one."""
     items, known = [], kinetics400_labels()
-    for path in map(Path, paths):
+    for path in (Path(p).absolute() for p in paths):  # absolute: the .npz is read from elsewhere
         items += folder_source(path, known, strict=False) if path.is_dir() else [VideoItem(str(path))]
     return items
 
 
 def embedding_arrays(records):
-    """{"embeddings", "paths"[, "labels"]} as plain arrays from embedding records."""
+    """{"embeddings", "paths"[, "labels"]} as plain arrays from embedding records (embed adds
+    "run": a JSON string of the arch, weights fingerprint, checkpoint and protocol)."""
     good = [r for r in records if r and "embedding" in r]
     arrays = {"embeddings": np.asarray([r["embedding"] for r in good], np.float32).reshape(-1, 512),
               "paths": np.asarray([r["video"] for r in good], dtype=str)}
@@ -42,7 +46,23 @@ def embed(items, config, workdir=None):
         if results is None:  # not process 0
             return None, None
         records = read_records(workdir)
-        return embedding_arrays([records.get(item.key) for item in items]), results["skipped"]
+        arrays = embedding_arrays([records.get(item.key) for item in items])
+        arrays["run"] = np.asarray(json.dumps(results["run"]))  # what made them: net, weights, protocol
+        return arrays, results["skipped"]
+
+
+def load_npz(path, needed=("embeddings", "paths")):
+    """An embeddings .npz (plain arrays only), or a UserError naming the file and what to do."""
+    try:
+        data = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file; make it with `stres-jax embed VIDEOS --out {path}`") from None
+    except (OSError, ValueError, zipfile.BadZipFile) as err:
+        raise UserError(f"{path}: not a readable .npz ({err})") from None
+    missing = [key for key in needed if key not in data]
+    if missing:
+        raise UserError(f"{path}: has no {', '.join(missing)} array; is it from `stres-jax embed`?")
+    return data
 
 
 def save_npz(arrays, out):

@@ -8,10 +8,11 @@ import numpy as np  # noqa: E402
 from stres_jax.atomic import atomic_path  # noqa: E402
 
 
-def first_conv_kernel(variables):
-    """The stem's first kernel, (time, height, width, 3, filters)."""
+def stem_kernels(variables):
+    """The stem's kernels: {"conv": (t, h, w, 3, 64)} for 3D and Mixed, {"spatial": (1, 7, 7, 3, 45),
+    "temporal": (3, 1, 1, 45, 64)} for (2+1)D."""
     stem = variables["params"]["stem"]
-    return np.asarray((stem["spatial"] if "spatial" in stem else stem["conv"])["kernel"])
+    return {name: np.asarray(stem[name]["kernel"]) for name in ("conv", "spatial", "temporal") if name in stem}
 
 
 def filter_images(kernel):
@@ -22,21 +23,49 @@ def filter_images(kernel):
     return (images - low) / np.maximum(high - low, 1e-12)
 
 
-def save_filters(variables, path, columns=None):
-    """A grid of the first convolution's filters; each temporal slice is its own picture."""
-    images = filter_images(first_conv_kernel(variables))
-    filters, frames = images.shape[:2]
-    columns = columns or (9 if frames == 1 else frames * 4)
-    tiles = [images[f, t] for f in range(filters) for t in range(frames)]
-    rows = -(-len(tiles) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(columns * 0.6, rows * 0.6 + 0.4))
-    for ax in np.ravel(axes):
+def filter_mosaic(images, columns, gap=2, step_gap=1):
+    """One RGB picture: a grid of filters, each one's time steps side by side (1 px apart),
+    filters `gap` px apart on white."""
+    filters, frames, height, width, _ = images.shape
+    cell_w, cell_h = frames * width + (frames - 1) * step_gap + gap, height + gap
+    rows = -(-filters // columns)
+    mosaic = np.ones((rows * cell_h - gap, columns * cell_w - gap, 3))
+    for f in range(filters):
+        top, left = (f // columns) * cell_h, (f % columns) * cell_w
+        for t in range(frames):
+            x = left + t * (width + step_gap)
+            mosaic[top: top + height, x: x + width] = images[f, t]
+    return mosaic
+
+
+def save_filters(variables, path):
+    """The stem's filters: for 3D and Mixed 64 filters, each with its 3 time steps side by side;
+    for (2+1)D the 45 spatial 7x7 filters and the temporal kernels (64 x 3 steps x 45 inputs)."""
+    kernels = stem_kernels(variables)
+    if "conv" in kernels:
+        images = filter_images(kernels["conv"])
+        fig, ax = plt.subplots(figsize=(12, 9))
+        ax.imshow(filter_mosaic(images, columns=8, gap=4), interpolation="nearest")
+        ax.set_title(f"{images.shape[0]} stem filters of {images.shape[2]}x{images.shape[3]}, each shown "
+                     f"as its {images.shape[1]} time steps left to right (contrast per filter)")
         ax.axis("off")
-    for ax, tile in zip(np.ravel(axes), tiles):
-        ax.imshow(tile, interpolation="nearest")
-    title = f"{filters} filters of {images.shape[2]}x{images.shape[3]}"
-    fig.suptitle(title + (f", {frames} temporal slices each (left to right)" if frames > 1 else ""))
-    _save(fig, path)
+        return _save(fig, path)
+    spatial, temporal = filter_images(kernels["spatial"]), kernels["temporal"][:, 0, 0]  # (3, 45, 64)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(15, 7), gridspec_kw={"width_ratios": [1, 1.4]})
+    left.imshow(filter_mosaic(spatial, columns=9), interpolation="nearest")
+    left.set_title(f"spatial half: {spatial.shape[0]} filters of 1x7x7 (RGB, contrast per filter)")
+    left.axis("off")
+    table = np.concatenate([np.pad(temporal[t].T, ((0, 0), (0, 2)), constant_values=np.nan)
+                            for t in range(temporal.shape[0])], axis=1)[:, :-2]  # (64, 3 x 45 + gaps)
+    limit = np.nanmax(np.abs(table))
+    shown = right.imshow(table, cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest", aspect="auto")
+    inputs = temporal.shape[1]
+    right.set_xticks([t * (inputs + 2) + inputs / 2 - 0.5 for t in range(temporal.shape[0])],
+                     [f"time step {t + 1}\n(45 inputs)" for t in range(temporal.shape[0])])
+    right.set_ylabel("output filter")
+    right.set_title(f"temporal half: {temporal.shape[2]} filters of 3x1x1 over the 45 spatial outputs")
+    fig.colorbar(shown, ax=right, fraction=0.04, label="weight")
+    return _save(fig, path)
 
 
 def save_summary(info, path):

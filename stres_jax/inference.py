@@ -8,11 +8,12 @@ import numpy as np
 
 from stres_jax.checkpoints.fetch import default_checkpoint_dir
 from stres_jax.checkpoints.store import load_checkpoint
-from stres_jax.data.transforms import clip_shape, normalize
+from stres_jax.data.transforms import normalize
 from stres_jax.errors import UserError
 from stres_jax.labels import kinetics400_labels
 from stres_jax.metrics import top_k
 from stres_jax.models import DEFAULT_ARCH, canonical_arch, create_model
+from stres_jax.models.init import torchvision_init
 from stres_jax.xla_options import DEFAULT_CPU_LIBRARY, compiler_options
 
 
@@ -21,11 +22,13 @@ def load_model(checkpoint=None, arch=None, random_init=False, conv_impl="auto", 
     cached for `arch` (when `checkpoint` is None), or random weights (`random_init`)."""
     if random_init:
         model = create_model(arch or DEFAULT_ARCH, conv_impl=conv_impl)
-        variables = jax.jit(model.init)(jax.random.key(0), np.zeros(clip_shape(batch=1), np.float32))
-        return model, variables, kinetics400_labels()
+        return model, torchvision_init(model), kinetics400_labels()
     if checkpoint is None:
         checkpoint = default_checkpoint(arch or DEFAULT_ARCH)
     model, variables, meta = load_checkpoint(checkpoint, conv_impl=conv_impl, fold_batchnorm=fold_batchnorm)
+    if arch and canonical_arch(arch) != meta["arch"]:
+        raise UserError(f"{checkpoint}: holds {meta['arch']}, but {canonical_arch(arch)} was asked for; "
+                        "leave the arch out (the checkpoint names its net) or name a matching checkpoint")
     return model, variables, meta["labels"]
 
 
@@ -34,8 +37,8 @@ def default_checkpoint(arch):
     arch = canonical_arch(arch)
     checkpoint = default_checkpoint_dir(arch)
     if not checkpoint.is_dir():
-        raise UserError(f"no checkpoint given and none cached for {arch}: run `stres-jax fetch "
-                        f"{arch}`, name a checkpoint directory, or use random weights")
+        raise UserError(f"no checkpoint given and none cached for {arch}: run `stres-jax fetch {arch}` "
+                        f"(offline: `stres-jax fetch {arch} --from FILE.pth`) or name a checkpoint directory")
     return checkpoint
 
 
@@ -46,6 +49,14 @@ def forward_fn(model):
         return {"probabilities": jax.nn.softmax(logits.astype(jnp.float32)),
                 "features": features["pre_logits"].astype(jnp.float32)}
     return forward
+
+
+def jit_apply(model, return_features=False, cpu_library=DEFAULT_CPU_LIBRARY):
+    """`model.apply` jitted with the project's compiler options (1.4-1.9x faster on CPU than a
+    plain `jax.jit(model.apply)`): `(variables, clips) -> logits`, or `(logits, features)`."""
+    def apply(variables, clips):
+        return model.apply(variables, clips, return_features=return_features)
+    return jax.jit(apply, compiler_options=compiler_options(cpu_library))
 
 
 def jit_forward(model, cpu_library=DEFAULT_CPU_LIBRARY):

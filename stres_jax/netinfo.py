@@ -105,9 +105,14 @@ def model_for(target):
     from pathlib import Path
 
     from stres_jax.checkpoints.store import read_meta
-    from stres_jax.models import canonical_arch, create_model
-    if Path(target).is_dir():
+    from stres_jax.errors import UserError
+    from stres_jax.models import ARCH_SPECS, canonical_arch, create_model
+    if Path(target).exists():
         meta = read_meta(target)
         return create_model(meta["arch"], num_classes=meta["num_classes"]), meta["arch"]
-    arch = canonical_arch(target)
+    try:
+        arch = canonical_arch(target)
+    except ValueError:
+        raise UserError(f"{target}: no such checkpoint directory, and not an arch name "
+                        f"({', '.join(ARCH_SPECS)}, 3D, Mixed or (2+1)D)") from None
     return create_model(arch), arch

@@ -104,7 +104,8 @@ def eval_command(ckpt, root, workdir, *extra):
 def run_eval(*args, env=None, **kwargs):
     result = subprocess.run(eval_command(*args), cwd=REPO, capture_output=True, text=True,
                             env={**os.environ, **(env or {})}, **kwargs)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 1, result.stderr[-3000:]  # 1: a video was skipped (the corrupt one)
+    assert "Traceback" not in result.stderr
     return json.loads((Path(args[2]) / "results.json").read_text())
 
 
@@ -210,3 +211,26 @@ def test_a_config_path_works_from_any_directory(tmp_path):
                             env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")})
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.strip().count("\n") == 0 and "none cached for r3d_18" in result.stderr
+
+
+def test_a_workdir_refuses_another_checkpoints_results(dataset, converted, tmp_path):
+    """Resuming with other weights would hand back the old net's predictions: refused, one line;
+    --config.fresh=True starts afresh. results.json says what made it."""
+    from stres_jax.checkpoints.store import load_checkpoint, save_checkpoint
+    one = ("--config.protocol.clips_per_video=1",)
+    first = subprocess.run(eval_command(converted(ARCH), dataset[0], tmp_path / "w", *one),
+                           cwd=REPO, capture_output=True, text=True)
+    assert first.returncode == 1, first.stderr[-2000:]  # 1: the corrupt video
+    _, variables, meta = load_checkpoint(converted(ARCH))
+    variables["params"]["fc"]["bias"] = variables["params"]["fc"]["bias"] + 1.0
+    other = save_checkpoint(tmp_path / "other", ARCH, variables, meta["labels"])
+    refused = subprocess.run(eval_command(other, dataset[0], tmp_path / "w", *one), cwd=REPO, capture_output=True, text=True)
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr[-2000:]
+    assert "differs in weights_sha256" in refused.stderr and "--config.fresh=True" in refused.stderr
+    before = json.loads((tmp_path / "w" / "results.json").read_text())["run"]
+    fresh = subprocess.run(eval_command(other, dataset[0], tmp_path / "w", *one, "--config.fresh=True"),
+                           cwd=REPO, capture_output=True, text=True)
+    assert fresh.returncode == 1, fresh.stderr[-2000:]
+    after = json.loads((tmp_path / "w" / "results.json").read_text())["run"]
+    assert after["checkpoint"] == str(other) and after["weights_sha256"] != before["weights_sha256"]
+    assert after["arch"] == ARCH and after["protocol"]["clips_per_video"] == 1

@@ -72,7 +72,7 @@ def test_finetune_skips_the_corrupt_file_and_predicts_a_folder_class(finetuned, 
     assert meta["labels"] == ["cartoon", "driving"] and meta["arch"] == ARCH
     assert main(["predict", str(folder / "driving" / "bikes.mp4"), "--checkpoint", str(workdir / "final"),
                  "--clip-len", "4", "--format", "json"]) == 0
-    assert json.loads(capsys.readouterr().out)["top"][0]["label"] in ("cartoon", "driving")
+    assert json.loads(capsys.readouterr().out)[0]["top"][0]["label"] in ("cartoon", "driving")
 
 
 def test_validation_each_epoch_matches_eval_and_keeps_the_best(finetuned, folder, tmp_path):

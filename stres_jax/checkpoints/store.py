@@ -45,6 +45,9 @@ def read_meta(directory):
     """The checkpoint's metadata, checked for presence and version."""
     directory = Path(directory)
     hint = "make one with `python convert_weights.py` or `stres-jax fetch ARCH`"
+    if directory.is_file():
+        raise CheckpointError(f"{directory}: a file, not a checkpoint directory; a PyTorch .pth becomes "
+                              f"one with `stres-jax convert` or `stres-jax fetch ARCH --from {directory.name}`")
     if not directory.is_dir():
         raise CheckpointError(f"{directory}: no such checkpoint directory; {hint}")
     meta_path = directory / META_FILE

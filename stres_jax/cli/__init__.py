@@ -1,5 +1,6 @@
 """`stres-jax`: one command line over the package; each module here adds its subcommands."""
 import argparse
+import os
 import sys
 
 from stres_jax.cli import convert, embed, labels, netinfo, onnx_io, predict
@@ -18,6 +19,9 @@ def run_guarded(fn, prog="stres-jax"):
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader stopped (`| head`): quiet, as other Unix tools
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 141
 
 
 def build_parser():

@@ -2,6 +2,7 @@
 import json
 import sys
 
+from stres_jax.checkpoints.store import read_meta
 from stres_jax.cli.options import ARCH_HELP, add_cpu_library_flag, arch_name, positive_int
 from stres_jax.config_base import get_base_config
 from stres_jax.data import sampling
@@ -19,8 +20,10 @@ def register(subparsers):
     parser.add_argument("paths", nargs="+", metavar="PATH", help="videos, or folders of <class>/<video>")
     parser.add_argument("--out", required=True, metavar="FILE.npz")
     parser.add_argument("--checkpoint", help="checkpoint directory (default: the cached `fetch` one)")
-    parser.add_argument("--arch", type=arch_name, default=DEFAULT_ARCH, help=f"with no --checkpoint: {ARCH_HELP}")
-    parser.add_argument("--workdir", help="keep per-video results here; a rerun resumes (default: temporary)")
+    parser.add_argument("--arch", type=arch_name, help=f"with no --checkpoint: {ARCH_HELP} (default {DEFAULT_ARCH})")
+    parser.add_argument("--workdir", help="keep per-video results here; a rerun with the same net and "
+                        "protocol resumes, anything else is refused (default: temporary)")
+    parser.add_argument("--fresh", action="store_true", help="delete the workdir's earlier results first")
     parser.add_argument("--batch-size", type=positive_int, default=8)
     parser.add_argument("--clips", type=positive_int, default=sampling.NUM_CLIPS,
                         help=f"clips per video (default {sampling.NUM_CLIPS})")
@@ -30,7 +33,9 @@ def register(subparsers):
 
 def run(args):
     config = get_base_config()
-    config.arch, config.checkpoint, config.batch_size = args.arch, args.checkpoint or "", args.batch_size
+    arch = args.arch or (read_meta(args.checkpoint)["arch"] if args.checkpoint else DEFAULT_ARCH)
+    config.arch, config.checkpoint, config.batch_size = arch, args.checkpoint or "", args.batch_size
+    config.fresh = args.fresh
     config.protocol.clips_per_video = args.clips
     config.cpu_library = args.cpu_library
     items = items_for(args.paths)

@@ -18,9 +18,9 @@ def register(subparsers):
     info.set_defaults(func=run_info)
     filters = subparsers.add_parser(
         "show-filters", help="draw the first convolution's kernels",
-        description="Draw the first convolution's kernels as a grid of small RGB images, "
-        "contrast-adjusted per kernel: 45 of 7x7 for (2+1)D; for 3D and Mixed, 64 kernels of 3 "
-        "temporal slices each.")
+        description="Draw the stem's kernels as RGB images, contrast-adjusted per filter: for 3D "
+        "and Mixed 64 filters of 7x7, each with its 3 time steps side by side; for (2+1)D the 45 "
+        "spatial 7x7 filters and, beside them, the temporal 3x1x1 kernels as a table of weights.")
     filters.add_argument("--checkpoint", required=True, help="checkpoint directory")
     filters.add_argument("--out", required=True, metavar="FILE.png")
     filters.set_defaults(func=run_show_filters)
@@ -29,9 +29,9 @@ def register(subparsers):
 def run_info(args):
     model, arch = model_for(args.target)
     info = net_information(model, arch)
-    print(json.dumps(info, indent=1) if args.format == "json" else format_information(info))
-    if args.graphic:
+    if args.graphic:  # first: a reader that stops early (`| head`) must not cost the picture
         save_summary(info, args.graphic)
+    print(json.dumps(info, indent=1) if args.format == "json" else format_information(info))
     return 0
 
 

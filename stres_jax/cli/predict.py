@@ -21,7 +21,8 @@ def register(subparsers):
     add_model_flags(parser)
     parser.add_argument("--random-init", action="store_true", help="use an uninitialised (random) net")
     parser.add_argument("--top", type=positive_int, default=1, metavar="K", help="show the K most likely labels")
-    parser.add_argument("--format", choices=("text", "json"), default="text")
+    parser.add_argument("--format", choices=("text", "json"), default="text",
+                        help="json: a list with one object per video, in order (an `error` entry for a bad one)")
     parser.add_argument("--clips", type=positive_int, default=sampling.NUM_CLIPS,
                         help=f"clips per video (default {sampling.NUM_CLIPS})")
     parser.add_argument("--clip-len", type=positive_int, default=sampling.CLIP_LEN,
@@ -57,5 +58,5 @@ def run(args):
         if args.format == "text" and "error" not in result:
             print(format_text(result, args.top), flush=True)
     if args.format == "json":
-        print(json.dumps(results[0] if len(results) == 1 else results, indent=1))
+        print(json.dumps(results, indent=1))  # always a list, one entry per VIDEO in order
     return 1 if any("error" in r for r in results) else 0

@@ -2,6 +2,7 @@
 import csv
 import dataclasses
 import functools
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -83,7 +84,7 @@ class _SequentialReader:
     """
 
     def __init__(self, dataset):
-        import tensorflow_datasets as tfds
+        tfds = import_tfds()
         self._iterator, self._next = iter(tfds.as_numpy(dataset)), 0
 
     def get(self, index):
@@ -95,12 +96,23 @@ class _SequentialReader:
                 return np.asarray(example["video"], np.uint8)
 
 
+def import_tfds():
+    """tensorflow_datasets, or a UserError naming the extra that installs it (importlib_resources:
+    tfds needs it on its download path but does not declare it)."""
+    for name in ("tensorflow_datasets", "importlib_resources"):
+        if importlib.util.find_spec(name) is None:
+            raise UserError(f"the TFDS source needs {name}: pip install -e \".[tfds]\" "
+                            "(or pip install tensorflow-datasets importlib_resources)")
+    import tensorflow_datasets
+    return tensorflow_datasets
+
+
 def tfds_source(name, split, labels, fps):
     """A TFDS video dataset (e.g. ucf101), each label matched to the model's by name.
 
     Labels outside the model's set are kept as they are (for probes; they never count as hits).
     """
-    import tensorflow_datasets as tfds
+    tfds = import_tfds()
     split = split or "test"
     builder = tfds.builder(name)
     builder.download_and_prepare()
@@ -116,9 +128,20 @@ def tfds_source(name, split, labels, fps):
     return items
 
 
+def check_data(data, block="data"):
+    """A UserError for a `data` block that names no videos (before any model is loaded)."""
+    needed = {"folder": "root", "csv": "csv", "tfds": "tfds_name"}
+    if data.source not in needed:
+        raise UserError(f"unknown {block}.source {data.source!r}; use 'folder', 'csv' or 'tfds'")
+    if not data[needed[data.source]]:
+        raise UserError(f"{block}.{needed[data.source]} is empty: set --config.{block}.{needed[data.source]}=... "
+                        f"to say where the {data.source} source's videos are")
+
+
 def make_source(data, labels):
     """The VideoItems a config's `data` block names, labels matched to `labels` (None: the
     data's own class names, as training uses them)."""
+    check_data(data)
     strict = labels is not None
     if data.source == "folder":
         items = folder_source(data.root, labels or [], strict)
@@ -126,6 +149,4 @@ def make_source(data, labels):
         items = csv_source(data.csv, data.root, labels or [], data.split, strict)
     elif data.source == "tfds":
         items = tfds_source(data.tfds_name, data.split, labels, data.tfds_fps)
-    else:
-        raise UserError(f"unknown data source {data.source!r}; use 'folder', 'csv' or 'tfds'")
     return items[: data.max_videos] if data.max_videos else items

