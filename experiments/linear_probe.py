@@ -16,6 +16,7 @@ from absl import app, flags
 from ml_collections import config_flags
 from sklearn.model_selection import train_test_split
 
+from stres_jax.checkpoints.store import read_meta
 from stres_jax.cli.absl_entry import fail, flags_parser, user_errors
 from stres_jax.data.sources import tfds_source
 from stres_jax.embed import embed, load_npz, save_npz
@@ -117,6 +118,8 @@ def embed_split(config, split):
 def run_pipeline(config):
     """{"probe": ..., "ridge": ...} for a config like configs/ucf101_probe.py."""
     config.embedding.checkpoint = config.checkpoint
+    if config.checkpoint:  # the checkpoint names its net; embedding.arch chooses the cached one
+        config.embedding.arch = read_meta(config.checkpoint)["arch"]
     train = embed_split(config, config.train_split)
     test = embed_split(config, config.test_split)
     return probe(train, test, config.steps, config.probe_batch_size)
