@@ -45,3 +45,16 @@ def _compiles_with(items):
     except Exception:  # noqa: BLE001 (XLA reports an unknown option as a runtime error)
         return False
     return True
+
+
+def use_compilation_cache():
+    """Keep compiled programs under `$XDG_CACHE_HOME/stres_jax/jax` so a command's second run
+    skips most of its compile (unless JAX_COMPILATION_CACHE_DIR already names a place)."""
+    import os
+
+    import jax
+
+    from stres_jax.checkpoints.fetch import cache_dir
+    if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        jax.config.update("jax_compilation_cache_dir", str(cache_dir() / "jax"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)

@@ -5,6 +5,7 @@ import sys
 
 from stres_jax.cli import convert, embed, labels, netinfo, onnx_io, predict
 from stres_jax.errors import UserError
+from stres_jax.xla_options import use_compilation_cache
 
 COMMANDS = (convert, predict, labels, netinfo, onnx_io, embed)  # each has register(subparsers)
 
@@ -38,4 +39,5 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    use_compilation_cache()
     return run_guarded(lambda: args.func(args))

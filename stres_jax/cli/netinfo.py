@@ -2,7 +2,6 @@
 import json
 
 from stres_jax.checkpoints.store import load_checkpoint
-from stres_jax.figures import save_filters, save_summary
 from stres_jax.netinfo import format_information, model_for, net_information
 
 
@@ -30,12 +29,14 @@ def run_info(args):
     model, arch = model_for(args.target)
     info = net_information(model, arch)
     if args.graphic:  # first: a reader that stops early (`| head`) must not cost the picture
+        from stres_jax.figures import save_summary  # matplotlib: imported only when drawing
         save_summary(info, args.graphic)
     print(json.dumps(info, indent=1) if args.format == "json" else format_information(info))
     return 0
 
 
 def run_show_filters(args):
+    from stres_jax.figures import save_filters
     _, variables, _ = load_checkpoint(args.checkpoint)
     save_filters(variables, args.out)
     print(f"wrote {args.out}")

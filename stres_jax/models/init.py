@@ -18,13 +18,13 @@ def torchvision_init(model, seed=0):
         shape, name = leaf.shape, path[-1]
         if name == "kernel" and len(shape) == 5:  # (t, h, w, in, out): fan_out = out * t * h * w
             std = np.sqrt(2.0 / (shape[-1] * np.prod(shape[:3])))
-            values[path] = rng.normal(0, std, shape)
+            values[path] = rng.standard_normal(shape, np.float32) * np.float32(std)
         elif name == "kernel":
-            values[path] = rng.normal(0, 0.01, shape)
+            values[path] = rng.standard_normal(shape, np.float32) * np.float32(0.01)
         elif name in ("scale", "var"):
-            values[path] = np.ones(shape)
+            values[path] = np.ones(shape, np.float32)
         else:
-            values[path] = np.zeros(shape)
+            values[path] = np.zeros(shape, np.float32)
     return jax.tree.map(lambda a: np.asarray(a, np.float32), traverse_util.unflatten_dict(values))
 
 

@@ -113,5 +113,8 @@ def train_batches(sampler, total_steps, local_batch, process_index=0, process_co
     loader = BatchLoader(sampler, local_batch, process_index, process_count)
     dataset = grain.MapDataset.range(total_steps).map(loader).to_iter_dataset()
     if workers > 0:
+        from absl import flags
+        if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; outside an absl program
+            flags.FLAGS.mark_as_parsed()  # (a library caller) they keep their defaults
         dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
     return dataset

@@ -159,6 +159,7 @@ def train(config, workdir):
     finally:
         signal.signal(signal.SIGTERM, previous)
         log.close()
+        iterator.close()  # stops grain's worker processes and frees their shared memory
     final = float32_variables(state)
     if not lead:
         return None
