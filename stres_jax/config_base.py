@@ -35,6 +35,7 @@ def get_base_config(arch=DEFAULT_ARCH):
     config.protocol.frame_rate = float(sampling.FRAME_RATE)  # resample to this rate (0 = native)
     config.protocol.clip_len = sampling.CLIP_LEN
     config.protocol.clips_per_video = sampling.NUM_CLIPS
+    config.protocol.crops = 1       # spatial crops per clip: 1 (centre) or 3 (left, centre, right)
 
     config.distributed = ml_collections.ConfigDict()
     config.distributed.num_processes = 1

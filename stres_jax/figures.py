@@ -1,4 +1,4 @@
-"""Pictures: the first convolution's filters, and a summary diagram of the net."""
+"""Pictures: the stem's filters, a summary diagram of the net, the action over time."""
 import matplotlib
 
 matplotlib.use("Agg")
@@ -88,6 +88,44 @@ def save_summary(info, path):
         ax.text(9.6, y, output, va="center", ha="right", fontsize=8)
     ax.set_title(f"{info['arch']}: {info['total_params']:,} parameters, {info['gmacs']} GMACs/clip\n"
                  "block | kernel shapes (time x height x width) | output (T x H x W x C)", fontsize=9)
+    _save(fig, path)
+
+
+def save_action_strip(frames, windows, path, title="", columns=10):
+    """The action over time: one thumbnail per window (the middle frame the net saw) with its
+    time, top label and probability under it, `columns` per row."""
+    count = len(frames)
+    columns = max(1, min(columns, count))
+    rows = -(-count // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(1.9 * columns, 2.35 * rows + 0.5), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, frame, window in zip(axes.ravel(), frames, windows):
+        ax.imshow(frame)
+        label = window["label"] if len(window["label"]) <= 22 else window["label"][:21] + "\u2026"
+        ax.set_title(f"{window['start']:.1f}-{window['end']:.1f} s", fontsize=8, pad=2)
+        ax.text(0.5, -0.04, f"{label}\n{window['probability']:.2f}", transform=ax.transAxes,
+                ha="center", va="top", fontsize=8)
+    fig.suptitle(title or f"the action over {count} windows", fontsize=10)
+    fig.subplots_adjust(hspace=0.55, wspace=0.08)
+    _save(fig, path)
+
+
+def save_cam(clip, cam, path, title, frames=8):
+    """`frames` of a uint8 clip (T, H, W, 3), evenly spaced, with a Grad-CAM map (T', H', W')
+    upsampled over them (jet, half transparent)."""
+    from stres_jax.explain import upsample_cam
+    heat = upsample_cam(cam, clip.shape[:3])
+    shown = np.linspace(0, len(clip) - 1, frames).round().astype(int)
+    fig, axes = plt.subplots(2, frames, figsize=(1.8 * frames, 4.0))
+    for column, t in enumerate(shown):
+        for row in range(2):
+            axes[row, column].imshow(clip[t])
+            axes[row, column].axis("off")
+        axes[1, column].imshow(heat[t], cmap="jet", alpha=0.45, vmin=0, vmax=1)
+        axes[0, column].set_title(f"frame {t + 1}", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.subplots_adjust(wspace=0.04, hspace=0.04)
     _save(fig, path)
 
 

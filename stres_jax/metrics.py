@@ -12,12 +12,14 @@ def top_k(probabilities, labels, k):
     return [{"label": labels[i], "probability": float(probabilities[i])} for i in order]
 
 
-def video_record(item, outputs, labels):
-    """One predictions.jsonl line: the video's true label, top-5, and its clips' hits."""
+def video_record(item, outputs, labels, crops=1):
+    """One predictions.jsonl line: the video's true label, top-5, and its clips' hits. With
+    `crops`, consecutive rows are one temporal clip's spatial views, averaged for its hits."""
     if isinstance(outputs, UserError):
         return {"video": item.key, "label": item.label, "error": str(outputs)}
-    clip_probs = np.asarray(outputs["probabilities"], np.float64)
-    mean = clip_probs.mean(axis=0)
+    view_probs = np.asarray(outputs["probabilities"], np.float64)
+    mean = view_probs.mean(axis=0)
+    clip_probs = view_probs.reshape(-1, crops, view_probs.shape[-1]).mean(axis=1)
     clip_top5 = np.argsort(-clip_probs, axis=1, kind="stable")[:, :5]
     truth = labels.index(item.label) if item.label in labels else -1
     return {"video": item.key, "label": item.label,

@@ -1,4 +1,7 @@
 """The main action of a video, its top-k labels, and the action over time (windows)."""
+import dataclasses
+from pathlib import Path
+
 import numpy as np
 from tqdm import tqdm
 
@@ -7,32 +10,72 @@ from stres_jax.data.decode import probe
 from stres_jax.data.sampling import ClipPlan
 
 
-def predict_video(runner, path, plan=ClipPlan(), top=5, progress=False):
-    """{"video", "top", "clips"[, "windows"]} for one video by a `ClipPlan`, with a
-    `ClipRunner`; raises VideoError if the video is unusable."""
+@dataclasses.dataclass
+class PlanOutputs:
+    """Everything the net said about one video by a `ClipPlan`, in one decoding pass."""
+    info: object                 # the video's VideoInfo
+    main_probs: np.ndarray       # (clips x crops, classes) softmax of every main view
+    main_features: np.ndarray    # (clips x crops, 512) pooled features
+    spans: list                  # [(first frame, end frame, indices)] of the windows
+    window_probs: np.ndarray     # (windows, classes)
+    window_features: np.ndarray  # (windows, 512)
+    window_frames: np.ndarray    # (windows, 112, 112, 3) uint8: each window clip's middle frame
+
+    def window_times(self):
+        """[(start s, end s)] of the windows."""
+        info = self.info
+        return [(round(float(info.times[s]), 3),
+                 round(float(info.times[e]) if e < info.num_frames else info.duration, 3))
+                for s, e, _ in self.spans]
+
+
+def run_plan(runner, path, plan=ClipPlan(), progress=False):
+    """Run a `ClipRunner` over the clips `plan` picks from the video at `path` (streamed: memory
+    does not grow with the video's length); raises VideoError if the video is unusable."""
     info = probe(path)
     main = plan.main_clips(info)
     spans = plan.windows(info)
     jobs = [(("main", i), idx) for i, idx in enumerate(main)]
     jobs += [(("window", k), idx) for k, (_, _, idx) in enumerate(spans)]
-    main_probs = np.zeros((len(main), len(runner.labels)), np.float32)
-    window_probs = np.zeros((len(spans), len(runner.labels)), np.float32)
+    classes, crops = len(runner.labels), plan.crops
+    out = PlanOutputs(info, np.zeros((len(main) * crops, classes), np.float32), np.zeros((len(main) * crops, 512), np.float32),
+                      spans, np.zeros((len(spans), classes), np.float32), np.zeros((len(spans), 512), np.float32),
+                      np.zeros((len(spans), 112, 112, 3), np.uint8))
+    views = None if crops == 1 else (lambda key: crops if key[0] == "main" else 1)
     last = max(int(idx.max()) for _, idx in jobs)
     with tqdm(total=last + 1, desc=str(path), unit="frame", disable=not progress, leave=False) as bar:
         def advance(index):
             bar.update(index + 1 - bar.n)
-        for batch in stream_clips(path, jobs, runner.batch_size, on_frame=advance):
-            probabilities, _ = runner.run(np.stack([clip for _, clip in batch]))
-            for ((kind, i), _), p in zip(batch, probabilities):
-                (main_probs if kind == "main" else window_probs)[i] = p
-    result = {"video": str(path), "top": runner.top(main_probs.mean(axis=0), top),
-              "clips": len(main), "duration": round(info.duration, 3)}
-    if spans:
-        result["windows"] = [
-            {"start": round(float(info.times[s]), 3),
-             "end": round(float(info.times[e]) if e < info.num_frames else info.duration, 3),
-             **runner.top(p, 1)[0]}
-            for (s, e, _), p in zip(spans, window_probs)]
+        for batch in stream_clips(path, jobs, runner.batch_size, on_frame=advance, views=views):
+            rows = [(key, view) for key, clip in batch for view in (clip if views else [clip])]
+            probabilities, features = runner.run(np.stack([view for _, view in rows]))
+            counts = {}
+            for ((kind, i), view), p, f in zip(rows, probabilities, features):
+                v = counts[(kind, i)] = counts.get((kind, i), -1) + 1
+                if kind == "main":
+                    out.main_probs[i * crops + v], out.main_features[i * crops + v] = p, f
+                else:
+                    out.window_probs[i], out.window_features[i] = p, f
+                    out.window_frames[i] = view[len(view) // 2]
+    return out
+
+
+def predict_video(runner, path, plan=ClipPlan(), top=5, progress=False, plot=None):
+    """{"video", "top", "clips", "crops", "duration"[, "windows"]} for one video by a
+    `ClipPlan`, with a `ClipRunner`; the score is the mean softmax over every clip and crop.
+    `plot`: a PNG path for the action over time (the windows' thumbnails and labels)."""
+    out = run_plan(runner, path, plan, progress)
+    result = {"video": str(path), "top": runner.top(out.main_probs.mean(axis=0), top),
+              "clips": len(out.main_probs) // plan.crops, "crops": plan.crops, "duration": round(out.info.duration, 3)}
+    if out.spans:
+        result["windows"] = [{"start": start, "end": end, **runner.top(p, 1)[0]}
+                             for (start, end), p in zip(out.window_times(), out.window_probs)]
+        if plot:
+            from stres_jax.figures import save_action_strip  # matplotlib only when drawing
+            best = result["top"][0]
+            save_action_strip(out.window_frames, result["windows"], plot,
+                              f"{Path(path).name}: {best['label']} ({best['probability']:.3f}) overall; per window:")
+            result["plot"] = str(plot)
     return result
 
 

@@ -1,6 +1,19 @@
 """Shared fixtures. torch is imported only by the fixtures that build torchvision's models."""
+import os
+
 import numpy as np
 import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compilation_cache(tmp_path_factory):
+    """One persistent compilation cache per test process and the commands it starts, in the
+    session's temporary folder (not the user's ~/.cache, which the CLI would use)."""
+    import jax
+    path = str(tmp_path_factory.mktemp("jax-cache"))
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = path
+    jax.config.update("jax_compilation_cache_dir", path)
+    yield path
 
 
 @pytest.fixture(scope="session")

@@ -25,6 +25,8 @@ def register(subparsers):
                         help="json: a list with one object per video, in order (an `error` entry for a bad one)")
     parser.add_argument("--clips", type=positive_int, default=sampling.NUM_CLIPS,
                         help=f"clips per video (default {sampling.NUM_CLIPS})")
+    parser.add_argument("--crops", type=int, choices=(1, 3), default=1, help="spatial crops per clip: 1 "
+                        "(the preset's centre) or 3 (left, centre, right; multi-view testing)")
     parser.add_argument("--clip-len", type=positive_int, default=sampling.CLIP_LEN,
                         help=f"frames per clip (default {sampling.CLIP_LEN})")
     parser.add_argument("--frame-rate", type=float, default=sampling.FRAME_RATE,
@@ -35,6 +37,8 @@ def register(subparsers):
     parser.add_argument("--window", type=positive_int, metavar="W", help="also label windows of W video "
                         "frames (the action over time)")
     parser.add_argument("--stride", type=positive_int, metavar="S", help="frames between window starts (default W)")
+    parser.add_argument("--plot", metavar="FILE.png", help="with --window and one VIDEO: draw the action over "
+                        "time, a thumbnail per window with its label")
     parser.add_argument("--batch-size", type=positive_int, help="clips per forward pass (default: 1 on CPU, "
                         "where larger batches only cost memory, about 240 MB a clip; 8 elsewhere)")
     add_cpu_library_flag(parser)
@@ -43,14 +47,16 @@ def register(subparsers):
 
 def run(args):
     plan = sampling.ClipPlan(args.clips, args.clip_len, args.frame_rate or None, args.target_length,
-                             args.window, args.stride)
+                             args.window, args.stride, args.crops)
+    if args.plot and (not args.window or len(args.videos) != 1):
+        raise UserError("--plot draws the windows of one video: give one VIDEO and --window W")
     batch_size = args.batch_size or (1 if jax.default_backend() == "cpu" else 8)
     runner = ClipRunner(*load_model(args.checkpoint, args.arch, args.random_init), batch_size, args.cpu_library)
     progress = sys.stderr.isatty()
     results = []
     for path in args.videos:
         try:
-            result = predict_video(runner, path, plan, args.top, progress)
+            result = predict_video(runner, path, plan, args.top, progress, plot=args.plot)
         except UserError as err:
             result = {"video": path, "error": str(err).removeprefix(f"{path}: ")}
             print(f"stres-jax: error: {err}", file=sys.stderr)

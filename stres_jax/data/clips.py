@@ -2,19 +2,31 @@
 import numpy as np
 
 from stres_jax.data.decode import VideoInfo, iter_frames, probe, read_frames
-from stres_jax.data.transforms import resize_crop_uint8
+from stres_jax.data.transforms import CROP, RESIZE, crop_lefts, resize_crop_uint8, resize_region_uint8
 
 
 def _resize_crop_frame(frame):
     return resize_crop_uint8(frame[None])[0]
 
 
-def stream_clips(path, jobs, batch_size=8, on_frame=None):
+def _resize_band_frame(frame):
+    """The resized frame's 112 centre rows at full width (every crop's pixels at once)."""
+    return resize_region_uint8(frame[None], RESIZE, ((RESIZE[0] - CROP) // 2, 0, CROP, RESIZE[1]))[0]
+
+
+def _views(band_clip, count):
+    """`count` views (1: the centre crop, 3: left, centre, right) of a band clip."""
+    lefts = crop_lefts(count)
+    return np.stack([band_clip[:, :, left: left + CROP] for left in lefts])
+
+
+def stream_clips(path, jobs, batch_size=8, on_frame=None, views=None):
     """Yield batches `[(key, clip)]` of `(T, 112, 112, 3)` uint8 clips, in one decoding pass.
 
     `jobs` is `[(key, frame indices)]`. A clip is emitted as soon as its last frame is
     decoded; a frame is dropped once no pending clip needs it. `on_frame(index)` is called
-    for each decoded frame (for progress bars).
+    for each decoded frame (for progress bars). With `views` (`key -> 1 or 3`), each clip is
+    `(views, T, 112, 112, 3)`: its spatial crops, cut from frames resized once.
     """
     pending = sorted(((int(np.max(idx)), key, np.asarray(idx)) for key, idx in jobs),
                      key=lambda job: job[0])
@@ -22,13 +34,15 @@ def stream_clips(path, jobs, batch_size=8, on_frame=None):
         return
     needed = np.unique(np.concatenate([idx for _, _, idx in pending]))
     frames, ready = {}, []
-    for index, frame in iter_frames(path, needed, transform=_resize_crop_frame):
+    transform = _resize_crop_frame if views is None else _resize_band_frame
+    for index, frame in iter_frames(path, needed, transform=transform):
         frames[index] = frame
         if on_frame:
             on_frame(index)
         while pending and pending[0][0] <= index:
             _, key, idx = pending.pop(0)
-            ready.append((key, np.stack([frames[i] for i in idx])))
+            clip = np.stack([frames[i] for i in idx])
+            ready.append((key, clip if views is None else _views(clip, views(key))))
             lowest = min((int(i.min()) for _, _, i in pending), default=index + 1)
             for old in [i for i in frames if i < lowest]:
                 del frames[old]
@@ -40,7 +54,8 @@ def stream_clips(path, jobs, batch_size=8, on_frame=None):
 
 
 def plan_clips_of(item, plan, loaded=None):
-    """`(clips, T, 112, 112, 3)` uint8 main clips of a VideoItem, by a `ClipPlan`.
+    """`(clips x crops, T, 112, 112, 3)` uint8 main clips of a VideoItem, by a `ClipPlan`
+    (each temporal clip's crops next to each other).
 
     `loaded` is `(frames, fps)` of an in-memory item, already loaded (or its UserError).
     """
@@ -53,8 +68,16 @@ def plan_clips_of(item, plan, loaded=None):
         info = VideoInfo(item.key, float(fps), np.arange(len(frames)) / float(fps),
                          frames.shape[2], frames.shape[1])
     indices = plan.main_clips(info)
+    if plan.crops == 1:
+        if item.load is None:
+            clips = read_frames(item.key, indices.ravel(), transform=_resize_crop_frame)
+        else:
+            clips = resize_crop_uint8(frames[indices.ravel()])
+        return clips.reshape(indices.shape + clips.shape[1:])
     if item.load is None:
-        clips = read_frames(item.key, indices.ravel(), transform=_resize_crop_frame)
+        bands = read_frames(item.key, indices.ravel(), transform=_resize_band_frame)
     else:
-        clips = resize_crop_uint8(frames[indices.ravel()])
-    return clips.reshape(indices.shape + clips.shape[1:])
+        bands = np.stack([_resize_band_frame(frame) for frame in frames[indices.ravel()]])
+    bands = bands.reshape(indices.shape + bands.shape[1:])
+    views = np.stack([_views(band, plan.crops) for band in bands])  # (clips, crops, T, 112, 112, 3)
+    return views.reshape((-1,) + views.shape[2:])

@@ -88,17 +88,21 @@ class ClipPlan:
     target_length: int | None = None
     window: int | None = None
     stride: int | None = None              # None: `window`
+    crops: int = 1                         # spatial views of each main clip: 1 (centre) or 3
 
     def __post_init__(self):
         for name in ("clips", "clip_len", "target_length", "window", "stride"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"ClipPlan.{name} must be at least 1, got {value}")
+        if self.crops not in (1, 3):
+            raise ValueError(f"ClipPlan.crops must be 1 or 3, got {self.crops}")
 
     @classmethod
     def from_protocol(cls, protocol):
         """The plan of a config's `protocol` block (frame_rate 0 = native)."""
-        return cls(protocol.clips_per_video, protocol.clip_len, protocol.frame_rate or None)
+        return cls(protocol.clips_per_video, protocol.clip_len, protocol.frame_rate or None,
+                   crops=protocol.get("crops", 1))
 
     def main_clips(self, info):
         """`(clips, clip_len)` frame indices for a video's `VideoInfo`."""

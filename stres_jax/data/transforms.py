@@ -58,20 +58,48 @@ def resize_crop_uint8(frames, resize=RESIZE, crop=CROP, origin=None):
     Only the output pixels inside the crop are computed; bilinear is per-pixel, so the
     result equals resizing the whole frame and cropping.
     """
+    top, left = origin or (_crop_start(resize[0], crop), _crop_start(resize[1], crop))
+    return resize_region_uint8(frames, resize, (int(top), int(left), crop, crop))
+
+
+def resize_region_uint8(frames, resize, region):
+    """(T, H, W, C) uint8 -> the `region` (top, left, height, width) of the frames resized to
+    `resize` without antialias, as uint8; each pixel as PyTorch's upsample_bilinear2d."""
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.dtype != np.uint8:
         raise ValueError(f"expected (T, H, W, C) uint8 frames, got {frames.dtype} {frames.shape}")
     _, height, width, _ = frames.shape
-    top, left = origin or (_crop_start(resize[0], crop), _crop_start(resize[1], crop))
-    r0, r1, hw0, hw1 = _taps(height, resize[0], int(top), crop)
-    c0, c1, ww0, ww1 = _taps(width, resize[1], int(left), crop)
+    top, left, out_height, out_width = region
+    r0, r1, hw0, hw1 = _taps(height, resize[0], top, out_height)
+    c0, c1, ww0, ww1 = _taps(width, resize[1], left, out_width)
     rows0 = frames[:, r0].astype(np.float32)
     rows1 = frames[:, r1].astype(np.float32)
     ww0, ww1 = ww0[:, None], ww1[:, None]
-    top = _lerp(ww0, rows0[:, :, c0], ww1, rows0[:, :, c1])
-    bottom = _lerp(ww0, rows1[:, :, c0], ww1, rows1[:, :, c1])
-    out = _lerp(hw0[:, None, None], top, hw1[:, None, None], bottom)
+    upper = _lerp(ww0, rows0[:, :, c0], ww1, rows0[:, :, c1])
+    lower = _lerp(ww0, rows1[:, :, c0], ww1, rows1[:, :, c1])
+    out = _lerp(hw0[:, None, None], upper, hw1[:, None, None], lower)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def crop_lefts(crops):
+    """Left edges of the spatial crops on the 128x171 resized frame (all at the centre rows):
+    1 crop: the preset's centre (x=30); 3 crops: left, centre, right (x=0, 30, 59)."""
+    centre = _crop_start(RESIZE[1], CROP)
+    if crops == 1:
+        return (centre,)
+    if crops == 3:
+        return (0, centre, RESIZE[1] - CROP)
+    raise ValueError(f"crops must be 1 or 3, got {crops}")
+
+
+def resize_views_uint8(frames, crops=1):
+    """(T, H, W, C) uint8 -> (crops, T, 112, 112, C): the clip's spatial views. One view is
+    exactly `resize_crop_uint8`; three are cut from one resized band of the frame."""
+    if crops == 1:
+        return resize_crop_uint8(frames)[None]
+    top = _crop_start(RESIZE[0], CROP)
+    band = resize_region_uint8(frames, RESIZE, (top, 0, CROP, RESIZE[1]))
+    return np.stack([band[:, :, left: left + CROP] for left in crop_lefts(crops)])
 
 
 def normalize(frames_uint8, mean=MEAN, std=STD):

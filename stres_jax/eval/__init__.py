@@ -58,7 +58,7 @@ def evaluate(config, workdir, items=None, embeddings=False):
     with open_shard(workdir, jax.process_index()) as shard, \
             tqdm(total=len(mine), unit="video", disable=not show, desc="eval") as bar:
         def on_video(item, outputs):
-            record = video_record(item, outputs, labels)
+            record = video_record(item, outputs, labels, plan.crops)
             if embeddings and "error" not in record:
                 record["embedding"] = np.asarray(outputs["features"], np.float32).mean(0).tolist()
             shard.write(json.dumps(record) + "\n")

@@ -45,7 +45,7 @@ class Validator:
         counts = np.zeros(len(COUNTS), np.int64)
 
         def on_video(item, outputs):
-            record = video_record(item, outputs, self.classes)
+            record = video_record(item, outputs, self.classes, self.plan.crops)
             if "error" in record:
                 counts[6] += 1
                 return
