@@ -29,11 +29,12 @@ class PlanOutputs:
                 for s, e, _ in self.spans]
 
 
-def run_plan(runner, path, plan=ClipPlan(), progress=False):
+def run_plan(runner, path, plan=ClipPlan(), progress=False, main=True):
     """Run a `ClipRunner` over the clips `plan` picks from the video at `path` (streamed: memory
-    does not grow with the video's length); raises VideoError if the video is unusable."""
+    does not grow with the video's length); raises VideoError if the video is unusable.
+    `main=False` runs only the windows."""
     info = probe(path)
-    main = plan.main_clips(info)
+    main = plan.main_clips(info) if main else np.zeros((0, plan.clip_len), np.int64)
     spans = plan.windows(info)
     jobs = [(("main", i), idx) for i, idx in enumerate(main)]
     jobs += [(("window", k), idx) for k, (_, _, idx) in enumerate(spans)]
@@ -42,7 +43,7 @@ def run_plan(runner, path, plan=ClipPlan(), progress=False):
                       spans, np.zeros((len(spans), classes), np.float32), np.zeros((len(spans), 512), np.float32),
                       np.zeros((len(spans), 112, 112, 3), np.uint8))
     views = None if crops == 1 else (lambda key: crops if key[0] == "main" else 1)
-    last = max(int(idx.max()) for _, idx in jobs)
+    last = max((int(idx.max()) for _, idx in jobs), default=0)
     with tqdm(total=last + 1, desc=str(path), unit="frame", disable=not progress, leave=False) as bar:
         def advance(index):
             bar.update(index + 1 - bar.n)

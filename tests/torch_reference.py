@@ -74,16 +74,25 @@ def torchvision_protocol_outputs(torch_model, path, clips_per_video=5):
     """Per-clip outputs of torchvision's model on the clips its VideoClips + UniformClipSampler
     choose (15 fps, 16 frames, step 1), through its preset. torchvision 0.29 decodes with
     TorchCodec, which is not installed; timestamps and frames come from PyAV instead."""
-    frames, pts, fps = decode_all(path)
-    clips = VideoClips([str(path)], clip_length_in_frames=16, frames_between_clips=1, frame_rate=15,
-                       _precomputed_metadata={"video_paths": [str(path)],
-                                              "video_pts": [torch.tensor(pts)], "video_fps": [fps]})
     preset = R2Plus1D_18_Weights.KINETICS400_V1.transforms()
+    frames, chosen = torchvision_protocol_frames(path, clips_per_video)
     probs = []
-    for clip_id in UniformClipSampler(clips, clips_per_video):
-        video, clip = clips.get_clip_location(clip_id)
-        indices = [pts.index(int(p)) for p in clips.clips[video][clip]]
+    for indices in chosen:
         batch = preset(torch.from_numpy(frames[indices]).permute(0, 3, 1, 2))[None]
         with torch.no_grad():
             probs.append(torch_model(batch)[0].numpy())
     return np.stack(probs)
+
+
+def torchvision_protocol_frames(path, clips_per_video=5):
+    """(every frame, [frame indices of each clip]) as torchvision's VideoClips (15 fps, 16 frames,
+    step 1) and UniformClipSampler choose them."""
+    frames, pts, fps = decode_all(path)
+    clips = VideoClips([str(path)], clip_length_in_frames=16, frames_between_clips=1, frame_rate=15,
+                       _precomputed_metadata={"video_paths": [str(path)],
+                                              "video_pts": [torch.tensor(pts)], "video_fps": [fps]})
+    chosen = []
+    for clip_id in UniformClipSampler(clips, clips_per_video):
+        video, clip = clips.get_clip_location(clip_id)
+        chosen.append([pts.index(int(p)) for p in clips.clips[video][clip]])
+    return frames, chosen

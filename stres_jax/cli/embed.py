@@ -27,6 +27,10 @@ def register(subparsers):
     parser.add_argument("--batch-size", type=positive_int, default=8)
     parser.add_argument("--clips", type=positive_int, default=sampling.NUM_CLIPS,
                         help=f"clips per video (default {sampling.NUM_CLIPS})")
+    parser.add_argument("--window", type=positive_int, metavar="W", help="also embed windows of W video frames "
+                        "(the windows of `predict --window`): window_embeddings, window_video, window_start/end")
+    parser.add_argument("--stride", type=positive_int, metavar="S", help="frames between window starts (default W)")
+    parser.add_argument("--crops", type=int, choices=(1, 3), default=1, help="spatial crops per clip (1 or 3)")
     add_cpu_library_flag(parser)
     parser.set_defaults(func=run)
 
@@ -37,6 +41,7 @@ def run(args):
     config.arch, config.checkpoint, config.batch_size = arch, args.checkpoint or "", args.batch_size
     config.fresh = args.fresh
     config.protocol.clips_per_video = args.clips
+    config.protocol.crops = args.crops
     config.cpu_library = args.cpu_library
     items = items_for(args.paths)
     if not items:
@@ -44,6 +49,12 @@ def run(args):
     arrays, skipped = embed(items, config, args.workdir)
     if arrays is None:
         return 0
+    if args.window:
+        from stres_jax.embed import window_embeddings
+        from stres_jax.inference import ClipRunner, load_model
+        runner = ClipRunner(*load_model(args.checkpoint, arch), batch_size=args.batch_size, cpu_library=args.cpu_library)
+        plan = sampling.ClipPlan(window=args.window, stride=args.stride)
+        arrays.update(window_embeddings(runner, arrays["paths"], plan, sys.stderr.isatty()))
     save_npz(arrays, args.out)
     for entry in skipped:
         print(f"stres-jax: skipped {entry['reason']}", file=sys.stderr)
