@@ -1,13 +1,29 @@
-"""stres_jax: torchvision's spatiotemporal ResNet-18 action-recognition nets in JAX/Flax."""
-from stres_jax.checkpoints.store import load_checkpoint, save_checkpoint
-from stres_jax.data.transforms import preprocess
-from stres_jax.inference import forward_fn, jit_apply, jit_forward, load_model
-from stres_jax.explain import grad_cam
-from stres_jax.labels import kinetics400_labels
-from stres_jax.models import create_model
-from stres_jax.models.init import new_head, torchvision_init
-from stres_jax.xla_options import compiler_options
+"""stres_jax: torchvision's spatiotemporal ResNet-18 action-recognition nets in JAX/Flax.
+
+The names below are imported on first use, so `import stres_jax.data.decode` (as the decoding
+worker processes do) does not pay for jax and flax."""
+import importlib
 
 __version__ = "0.1.0"
-__all__ = ["compiler_options", "create_model", "forward_fn", "grad_cam", "jit_apply", "jit_forward", "kinetics400_labels",
-           "load_checkpoint", "load_model", "new_head", "preprocess", "save_checkpoint", "torchvision_init"]
+
+_EXPORTS = {
+    "compiler_options": "stres_jax.xla_options", "create_model": "stres_jax.models",
+    "forward_fn": "stres_jax.inference", "grad_cam": "stres_jax.explain", "jit_apply": "stres_jax.inference",
+    "jit_forward": "stres_jax.inference", "kinetics400_labels": "stres_jax.labels",
+    "load_checkpoint": "stres_jax.checkpoints.store", "load_model": "stres_jax.inference",
+    "new_head": "stres_jax.models.init", "preprocess": "stres_jax.data.transforms",
+    "save_checkpoint": "stres_jax.checkpoints.store", "torchvision_init": "stres_jax.models.init",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'stres_jax' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

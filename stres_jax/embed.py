@@ -65,14 +65,19 @@ def load_npz(path, needed=("embeddings", "paths")):
     return data
 
 
-def window_embeddings(runner, paths, plan, progress=False):
+def window_embeddings(runner, paths, plan, progress=False, workers=None):
     """Pooled 512-d features of every window of each video (the windows of `predict --window`):
     {"window_embeddings" (N, 512) float32, "window_video" (N,) index into `paths`,
-    "window_start", "window_end" (N,) seconds}. Decoding streams: memory stays flat."""
+    "window_start", "window_end" (N,) seconds}, and the errors of videos that failed (their
+    windows are left out). Decoding streams: memory stays flat."""
     from stres_jax.predict import run_plan
-    features, videos, starts, ends = [], [], [], []
+    features, videos, starts, ends, errors = [], [], [], [], []
     for index, path in enumerate(paths):
-        out = run_plan(runner, str(path), plan, progress, main=False)
+        try:
+            out = run_plan(runner, str(path), plan, progress, main=False, workers=workers)
+        except UserError as err:
+            errors.append({"video": str(path), "reason": str(err)})
+            continue
         times = out.window_times()
         features.append(out.window_features)
         videos += [index] * len(times)
@@ -80,7 +85,7 @@ def window_embeddings(runner, paths, plan, progress=False):
         ends += [end for _, end in times]
     return {"window_embeddings": np.concatenate(features or [np.zeros((0, 512), np.float32)]).astype(np.float32),
             "window_video": np.asarray(videos, np.int64), "window_start": np.asarray(starts, np.float64),
-            "window_end": np.asarray(ends, np.float64)}
+            "window_end": np.asarray(ends, np.float64)}, errors
 
 
 def save_npz(arrays, out):

@@ -33,6 +33,19 @@ def decoded_videos(items, load_clips, workers, prefetch):
             yield item, future.result()
 
 
+def clip_loader(plan, workers=None):
+    """`load_clips(item, loaded)` for `decoded_videos` by a ClipPlan: files are decoded in the
+    `workers` processes (data.workers.DecodeWorkers), in-memory items here."""
+    from stres_jax.data.clips import plan_clips_of
+    from stres_jax.data.workers import clips_task
+
+    def load(item, loaded):
+        if item.load is None and workers is not None:
+            return list(workers.run(item.key, clips_task, item.key, plan))[0]
+        return plan_clips_of(item, plan, loaded)
+    return load
+
+
 def _guarded(fn, item):
     try:
         return fn(item)

@@ -5,9 +5,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from stres_jax.data.clips import stream_clips
 from stres_jax.data.decode import probe
 from stres_jax.data.sampling import ClipPlan
+from stres_jax.data.workers import probe_task, stream_task
 
 
 @dataclasses.dataclass
@@ -29,11 +29,12 @@ class PlanOutputs:
                 for s, e, _ in self.spans]
 
 
-def run_plan(runner, path, plan=ClipPlan(), progress=False, main=True):
+def run_plan(runner, path, plan=ClipPlan(), progress=False, main=True, workers=None):
     """Run a `ClipRunner` over the clips `plan` picks from the video at `path` (streamed: memory
     does not grow with the video's length); raises VideoError if the video is unusable.
-    `main=False` runs only the windows."""
-    info = probe(path)
+    `main=False` runs only the windows. With `workers` (data.workers.DecodeWorkers) decoding
+    happens in a worker process, so a decoder crash or hang costs only this video."""
+    info = list(workers.run(path, probe_task, path))[0] if workers else probe(path)
     main = plan.main_clips(info) if main else np.zeros((0, plan.clip_len), np.int64)
     spans = plan.windows(info)
     jobs = [(("main", i), idx) for i, idx in enumerate(main)]
@@ -42,13 +43,13 @@ def run_plan(runner, path, plan=ClipPlan(), progress=False, main=True):
     out = PlanOutputs(info, np.zeros((len(main) * crops, classes), np.float32), np.zeros((len(main) * crops, 512), np.float32),
                       spans, np.zeros((len(spans), classes), np.float32), np.zeros((len(spans), 512), np.float32),
                       np.zeros((len(spans), 112, 112, 3), np.uint8))
-    views = None if crops == 1 else (lambda key: crops if key[0] == "main" else 1)
     last = max((int(idx.max()) for _, idx in jobs), default=0)
+    arguments = (path, jobs, runner.batch_size, crops)
+    source = workers.run(path, stream_task, *arguments) if workers else stream_task(*arguments)
     with tqdm(total=last + 1, desc=str(path), unit="frame", disable=not progress, leave=False) as bar:
-        def advance(index):
-            bar.update(index + 1 - bar.n)
-        for batch in stream_clips(path, jobs, runner.batch_size, on_frame=advance, views=views):
-            rows = [(key, view) for key, clip in batch for view in (clip if views else [clip])]
+        for decoded, batch in source:
+            bar.update(decoded + 1 - bar.n)
+            rows = [(key, view) for key, clip in batch for view in (clip if crops > 1 else [clip])]
             probabilities, features = runner.run(np.stack([view for _, view in rows]))
             counts = {}
             for ((kind, i), view), p, f in zip(rows, probabilities, features):
@@ -61,11 +62,11 @@ def run_plan(runner, path, plan=ClipPlan(), progress=False, main=True):
     return out
 
 
-def predict_video(runner, path, plan=ClipPlan(), top=5, progress=False, plot=None):
+def predict_video(runner, path, plan=ClipPlan(), top=5, progress=False, plot=None, workers=None):
     """{"video", "top", "clips", "crops", "duration"[, "windows"]} for one video by a
     `ClipPlan`, with a `ClipRunner`; the score is the mean softmax over every clip and crop.
     `plot`: a PNG path for the action over time (the windows' thumbnails and labels)."""
-    out = run_plan(runner, path, plan, progress)
+    out = run_plan(runner, path, plan, progress, workers=workers)
     result = {"video": str(path), "top": runner.top(out.main_probs.mean(axis=0), top),
               "clips": len(out.main_probs) // plan.crops, "crops": plan.crops, "duration": round(out.info.duration, 3)}
     if out.spans:

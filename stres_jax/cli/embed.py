@@ -50,11 +50,15 @@ def run(args):
     if arrays is None:
         return 0
     if args.window:
+        from stres_jax.data.workers import DecodeWorkers
         from stres_jax.embed import window_embeddings
         from stres_jax.inference import ClipRunner, load_model
         runner = ClipRunner(*load_model(args.checkpoint, arch), batch_size=args.batch_size, cpu_library=args.cpu_library)
         plan = sampling.ClipPlan(window=args.window, stride=args.stride)
-        arrays.update(window_embeddings(runner, arrays["paths"], plan, sys.stderr.isatty()))
+        with DecodeWorkers(1) as workers:
+            windows, failed = window_embeddings(runner, arrays["paths"], plan, sys.stderr.isatty(), workers)
+        arrays.update(windows)
+        skipped = skipped + failed
     save_npz(arrays, args.out)
     for entry in skipped:
         print(f"stres-jax: skipped {entry['reason']}", file=sys.stderr)

@@ -6,6 +6,7 @@ import jax
 
 from stres_jax.cli.options import add_cpu_library_flag, add_model_flags, positive_int
 from stres_jax.data import sampling
+from stres_jax.data.workers import DecodeWorkers
 from stres_jax.errors import UserError
 from stres_jax.inference import ClipRunner, load_model
 from stres_jax.predict import format_text, predict_video
@@ -54,15 +55,16 @@ def run(args):
     runner = ClipRunner(*load_model(args.checkpoint, args.arch, args.random_init), batch_size, args.cpu_library)
     progress = sys.stderr.isatty()
     results = []
-    for path in args.videos:
-        try:
-            result = predict_video(runner, path, plan, args.top, progress, plot=args.plot)
-        except UserError as err:
-            result = {"video": path, "error": str(err).removeprefix(f"{path}: ")}
-            print(f"stres-jax: error: {err}", file=sys.stderr)
-        results.append(result)
-        if args.format == "text" and "error" not in result:
-            print(format_text(result, args.top), flush=True)
+    with DecodeWorkers(1) as workers:  # a decoder crash or hang costs one video, not the command
+        for path in args.videos:
+            try:
+                result = predict_video(runner, path, plan, args.top, progress, plot=args.plot, workers=workers)
+            except UserError as err:
+                result = {"video": path, "error": str(err).removeprefix(f"{path}: ")}
+                print(f"stres-jax: error: {err}", file=sys.stderr)
+            results.append(result)
+            if args.format == "text" and "error" not in result:
+                print(format_text(result, args.top), flush=True)
     if args.format == "json":
         print(json.dumps(results, indent=1))  # always a list, one entry per VIDEO in order
     return 1 if any("error" in r for r in results) else 0

@@ -1,4 +1,6 @@
 """Assemble clips while a video streams past: each frame is decoded once, kept only while needed."""
+import functools
+
 import numpy as np
 
 from stres_jax.data.decode import VideoInfo, iter_frames, probe, read_frames
@@ -18,6 +20,17 @@ def _views(band_clip, count):
     """`count` views (1: the centre crop, 3: left, centre, right) of a band clip."""
     lefts = crop_lefts(count)
     return np.stack([band_clip[:, :, left: left + CROP] for left in lefts])
+
+
+def main_views(crops):
+    """The `views` of `stream_clips` for `crops` crops of the main clips (windows keep 1), or None."""
+    if crops == 1:
+        return None
+    return functools.partial(_views_of_key, crops)
+
+
+def _views_of_key(crops, key):
+    return crops if key[0] == "main" else 1
 
 
 def stream_clips(path, jobs, batch_size=8, on_frame=None, views=None):

@@ -9,6 +9,7 @@ from stres_jax.data import sampling
 from stres_jax.errors import UserError
 
 MAX_PIXELS = 8192 * 8192  # larger frames are refused before anything is decoded
+MAX_FRAMES = int(os.environ.get("STRES_JAX_MAX_FRAMES", 2_000_000))  # about 18 h at 30 fps
 
 
 class VideoError(UserError):
@@ -70,18 +71,40 @@ def _reason(err):
     return getattr(err, "strerror", None) or str(err).split(":")[0] or type(err).__name__
 
 
+def _unexpected(path, err):
+    """Any other failure of PyAV or a damaged file's metadata, as this video's one-line error."""
+    if isinstance(err, MemoryError):
+        return VideoError(f"{path}: needs more memory than the decoder may use; skipped")
+    return VideoError(f"{path}: unreadable video ({type(err).__name__}: {str(err)[:200]})")
+
+
 def probe(path):
     """Frame rate, size and every frame's timestamp, read by demuxing only (nothing decoded)."""
+    try:
+        return _probe(path)
+    except UserError:
+        raise
+    except Exception as err:  # noqa: BLE001 (damaged headers break PyAV in many ways)
+        raise _unexpected(path, err) from None
+
+
+def _probe(path):
     with _open(path) as container:
         stream = container.streams.video[0]
         width, height = stream.codec_context.width, stream.codec_context.height
         if width * height > MAX_PIXELS:
-            raise VideoError(f"{path}: frame size {width}x{height} is larger than the "
-                             f"{MAX_PIXELS // 8192}x8192 limit; downscale the video first")
+            raise VideoError(f"{path}: frame size {width}x{height} ({width * height:,} pixels) is larger than "
+                             f"the limit of {MAX_PIXELS:,}; downscale the video first")
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         time_base = float(stream.time_base)
+        pts = []
         try:
-            pts = [p.pts for p in container.demux(stream) if p.pts is not None and p.size > 0]
+            for packet in container.demux(stream):
+                if packet.pts is not None and packet.size > 0:
+                    pts.append(packet.pts)
+                    if len(pts) > MAX_FRAMES:
+                        raise VideoError(f"{path}: more than {MAX_FRAMES:,} frames; refused "
+                                         "(STRES_JAX_MAX_FRAMES raises the limit)")
         except av.error.FFmpegError as err:
             raise VideoError(f"{path}: damaged video stream ({_reason(err)})") from None
     if not pts or not rate or width == 0:
@@ -104,6 +127,15 @@ def iter_frames(path, indices, transform=None):
     Frames are decoded in order and only those asked for are converted to RGB and passed
     through `transform`; nothing else is kept, so memory does not grow with the video.
     """
+    try:
+        yield from _iter_frames(path, indices, transform)
+    except UserError:
+        raise
+    except Exception as err:  # noqa: BLE001 (a damaged stream breaks PyAV in many ways)
+        raise _unexpected(path, err) from None
+
+
+def _iter_frames(path, indices, transform):
     wanted = np.unique(np.asarray(indices, np.int64))
     if wanted.size == 0:
         return

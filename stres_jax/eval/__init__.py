@@ -14,16 +14,16 @@ import numpy as np
 from tqdm import tqdm
 
 from stres_jax.atomic import atomic_path
-from stres_jax.data.clips import plan_clips_of
 from stres_jax.data.sampling import ClipPlan
 from stres_jax.data.sources import check_data, make_source
 from stres_jax.data.transforms import clip_shape
+from stres_jax.data.workers import DecodeWorkers
 from stres_jax.distributed import initialize_distributed
 from stres_jax.inference import default_checkpoint, forward_fn, load_model
 from stres_jax.mesh import DataParallel
 from stres_jax.models import canonical_arch
 from stres_jax.metrics import summarize, video_record
-from stres_jax.pipeline import decoded_videos, run_videos
+from stres_jax.pipeline import clip_loader, decoded_videos, run_videos
 from stres_jax.records import open_shard, read_records
 from stres_jax.workdir import claim_workdir, clear_workdir, weights_fingerprint
 from stres_jax.xla_options import compiler_options
@@ -52,10 +52,8 @@ def evaluate(config, workdir, items=None, embeddings=False):
     mine = [item for item in items if item.key not in done][jax.process_index()::jax.process_count()]
     parallel = DataParallel(forward_fn(model), variables, config.batch_size, compiler_options(config.cpu_library))
     plan = ClipPlan.from_protocol(config.protocol)
-    videos = decoded_videos(mine, lambda item, loaded: plan_clips_of(item, plan, loaded),
-                            config.num_workers, config.prefetch)
     show = jax.process_index() == 0 and sys.stderr.isatty()
-    with open_shard(workdir, jax.process_index()) as shard, \
+    with DecodeWorkers(config.num_workers) as workers, open_shard(workdir, jax.process_index()) as shard, \
             tqdm(total=len(mine), unit="video", disable=not show, desc="eval") as bar:
         def on_video(item, outputs):
             record = video_record(item, outputs, labels, plan.crops)
@@ -64,6 +62,7 @@ def evaluate(config, workdir, items=None, embeddings=False):
             shard.write(json.dumps(record) + "\n")
             shard.flush()
             bar.update()
+        videos = decoded_videos(mine, clip_loader(plan, workers), config.num_workers, config.prefetch)
         run_videos(videos, parallel, clip_shape(plan.clip_len), on_video)
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils

@@ -12,7 +12,8 @@ import sys
 import grain
 import numpy as np
 
-from stres_jax.data.decode import probe, read_frames
+from stres_jax.data.decode import read_frames
+from stres_jax.data.workers import DecodeWorkers, probe_task
 from stres_jax.data.transforms import CROP, RESIZE, resize_crop_uint8
 from stres_jax.errors import UserError
 
@@ -25,18 +26,21 @@ class TrainVideo:
 
 
 def scan_videos(items, classes, plan, workers=4):
-    """(usable TrainVideos, skipped [{"video", "reason"}]): every video probed once up front."""
+    """(usable TrainVideos, skipped [{"video", "reason"}]): every video probed once up front, in
+    worker processes (a file that crashes or hangs the demuxer is skipped, not fatal)."""
     index = {name: i for i, name in enumerate(classes)}
+    pool = DecodeWorkers(workers)
 
     def look(item):
         try:
-            return TrainVideo(item.key, index[item.label], probe(item.key).resampled(plan.frame_rate)), None
+            info = list(pool.run(item.key, probe_task, item.key))[0]
+            return TrainVideo(item.key, index[item.label], info.resampled(plan.frame_rate)), None
         except UserError as err:
             return None, {"video": item.key, "reason": str(err)}
         except Exception as err:  # noqa: BLE001 (a decoder failure must cost only this video)
             return None, {"video": item.key, "reason": f"{item.key}: {type(err).__name__}: {err}"}
-    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        found = list(pool.map(look, items))
+    with pool, concurrent.futures.ThreadPoolExecutor(workers) as threads:
+        found = list(threads.map(look, items))
     videos = [v for v, _ in found if v is not None and len(v.frames)]
     skipped = [s for _, s in found if s is not None]
     return videos, skipped

@@ -3,14 +3,14 @@ accuracies) over the validation videos, with the training state's current weight
 import jax
 import numpy as np
 
-from stres_jax.data.clips import plan_clips_of
 from stres_jax.data.sampling import ClipPlan
 from stres_jax.data.sources import make_source
 from stres_jax.data.transforms import clip_shape
+from stres_jax.data.workers import DecodeWorkers
 from stres_jax.inference import forward_fn
 from stres_jax.mesh import DataParallel
 from stres_jax.metrics import video_record
-from stres_jax.pipeline import decoded_videos, run_videos
+from stres_jax.pipeline import clip_loader, decoded_videos, run_videos
 from stres_jax.xla_options import compiler_options
 
 COUNTS = ("num_videos", "video_hits1", "video_hits5", "num_clips", "clip_hits1", "clip_hits5", "num_skipped")
@@ -40,8 +40,6 @@ class Validator:
     def __call__(self, state):
         self.parallel.variables = self._variables(state)  # already replicated over the mesh
         mine = self.items[jax.process_index()::jax.process_count()]
-        videos = decoded_videos(mine, lambda item, loaded: plan_clips_of(item, self.plan, loaded),
-                                self.workers, 2 * max(self.workers, 1))
         counts = np.zeros(len(COUNTS), np.int64)
 
         def on_video(item, outputs):
@@ -52,7 +50,9 @@ class Validator:
             labels = [t["label"] for t in record["top5"]]
             counts[:6] += [1, labels[0] == item.label, item.label in labels, record["num_clips"],
                            record["clip_hits1"], record["clip_hits5"]]
-        run_videos(videos, self.parallel, clip_shape(self.plan.clip_len), on_video)
+        with DecodeWorkers(self.workers) as workers:  # a crashing decoder costs one video
+            videos = decoded_videos(mine, clip_loader(self.plan, workers), self.workers, 2 * max(self.workers, 1))
+            run_videos(videos, self.parallel, clip_shape(self.plan.clip_len), on_video)
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils
             counts = np.asarray(multihost_utils.process_allgather(counts)).sum(0)

@@ -1,0 +1,163 @@
+"""Decoding in worker processes, so that a decoder that crashes, hangs or eats memory costs one
+video, not the run: each task has a time bound (no message for `timeout` seconds) and each
+worker a memory bound (RLIMIT_AS); a worker that dies or overruns is killed and replaced, and
+its video gets a one-line VideoError. Used by predict, eval, embed and training's probe."""
+import collections
+import multiprocessing
+import os
+import resource
+import threading
+import time
+import traceback
+from multiprocessing.connection import wait
+
+from stres_jax.data.decode import VideoError
+from stres_jax.errors import UserError
+
+DEFAULT_TIMEOUT = float(os.environ.get("STRES_JAX_DECODE_TIMEOUT", 300))     # seconds without progress
+DEFAULT_MEMORY = int(float(os.environ.get("STRES_JAX_DECODE_MEMORY_GB", 8)) * 2**30)  # per worker
+
+
+def _worker(connection, memory):
+    if memory:
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    connection.send(("ready", None))
+    while True:
+        try:
+            task = connection.recv()
+        except EOFError:
+            return
+        if task is None:
+            return
+        try:
+            fn, args = task
+            for value in fn(*args):
+                connection.send(("value", value))
+            connection.send(("done", None))
+        except UserError as err:
+            connection.send(("error", str(err)))
+        except MemoryError:
+            connection.send(("error", f"needs more than the decoder's {memory / 2**30:g} GB memory bound"))
+        except Exception as err:  # noqa: BLE001 (any decoder failure is this video's, not the run's)
+            last = traceback.extract_tb(err.__traceback__)[-1]
+            connection.send(("error", f"{type(err).__name__}: {err} (in {os.path.basename(last.filename)})"))
+
+
+class DecodeWorkers:
+    """A pool of decoding processes. `run(key, fn, *args)` yields the values of the generator
+    `fn(*args)` computed in a worker, or raises a VideoError naming `key`."""
+
+    def __init__(self, count=1, timeout=DEFAULT_TIMEOUT, memory=DEFAULT_MEMORY):
+        self.timeout, self.memory = timeout, memory
+        self._context = multiprocessing.get_context("forkserver")  # no fork of a threaded (JAX) process
+        self._lock = threading.Lock()
+        started = [self._launch() for _ in range(max(count, 1))]
+        self._idle = collections.deque(self._ready(worker) for worker in started)
+        self._all = list(self._idle)
+
+    def _launch(self):
+        parent, child = self._context.Pipe()
+        process = self._context.Process(target=_worker, args=(child, self.memory), daemon=True)
+        process.start()
+        child.close()
+        return process, parent
+
+    @staticmethod
+    def _ready(worker, timeout=120):
+        process, connection = worker
+        if not connection.poll(timeout) or connection.recv()[0] != "ready":
+            process.kill()
+            raise UserError("a decoding worker process did not start (see the messages above)")
+        return worker
+
+    def _start(self):
+        return self._ready(self._launch())
+
+    def _replace(self, worker):
+        process, connection = worker
+        process.kill()
+        process.join()
+        connection.close()
+        with self._lock:
+            fresh = self._start()
+            self._all[self._all.index(worker)] = fresh
+        return fresh
+
+    def run(self, key, fn, *args):
+        with self._lock:
+            worker = self._idle.popleft() if self._idle else self._start()
+        process, connection = worker
+        finished = False
+        try:
+            connection.send((fn, args))
+            while True:
+                ready = wait([connection, process.sentinel], self.timeout)
+                if not ready:
+                    worker = self._replace(worker)
+                    raise VideoError(f"{key}: decoding made no progress for {self.timeout:g} s; skipped "
+                                     "(STRES_JAX_DECODE_TIMEOUT sets the bound)")
+                try:
+                    if connection not in ready:
+                        raise EOFError
+                    kind, value = connection.recv()
+                except (EOFError, OSError):
+                    process.join(5)
+                    code = process.exitcode
+                    worker = self._replace(worker)
+                    how = f"signal {-code}" if code is not None and code < 0 else f"exit status {code}"
+                    raise VideoError(f"{key}: the decoder crashed ({how}); skipped") from None
+                if kind == "value":
+                    yield value
+                    continue
+                finished = True
+                if kind == "done":
+                    return
+                raise VideoError(value if value.startswith(str(key)) else f"{key}: {value}")
+        finally:
+            if not finished and worker[0] is process:  # abandoned mid-task: it may still be sending
+                worker = self._replace(worker)
+            self._idle.append(worker)
+
+    def close(self):
+        for process, connection in self._all:
+            try:
+                connection.send(None)
+            except OSError:
+                pass
+        deadline = time.monotonic() + 2
+        for process, connection in self._all:
+            process.join(max(deadline - time.monotonic(), 0))
+            if process.is_alive():
+                process.kill()
+            connection.close()
+        self._all, self._idle = [], collections.deque()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def probe_task(path):
+    """Worker task: the video's VideoInfo."""
+    from stres_jax.data.decode import probe
+    yield probe(path)
+
+
+def clips_task(path, plan):
+    """Worker task: the main clips of a video file by a ClipPlan (eval, embed, validation)."""
+    from stres_jax.data.clips import plan_clips_of
+    from stres_jax.data.sources import VideoItem
+    yield plan_clips_of(VideoItem(path), plan)
+
+
+def stream_task(path, jobs, batch_size, crops):
+    """Worker task: predict's streamed clip batches, each as (last decoded frame, batch)."""
+    from stres_jax.data.clips import main_views, stream_clips
+    last = [0]
+
+    def seen(index):
+        last[0] = index
+    for batch in stream_clips(path, jobs, batch_size, on_frame=seen, views=main_views(crops)):
+        yield last[0], batch
