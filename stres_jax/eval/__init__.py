@@ -14,6 +14,8 @@ import numpy as np
 from tqdm import tqdm
 
 from stres_jax.atomic import atomic_path
+from stres_jax.config_check import EVAL as EVAL_RULES
+from stres_jax.config_check import check_config
 from stres_jax.data.sampling import ClipPlan
 from stres_jax.data.sources import check_data, make_source
 from stres_jax.data.transforms import clip_shape
@@ -36,6 +38,7 @@ def evaluate(config, workdir, items=None, embeddings=False):
     the results dict. With `embeddings`, each record also holds the video's pooled
     512-d features averaged over its clips.
     """
+    check_config(config, EVAL_RULES)
     if items is None:
         check_data(config.data)
     initialize_distributed(config.distributed)

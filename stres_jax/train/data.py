@@ -12,9 +12,8 @@ import sys
 import grain
 import numpy as np
 
-from stres_jax.data.decode import read_frames
-from stres_jax.data.workers import DecodeWorkers, probe_task
-from stres_jax.data.transforms import CROP, RESIZE, resize_crop_uint8
+from stres_jax.data.workers import DecodeWorkers, probe_task, train_clip_task
+from stres_jax.data.transforms import CROP, RESIZE
 from stres_jax.errors import UserError
 
 
@@ -53,6 +52,10 @@ class ClipSampler:
         self.videos, self.clips_per_video, self.clip_len, self.seed = videos, clips_per_video, clip_len, seed
         self.per_epoch = len(videos) * clips_per_video
         self._order = (None, None)  # (epoch, its permutation): made once per epoch, not per sample
+        self._decoder = None        # this process's DecodeWorkers, started on first use
+
+    def __getstate__(self):  # grain sends the sampler to its workers; each starts its own decoder
+        return {**self.__dict__, "_decoder": None, "_order": (None, None)}
 
     def epoch_order(self, epoch):
         """The sample order of `epoch`, a seeded permutation."""
@@ -81,8 +84,10 @@ class ClipSampler:
         is named on stderr and replaced by the next sample's, so batches keep their size."""
         for offset in range(tries):
             video, indices, origin, flip = self.describe(index + offset)
-            try:
-                clip = read_frames(video.path, indices, lambda f: resize_crop_uint8(f[None], origin=origin)[0])
+            if self._decoder is None:
+                self._decoder = DecodeWorkers(1)
+            try:  # in a worker process: a decoder crash or hang costs this clip, not the run
+                clip = list(self._decoder.run(video.path, train_clip_task, video.path, indices, origin))[0]
             except Exception as err:  # noqa: BLE001 (a decoder failure must cost only this clip)
                 print(f"stres_jax.train: skipped a clip of {video.path}: {err}", file=sys.stderr)
                 continue

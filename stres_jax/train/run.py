@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from stres_jax.config_check import TRAIN as TRAIN_RULES
+from stres_jax.config_check import check_config
 from stres_jax.checkpoints.store import load_checkpoint, read_meta, save_checkpoint
 from stres_jax.data.sampling import ClipPlan
 from stres_jax.data.sources import check_data, make_source
@@ -75,6 +77,7 @@ def train(config, workdir):
     import orbax.checkpoint as ocp  # slow to import; only needed here
     if config.dtype == "float64":  # for exactness checks: needs 64-bit types before anything runs
         jax.config.update("jax_enable_x64", True)
+    check_config(config, TRAIN_RULES)
     check_data(config.data)
     if has_validation(config.validation.data):
         check_data(config.validation.data, "validation.data")

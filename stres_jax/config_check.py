@@ -1,0 +1,54 @@
+"""Every config value checked before a run starts: a bad one is one line naming the key and
+what it must be (`config.batch_size = 0: must be a whole number of at least 1`)."""
+from stres_jax.errors import UserError
+from stres_jax.models.fast_conv import CONV_IMPLS
+from stres_jax.xla_options import CPU_LIBRARIES
+
+
+def _whole(low, high=None):
+    def ok(value):
+        return isinstance(value, int) and not isinstance(value, bool) and value >= low and (high is None or value <= high)
+    return ok, f"a whole number of at least {low}" + (f" and at most {high}" if high is not None else "")
+
+
+def _number(low, strict=False):
+    def ok(value):
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and (value > low if strict else value >= low)
+    return ok, f"a number {'above' if strict else 'of at least'} {low}"
+
+
+def _one_of(*choices):
+    return (lambda value: value in choices), "one of " + ", ".join(repr(c) for c in choices)
+
+
+SHARED = {
+    "batch_size": _whole(1), "num_workers": _whole(0), "conv_impl": _one_of("auto", *CONV_IMPLS),
+    "cpu_library": _one_of(*sorted(CPU_LIBRARIES)), "data.source": _one_of("folder", "csv", "tfds"),
+    "data.max_videos": _whole(0), "data.tfds_fps": _number(0, strict=True),
+    "distributed.num_processes": _whole(1), "distributed.process_id": _whole(0),
+}
+EVAL = {**SHARED, "prefetch": _whole(1), "protocol.clip_len": _whole(1), "protocol.clips_per_video": _whole(1),
+        "protocol.crops": _one_of(1, 3), "protocol.frame_rate": _number(0)}
+TRAIN = {**SHARED, "num_epochs": _whole(1), "dtype": _one_of("float32", "bfloat16", "float64"),
+         "frozen_stages": _whole(0, 4), "checkpoint_every_steps": _whole(1), "log_every_steps": _whole(1),
+         "keep_checkpoints": _whole(1), "seed": _whole(0), "sampling.clips_per_video": _whole(1),
+         "sampling.clip_len": _whole(1), "sampling.frame_rate": _number(0),
+         "optimizer.learning_rate": _number(0, strict=True), "optimizer.reference_batch": _whole(0),
+         "optimizer.momentum": _number(0), "optimizer.weight_decay": _number(0),
+         "optimizer.warmup_epochs": _number(0), "optimizer.warmup_factor": _number(0, strict=True),
+         "optimizer.gamma": _number(0, strict=True), "validation.num_workers": _whole(0),
+         "validation.protocol.clip_len": _whole(1), "validation.protocol.clips_per_video": _whole(1),
+         "validation.protocol.crops": _one_of(1, 3), "validation.protocol.frame_rate": _number(0)}
+
+
+def check_config(config, rules):
+    """Raise a UserError for the first value that breaks its rule (keys the config lacks are skipped)."""
+    for key, (ok, wanted) in rules.items():
+        node = config
+        for part in key.split("."):
+            node = node.get(part) if hasattr(node, "get") else None
+        if node is not None and not ok(node):
+            raise UserError(f"config.{key} = {node!r}: must be {wanted}")
+    if "distributed" in config and config.distributed.process_id >= config.distributed.num_processes:
+        raise UserError(f"config.distributed.process_id = {config.distributed.process_id}: must be below "
+                        f"num_processes ({config.distributed.num_processes})")
