@@ -168,7 +168,8 @@ def test_two_processes_give_the_same_results(dataset, converted, single_device_r
                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for i in range(2)]
     outputs = [p.communicate(timeout=600) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outputs]
+    # process 0 reports the results, with status 1 for the skipped (corrupt) video
+    assert [p.returncode for p in procs] == [1, 0], [o[1][-2000:] for o in outputs]
     assert json.loads((tmp_path / "results.json").read_text()) == results
     assert len(list(tmp_path.glob("predictions-*.jsonl"))) == 2
     same_predictions(workdir, tmp_path)
