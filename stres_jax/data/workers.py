@@ -1,15 +1,20 @@
 """Decoding in worker processes, so that a decoder that crashes, hangs or eats memory costs one
 video, not the run: each task has a time bound (no message for `timeout` seconds) and each
 worker a memory bound (RLIMIT_AS); a worker that dies or overruns is killed and replaced, and
-its video gets a one-line VideoError. Used by predict, eval, embed and training's probe."""
+its video gets a one-line VideoError. Used by predict, eval, embed and training (probe, clips).
+
+Workers are fresh interpreters (`python -m stres_jax.data.workers FD MEMORY`), not forks or
+multiprocessing children: they never inherit JAX's threads or re-run the caller's script, and
+grain's daemonic data workers may start them too."""
 import collections
-import multiprocessing
 import os
 import resource
+import subprocess
+import sys
 import threading
 import time
 import traceback
-from multiprocessing.connection import wait
+from multiprocessing.connection import Connection, Pipe, wait
 
 from stres_jax.data.decode import VideoError
 from stres_jax.errors import UserError
@@ -43,38 +48,43 @@ def _worker(connection, memory):
             connection.send(("error", f"{type(err).__name__}: {err} (in {os.path.basename(last.filename)})"))
 
 
+def _wait(process, seconds):
+    """The process's exit status after at most `seconds`, or None if it still runs."""
+    try:
+        return process.wait(seconds)
+    except subprocess.TimeoutExpired:
+        return None
+
+
 class DecodeWorkers:
     """A pool of decoding processes. `run(key, fn, *args)` yields the values of the generator
     `fn(*args)` computed in a worker, or raises a VideoError naming `key`."""
 
     def __init__(self, count=1, timeout=DEFAULT_TIMEOUT, memory=DEFAULT_MEMORY):
         self.timeout, self.memory = timeout, memory
-        self._context = multiprocessing.get_context("forkserver")  # no fork of a threaded (JAX) process
         self._lock = threading.Lock()
         started = [self._launch() for _ in range(max(count, 1))]
         self._idle = collections.deque(self._ready(worker) for worker in started)
         self._all = list(self._idle)
 
     def _launch(self):
-        parent, child = self._context.Pipe()
-        process = self._context.Process(target=_worker, args=(child, self.memory), daemon=True)
-        me = multiprocessing.current_process()
-        daemonic = me.daemon  # grain's data workers are daemonic, and those may not start children;
-        me.daemon = False     # ours end with them all the same: killed by close(), or on EOF
-        try:
-            process.start()
-        finally:
-            me.daemon = daemonic
+        parent, child = Pipe()
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}  # the caller's modules
+        process = subprocess.Popen([sys.executable, "-m", "stres_jax.data.workers", str(child.fileno()),
+                                    str(self.memory)], pass_fds=[child.fileno()], env=env, stdin=subprocess.DEVNULL)
         child.close()
         return process, parent
 
     @staticmethod
     def _ready(worker, timeout=120):
         process, connection = worker
-        if not connection.poll(timeout) or connection.recv()[0] != "ready":
-            process.kill()
-            raise UserError("a decoding worker process did not start (see the messages above)")
-        return worker
+        try:
+            if connection.poll(timeout) and connection.recv()[0] == "ready":
+                return worker
+        except (EOFError, OSError):
+            pass
+        process.kill()
+        raise UserError("a decoding worker process did not start (see the messages above)")
 
     def _start(self):
         return self._ready(self._launch())
@@ -82,7 +92,7 @@ class DecodeWorkers:
     def _replace(self, worker):
         process, connection = worker
         process.kill()
-        process.join()
+        process.wait()
         connection.close()
         with self._lock:
             fresh = self._start()
@@ -97,7 +107,7 @@ class DecodeWorkers:
         try:
             connection.send((fn, args))
             while True:
-                ready = wait([connection, process.sentinel], self.timeout)
+                ready = wait([connection], self.timeout)  # a dead worker's pipe reads as EOF
                 if not ready:
                     worker = self._replace(worker)
                     raise VideoError(f"{key}: decoding made no progress for {self.timeout:g} s; skipped "
@@ -107,8 +117,7 @@ class DecodeWorkers:
                         raise EOFError
                     kind, value = connection.recv()
                 except (EOFError, OSError):
-                    process.join(5)
-                    code = process.exitcode
+                    code = _wait(process, 5)
                     worker = self._replace(worker)
                     how = f"signal {-code}" if code is not None and code < 0 else f"exit status {code}"
                     raise VideoError(f"{key}: the decoder crashed ({how}); skipped") from None
@@ -132,9 +141,9 @@ class DecodeWorkers:
                 pass
         deadline = time.monotonic() + 2
         for process, connection in self._all:
-            process.join(max(deadline - time.monotonic(), 0))
-            if process.is_alive():
+            if _wait(process, max(deadline - time.monotonic(), 0)) is None:
                 process.kill()
+                process.wait()
             connection.close()
         self._all, self._idle = [], collections.deque()
 
@@ -174,3 +183,7 @@ def train_clip_task(path, indices, origin):
     from stres_jax.data.decode import read_frames
     from stres_jax.data.transforms import resize_crop_uint8
     yield read_frames(path, indices, lambda frame: resize_crop_uint8(frame[None], origin=origin)[0])
+
+
+if __name__ == "__main__":  # a worker: python -m stres_jax.data.workers FD MEMORY_BYTES
+    _worker(Connection(int(sys.argv[1])), int(sys.argv[2]))
