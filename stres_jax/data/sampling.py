@@ -39,7 +39,8 @@ def uniform_starts(num_windows, num_clips=NUM_CLIPS):
     i = np.arange(num_clips)
     from_start = step * i.astype(np.float32)
     from_end = end - step * (num_clips - 1 - i).astype(np.float32)
-    return np.floor(np.where(i < num_clips // 2, from_start, from_end)).astype(np.int64)
+    starts = np.floor(np.where(i < num_clips // 2, from_start, from_end)).astype(np.int64)
+    return np.minimum(starts, num_windows - 1)  # float32 rounds up past 2**24 windows (a fuzzed file)
 
 
 def protocol_clips(resampled, clip_len=CLIP_LEN, num_clips=NUM_CLIPS):
