@@ -16,7 +16,7 @@ def register(subparsers):
     info.add_argument("--graphic", metavar="FILE.png", help="also draw a summary diagram of the net")
     info.set_defaults(func=run_info)
     filters = subparsers.add_parser(
-        "show-filters", help="draw the first convolution's kernels",
+        "show-filters", help="draw the stem's filters (both halves for (2+1)D)",
         description="Draw the stem's kernels as RGB images, contrast-adjusted per filter: for 3D "
         "and Mixed 64 filters of 7x7, each with its 3 time steps side by side; for (2+1)D the 45 "
         "spatial 7x7 filters and, beside them, the temporal 3x1x1 kernels as a table of weights.")
