@@ -90,7 +90,7 @@ def program(module, config, workdir, *extra, cwd=REPO):
 @pytest.mark.parametrize("extra, expected", [
     (["--config.data.rot=x"], "no config key 'rot'; Did you mean \"root\""),
     (["--config.batch_size=abc"], "invalid literal for int()"),
-    (["--config.data.source=ftp", "--config.data.root=."], "unknown data.source 'ftp'"),
+    (["--config.data.source=ftp", "--config.data.root=."], "config.data.source = 'ftp': must be one of"),
     ([], "data.root is empty"),
     (["--bogus"], "Unknown command line flag 'bogus'"),
 ])
@@ -199,10 +199,8 @@ def test_every_config_key_with_a_bad_value_is_one_line(program):
             check_config(config, rules)
 
 
-@pytest.mark.parametrize("module, config, flag", [
-    ("stres_jax.eval", "configs/r3d.py", "--config.protocol.clips_per_video=0"),
+@pytest.mark.parametrize("module, config, flag", [  # every key is checked in-process above
     ("stres_jax.eval", "configs/r3d.py", "--config.protocol.crops=2"),
-    ("stres_jax.train", "configs/finetune.py", "--config.dtype=float16"),
     ("stres_jax.train", "configs/finetune.py", "--config.optimizer.learning_rate=-1.0"),
 ])
 def test_bad_config_values_on_the_command_line(module, config, flag, tmp_path):
