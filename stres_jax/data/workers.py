@@ -101,7 +101,11 @@ class DecodeWorkers:
 
     def run(self, key, fn, *args):
         with self._lock:
-            worker = self._idle.popleft() if self._idle else self._start()
+            if self._idle:
+                worker = self._idle.popleft()
+            else:  # more callers than workers: one more, known to _replace and close
+                worker = self._start()
+                self._all.append(worker)
         process, connection = worker
         finished = False
         try:
