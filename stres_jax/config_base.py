@@ -26,8 +26,10 @@ def get_base_config(arch=DEFAULT_ARCH):
     config.data.source = "folder"   # "folder" (root/<class>/<video>), "csv" (Kinetics annotations) or "tfds"
     config.data.root = ""           # folder of videos (folder and csv sources)
     config.data.csv = ""            # Kinetics CSV: label,youtube_id,time_start,time_end,split
-    config.data.split = ""          # keep only CSV rows / the TFDS split of this name ("" = all / "test")
-    config.data.tfds_name = ""      # e.g. "ucf101" for source "tfds"
+    config.data.split = ""          # keep only CSV rows / the TFDS split of this name ("" = all / "test";
+    #                                 training: "train")
+    config.data.tfds_name = ""      # e.g. "ucf101/ucf101_1" (native resolution) for source "tfds"
+    config.data.tfds_data_dir = ""  # where TFDS keeps its datasets ("" = TFDS's default)
     config.data.tfds_fps = 25.0     # frame rate of the TFDS videos (UCF-101: 25)
     config.data.max_videos = 0      # evaluate only the first N videos (0 = all)
 
@@ -65,7 +67,8 @@ def get_train_config(arch=DEFAULT_ARCH):
     config.cpu_library = DEFAULT_CPU_LIBRARY
 
     base = get_base_config(arch)
-    config.data = base.data         # training videos: "folder" (root/<class>/<video>) or "csv"
+    config.data = base.data         # training videos: "folder" (root/<class>/<video>), "csv" or "tfds"
+    #                                 (TFDS prepared as array_record: training reads it in random order)
     config.sampling = ml_collections.ConfigDict()
     config.sampling.clips_per_video = 5   # random clips per video and epoch (torchvision's reference)
     config.sampling.clip_len = sampling.CLIP_LEN

@@ -90,19 +90,6 @@ def test_ucf101_split1_pipeline_under_tfds_mock_data(converted, tmp_path, capsys
     assert all(str(p).startswith("tfds:ucf101") for p in train["paths"])
 
 
-def test_eval_reads_a_tfds_source(converted, tmp_path):
-    tfds = pytest.importorskip("tensorflow_datasets")
-    from stres_jax.config_base import get_base_config
-    from stres_jax.eval import evaluate
-    config = get_base_config()
-    config.arch, config.checkpoint, config.batch_size = ARCH, str(converted(ARCH)), 2
-    config.data.source, config.data.tfds_name, config.data.max_videos = "tfds", "ucf101", 3
-    config.protocol.clips_per_video = 1
-    with tfds.testing.mock_data(num_examples=3):
-        results = evaluate(config, tmp_path)
-    assert results["num_videos"] == 3 and results["num_clips"] == 3 and results["video_acc1"] == 0.0
-
-
 def test_feature_space_plot(embedded, tmp_path):
     data, _ = embedded
     np.savez(tmp_path / "emb.npz", **data)

@@ -119,7 +119,7 @@ def test_experiment_scripts_give_one_line(tmp_path):
 def test_tfds_goes_through_the_builders_real_code_path():
     """tfds.builder(...).code_path is where a fresh install used to fail (importlib_resources)."""
     tfds = pytest.importorskip("tensorflow_datasets")
-    from stres_jax.data.sources import import_tfds
+    from stres_jax.data.tfds_videos import import_tfds
     assert import_tfds() is tfds
     builder = tfds.builder("ucf101")
     assert Path(str(builder.code_path)).name == "ucf101.py"
@@ -129,7 +129,7 @@ def test_tfds_goes_through_the_builders_real_code_path():
 def test_tfds_missing_says_which_extra(monkeypatch):
     import importlib.util
 
-    from stres_jax.data.sources import import_tfds
+    from stres_jax.data.tfds_videos import import_tfds
     from stres_jax.errors import UserError
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorflow_datasets"

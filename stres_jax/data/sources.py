@@ -2,11 +2,9 @@
 import csv
 import dataclasses
 import functools
-import importlib.util
 from pathlib import Path
 
-import numpy as np
-
+from stres_jax.data.tfds_videos import tfds_examples
 from stres_jax.errors import UserError
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg"}
@@ -77,55 +75,18 @@ def csv_source(csv_path, root, labels, split="", strict=True):
     return items
 
 
-class _SequentialReader:
-    """Examples of a TFDS split read once, in order; `get(i)` skips forward to example i.
+def tfds_source(name, split, labels, fps, data_dir=""):
+    """A TFDS video dataset (e.g. ucf101/ucf101_1), each label matched to the model's by name.
 
-    Loads must be requested in increasing index order (the evaluation's producer does this).
+    Labels outside the model's set (or all, with `labels=None`) keep the dataset's names (for
+    probes; they never count as hits).
     """
-
-    def __init__(self, dataset):
-        tfds = import_tfds()
-        self._iterator, self._next = iter(tfds.as_numpy(dataset)), 0
-
-    def get(self, index):
-        if index < self._next:
-            raise RuntimeError(f"TFDS example {index} requested after {self._next - 1}")
-        while True:
-            example, self._next = next(self._iterator), self._next + 1
-            if self._next - 1 == index:
-                return np.asarray(example["video"], np.uint8)
-
-
-def import_tfds():
-    """tensorflow_datasets, or a UserError naming the extra that installs it (importlib_resources:
-    tfds needs it on its download path but does not declare it)."""
-    for name in ("tensorflow_datasets", "importlib_resources"):
-        if importlib.util.find_spec(name) is None:
-            raise UserError(f"the TFDS source needs {name}: pip install -e \".[tfds]\" "
-                            "(or pip install tensorflow-datasets importlib_resources)")
-    import tensorflow_datasets
-    return tensorflow_datasets
-
-
-def tfds_source(name, split, labels, fps):
-    """A TFDS video dataset (e.g. ucf101), each label matched to the model's by name.
-
-    Labels outside the model's set are kept as they are (for probes; they never count as hits).
-    """
-    tfds = import_tfds()
-    split = split or "test"
-    builder = tfds.builder(name)
-    builder.download_and_prepare()
-    names = builder.info.features["label"].names
-    lookup = _label_lookup(labels)
-    only_labels = builder.as_dataset(split=split, decoders={"video": tfds.decode.SkipDecoding()})
-    reader = _SequentialReader(builder.as_dataset(split=split))
-    items = []
-    for index, example in enumerate(tfds.as_numpy(only_labels)):
-        label = names[int(example["label"])]
-        items.append(VideoItem(f"tfds:{name}/{split}/{index}", lookup.get(normalise_name(label), label),
-                               functools.partial(lambda i: (reader.get(i), fps), index)))
-    return items
+    names, example_labels, load = tfds_examples(name, split or "test", data_dir)
+    lookup = _label_lookup(labels or [])
+    return [VideoItem(f"tfds:{name}/{split or 'test'}/{index}",
+                      lookup.get(normalise_name(names[label]), names[label]),
+                      functools.partial(lambda i: (load(i), fps), index))
+            for index, label in enumerate(example_labels)]
 
 
 def check_data(data, block="data"):
@@ -148,5 +109,5 @@ def make_source(data, labels):
     elif data.source == "csv":
         items = csv_source(data.csv, data.root, labels or [], data.split, strict)
     elif data.source == "tfds":
-        items = tfds_source(data.tfds_name, data.split, labels, data.tfds_fps)
+        items = tfds_source(data.tfds_name, data.split, labels, data.tfds_fps, data.tfds_data_dir)
     return items[: data.max_videos] if data.max_videos else items

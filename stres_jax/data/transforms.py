@@ -1,7 +1,8 @@
 """torchvision's `VideoClassification` preset (the weights' own transform), in numpy.
 
 uint8 frames -> bilinear resize to exactly (128, 171) without antialias, computed in
-float32 and rounded back to uint8 -> centre crop 112 -> /255 -> normalise.
+float32 and rounded back to uint8 -> centre crop 112 -> /255 -> normalise. Training clips
+follow torchvision's reference train preset instead (`train_view`: resized in float).
 """
 import functools
 
@@ -68,6 +69,12 @@ def resize_region_uint8(frames, resize, region):
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.dtype != np.uint8:
         raise ValueError(f"expected (T, H, W, C) uint8 frames, got {frames.dtype} {frames.shape}")
+    return np.clip(np.rint(resize_region(frames, resize, region)), 0, 255).astype(np.uint8)
+
+
+def resize_region(frames, resize, region):
+    """(T, H, W, C) uint8 or float32 -> the float32 `region` of the resized frames, unrounded
+    (PyTorch's float kernel)."""
     _, height, width, _ = frames.shape
     top, left, out_height, out_width = region
     r0, r1, hw0, hw1 = _taps(height, resize[0], top, out_height)
@@ -77,8 +84,7 @@ def resize_region_uint8(frames, resize, region):
     ww0, ww1 = ww0[:, None], ww1[:, None]
     upper = _lerp(ww0, rows0[:, :, c0], ww1, rows0[:, :, c1])
     lower = _lerp(ww0, rows1[:, :, c0], ww1, rows1[:, :, c1])
-    out = _lerp(hw0[:, None, None], upper, hw1[:, None, None], lower)
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    return _lerp(hw0[:, None, None], upper, hw1[:, None, None], lower)
 
 
 def crop_lefts(crops):
@@ -104,8 +110,23 @@ def resize_views_uint8(frames, crops=1):
 
 def normalize(frames_uint8, mean=MEAN, std=STD):
     """uint8 -> float32 in [0, 1] -> (x - mean) / std, per channel (last axis)."""
-    x = frames_uint8.astype(np.float32) / np.float32(255)
+    return _standardize(frames_uint8.astype(np.float32) / np.float32(255), mean, std)
+
+
+def _standardize(x, mean=MEAN, std=STD):
     return (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+
+
+def train_view(frames, origin, flip):
+    """(T, H, W, 3) uint8 -> (T, 112, 112, 3) float32: one draw of torchvision's reference train
+    preset (ConvertImageDtype, Resize(128x171) without antialias, RandomHorizontalFlip,
+    Normalize, RandomCrop(112)) with the crop at `origin` (top, left) of the flipped frame."""
+    top, left = origin
+    if flip:  # the same pixels, read from the unflipped frame
+        left = RESIZE[1] - CROP - left
+    x = np.asarray(frames).astype(np.float32) / np.float32(255)
+    view = resize_region(x, RESIZE, (int(top), int(left), CROP, CROP))
+    return _standardize(view[:, :, ::-1] if flip else view)
 
 
 def preprocess(frames):

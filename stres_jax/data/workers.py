@@ -182,11 +182,18 @@ def stream_task(path, jobs, batch_size, crops):
         yield last[0], batch
 
 
-def train_clip_task(path, indices, origin):
-    """Worker task: one training clip (resized, cropped at `origin`) of a video file."""
+def train_clip_task(path, indices, origin, flip):
+    """Worker task: one training clip of a video file (`transforms.train_view`, float32)."""
     from stres_jax.data.decode import read_frames
-    from stres_jax.data.transforms import resize_crop_uint8
-    yield read_frames(path, indices, lambda frame: resize_crop_uint8(frame[None], origin=origin)[0])
+    from stres_jax.data.transforms import train_view
+    yield read_frames(path, indices, lambda frame: train_view(frame[None], origin, flip)[0])
+
+
+def tfds_clip_task(builder_dir, split, index, indices, origin, flip):
+    """Worker task: one training clip of example `index` of a TFDS split (array_record)."""
+    from stres_jax.data.tfds_videos import random_access
+    from stres_jax.data.transforms import train_view
+    yield train_view(random_access(builder_dir, split).frames(index, indices), origin, flip)
 
 
 if __name__ == "__main__":  # a worker: python -m stres_jax.data.workers FD MEMORY_BYTES

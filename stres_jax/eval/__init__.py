@@ -82,7 +82,8 @@ def run_identity(config, variables, labels, embeddings, given_items):
     data = "videos given by the caller" if given_items else {
         "source": config.data.source, "split": config.data.split, "tfds_name": config.data.tfds_name,
         "tfds_fps": config.data.tfds_fps,
-        **{key: str(Path(config.data[key]).absolute()) if config.data[key] else "" for key in ("root", "csv")}}
+        **{key: str(Path(config.data[key]).absolute()) if config.data[key] else ""
+           for key in ("root", "csv", "tfds_data_dir")}}
     return {"kind": "embed" if embeddings else "eval", "arch": canonical_arch(config.arch),
             "weights_sha256": weights_fingerprint(variables),
             "labels_sha256": hashlib.sha256(json.dumps(list(labels)).encode()).hexdigest(),

@@ -1,8 +1,10 @@
 """Training clips as torchvision's references make them, decoded by grain worker processes.
 
 Per epoch every usable video gives `clips_per_video` random 16-frame clips at 15 fps (distinct
-starts while the video has enough), each resized to 128x171, randomly cropped to 112x112 and
-randomly flipped. Sample `i` of the stream depends only on (seed, i), so the stream is the same
+starts while the video has enough), each through the reference's train preset: resized to
+128x171 in float, randomly flipped, normalised, randomly cropped to 112x112
+(`transforms.train_view`). Videos are files (folder, CSV) or examples of a TFDS split prepared
+as array_record. Sample `i` of the stream depends only on (seed, i), so the stream is the same
 with any number of workers, and a resumed run sees exactly the batches it would have seen.
 """
 import concurrent.futures
@@ -11,17 +13,53 @@ import sys
 
 import grain
 import numpy as np
+import tqdm
 
-from stres_jax.data.workers import DecodeWorkers, probe_task, train_clip_task
+from stres_jax.data import sampling
+from stres_jax.data.sources import make_source
+from stres_jax.data.tfds_videos import open_random_access
 from stres_jax.data.transforms import CROP, RESIZE
+from stres_jax.data.workers import DecodeWorkers, probe_task, tfds_clip_task, train_clip_task
 from stres_jax.errors import UserError
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainVideo:
-    path: str
+    path: str           # the file, or tfds:<name>/<split>/<index>
     label: int
     frames: np.ndarray  # the resampled frame list (indices into the video's frames)
+    tfds: tuple = ()    # (builder directory, split, example index) for a TFDS example
+
+
+def training_videos(data, plan):
+    """(usable TrainVideos, skipped [{"video", "reason"}], class names, number of videos) of a
+    config's `data` block; the classes are the folder / CSV names, or the TFDS dataset's."""
+    if data.source == "tfds":
+        return tfds_videos(data, plan)
+    items = make_source(data, None)
+    classes = sorted({item.label for item in items})
+    return (*scan_videos(items, classes, plan), classes, len(items))
+
+
+def tfds_videos(data, plan):
+    """`training_videos` of a TFDS split, read by index (each example's header, no frame decoded)."""
+    split = data.split or "train"
+    builder_dir, access, classes = open_random_access(data.tfds_name, split, data.tfds_data_dir)
+    count = min(len(access), data.max_videos or len(access))
+    videos, skipped = [], []
+    for index in tqdm.trange(count, desc=f"reading {data.tfds_name}/{split}", unit="video", disable=None):
+        key = f"tfds:{data.tfds_name}/{split}/{index}"
+        try:
+            label, num_frames = access.header(index)
+        except Exception as err:  # noqa: BLE001 (a damaged record costs this example only)
+            skipped.append({"video": key, "reason": f"{key}: {type(err).__name__}: {err}"})
+            continue
+        frames = sampling.resample_indices(num_frames, data.tfds_fps, plan.frame_rate)
+        if len(frames):
+            videos.append(TrainVideo(key, label, frames, (builder_dir, split, index)))
+        else:
+            skipped.append({"video": key, "reason": f"{key}: no frames"})
+    return videos, skipped, classes, count
 
 
 def scan_videos(items, classes, plan, workers=4):
@@ -57,6 +95,12 @@ class ClipSampler:
     def __getstate__(self):  # grain sends the sampler to its workers; each starts its own decoder
         return {**self.__dict__, "_decoder": None, "_order": (None, None)}
 
+    def close(self):
+        """Stop this process's decoding worker (a later `load` starts another)."""
+        if self._decoder is not None:
+            self._decoder.close()
+            self._decoder = None
+
     def epoch_order(self, epoch):
         """The sample order of `epoch`, a seeded permutation."""
         if self._order[0] != epoch:
@@ -80,23 +124,25 @@ class ClipSampler:
         return video, frames[chosen[k]: chosen[k] + self.clip_len], origin, flip
 
     def load(self, index, tries=8):
-        """`(clip, label)` of sample `index`; a clip that fails to decode (the video probed fine)
-        is named on stderr and replaced by the next sample's, so batches keep their size."""
+        """`(clip float32 normalised, label)` of sample `index`; a clip that fails to decode (the
+        video probed fine) is named on stderr and replaced by the next sample's, so batches keep
+        their size."""
         for offset in range(tries):
             video, indices, origin, flip = self.describe(index + offset)
             if self._decoder is None:
                 self._decoder = DecodeWorkers(1)
+            task, args = (tfds_clip_task, video.tfds) if video.tfds else (train_clip_task, (video.path,))
             try:  # in a worker process: a decoder crash or hang costs this clip, not the run
-                clip = list(self._decoder.run(video.path, train_clip_task, video.path, indices, origin))[0]
+                clip = list(self._decoder.run(video.path, task, *args, indices, origin, flip))[0]
             except Exception as err:  # noqa: BLE001 (a decoder failure must cost only this clip)
                 print(f"stres_jax.train: skipped a clip of {video.path}: {err}", file=sys.stderr)
                 continue
-            return np.ascontiguousarray(clip[:, :, ::-1] if flip else clip), video.label
+            return np.ascontiguousarray(clip), video.label
         raise UserError(f"{tries} clips in a row failed to decode near sample {index}; check the data")
 
 
 class BatchLoader:
-    """`step -> {"clips": (B, T, 112, 112, 3) uint8, "labels": (B,) int32}`: this process's rows."""
+    """`step -> {"clips": (B, T, 112, 112, 3) float32, "labels": (B,) int32}`: this process's rows."""
 
     def __init__(self, sampler, local_batch, process_index=0, process_count=1):
         self.sampler, self.local_batch = sampler, local_batch

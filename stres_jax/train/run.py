@@ -14,14 +14,13 @@ from stres_jax.config_check import TRAIN as TRAIN_RULES
 from stres_jax.config_check import check_config
 from stres_jax.checkpoints.store import load_checkpoint, read_meta, save_checkpoint
 from stres_jax.data.sampling import ClipPlan
-from stres_jax.data.sources import check_data, make_source
-from stres_jax.data.transforms import normalize
+from stres_jax.data.sources import check_data
 from stres_jax.distributed import initialize_distributed
 from stres_jax.errors import UserError
 from stres_jax.inference import default_checkpoint
 from stres_jax.mesh import data_shardings, global_rows
 from stres_jax.models import canonical_arch, create_model
-from stres_jax.train.data import ClipSampler, scan_videos, train_batches
+from stres_jax.train.data import ClipSampler, train_batches, training_videos
 from stres_jax.train.init import new_head, torchvision_init, trainable_filter
 from stres_jax.train.log import RunLog
 from stres_jax.train.step import init_state, make_train_step, sgd
@@ -87,15 +86,13 @@ def train(config, workdir):
     check_identity(workdir, config)
     lead = jax.process_index() == 0
     plan = ClipPlan(config.sampling.clips_per_video, config.sampling.clip_len, config.sampling.frame_rate or None)
-    items = make_source(config.data, None)
-    classes = sorted({item.label for item in items})
-    videos, skipped = scan_videos(items, classes, plan)
+    videos, skipped, classes, num_videos = training_videos(config.data, plan)
     for entry in skipped:
         print(f"stres_jax.train: skipped {entry['reason']}", file=sys.stderr)
     if lead:
         (workdir / "skipped.json").write_text(json.dumps(skipped, indent=1))
     if not videos:
-        raise UserError(f"none of the {len(items)} training videos could be read")
+        raise UserError(f"none of the {num_videos} training videos could be read")
     model, variables, origin = start_variables(config, classes)
     if config.dtype == "float64":
         variables = jax.tree.map(lambda a: np.asarray(a, np.float64), variables)
@@ -139,7 +136,7 @@ def train(config, workdir):
         tick = time.perf_counter()
         for step in range(start + 1, total_steps + 1):
             batch = next(iterator)
-            clips = global_rows(rows, normalize(batch["clips"]))
+            clips = global_rows(rows, batch["clips"])
             state, metrics = step_fn(state, clips, global_rows(rows, batch["labels"]))
             log.step()
             epoch = (step - 1) // steps_per_epoch + 1
