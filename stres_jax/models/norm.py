@@ -6,10 +6,13 @@ for both, so its running variances drift from torch's where few elements make a 
 Statistics are computed in at least float32 (float64 when the net runs in float64). Under
 `jax.jit` over a data-parallel mesh the mean is over the whole global batch.
 """
+import functools
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+from jax import lax
 
 
 class TorchBatchNorm(nn.Module):
@@ -29,20 +32,55 @@ class TorchBatchNorm(nn.Module):
         var_var = self.variable("batch_stats", "var", lambda: jnp.ones((features,), jnp.float32))
         scale = self.param("scale", nn.initializers.ones, (features,), self.param_dtype)
         bias = self.param("bias", nn.initializers.zeros, (features,), self.param_dtype)
-        if self.use_running_average:
-            mean, var = mean_var.value.astype(stat_dtype), var_var.value.astype(stat_dtype)
-        else:
-            axes = tuple(range(x.ndim - 1))
-            wide = x.astype(stat_dtype)
-            mean = wide.mean(axes)
-            var = jnp.square(wide - mean).mean(axes)  # biased, two-pass, as torch normalises
+        dtype = self.dtype or x.dtype
+        if not self.use_running_average:
+            rows = x.astype(stat_dtype).reshape(-1, features)
+            y, mean, var = _normalize_batch(rows, scale.astype(stat_dtype), bias.astype(stat_dtype), self.epsilon)
             if not self.is_initializing():
-                count = x.size // features
+                mean, var = lax.stop_gradient(mean), lax.stop_gradient(var)
+                count = rows.shape[0]
                 keep = self.momentum
                 mean_var.value = (keep * mean_var.value + (1 - keep) * mean).astype(mean_var.value.dtype)
                 unbiased = var * (count / max(count - 1, 1))
                 var_var.value = (keep * var_var.value + (1 - keep) * unbiased).astype(var_var.value.dtype)
-        dtype = self.dtype or x.dtype
+            return y.reshape(x.shape).astype(dtype)
+        mean, var = mean_var.value.astype(stat_dtype), var_var.value.astype(stat_dtype)
         inv = (scale.astype(stat_dtype) * jnp.reciprocal(jnp.sqrt(var + self.epsilon)))
         y = (x.astype(stat_dtype) - mean) * inv + bias.astype(stat_dtype)
         return y.astype(dtype)
+
+
+def _column_sums(rows):
+    """Sums over the rows of (M, C) as a matrix-vector product: on the CPU, XLA's GEMV is 4-7x
+    faster than its reduce for these sizes (a training step's BatchNorms spent ~20% in reduce)."""
+    return jnp.dot(jnp.ones((rows.shape[0],), rows.dtype), rows, precision=lax.Precision.HIGHEST)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _normalize_batch(rows, scale, bias, epsilon):
+    """(M, C) -> (normalised rows * scale + bias, batch mean, biased batch variance (two-pass,
+    as torch normalises)). The statistics' own gradients are not propagated: callers stop them."""
+    return _normalize_batch_fwd(rows, scale, bias, epsilon)[0]
+
+
+def _normalize_batch_fwd(rows, scale, bias, epsilon):
+    count = rows.shape[0]
+    mean = _column_sums(rows) / count
+    centred = rows - mean
+    var = _column_sums(jnp.square(centred)) / count
+    inv = jnp.reciprocal(jnp.sqrt(var + epsilon))
+    normalised = centred * inv
+    return (normalised * scale + bias, mean, var), (normalised, inv, scale)
+
+
+def _normalize_batch_bwd(epsilon, residuals, cotangents):
+    normalised, inv, scale = residuals
+    dy = cotangents[0]
+    count = dy.shape[0]
+    dbias = _column_sums(dy)
+    dscale = _column_sums(dy * normalised)
+    drows = (scale * inv / count) * (count * dy - dbias - normalised * dscale)
+    return drows, dscale, dbias
+
+
+_normalize_batch.defvjp(_normalize_batch_fwd, _normalize_batch_bwd)
