@@ -1,5 +1,7 @@
 """Where a training step's time goes: one conv's forward, input gradient and weight gradient,
 JAX (TapConv with the project's CPU options) against PyTorch, interleaved, ms (median).
+PyTorch computes a gradient only after its forward, so its gradient times are (forward +
+gradient) minus the forward; JAX's jitted gradients need no forward (the conv is linear).
 
     python benchmarks/bench_conv_grad.py --shape 4 16 56 56 64 --kernel 3 3 3
 """
@@ -75,8 +77,13 @@ def main():
     x = np.random.default_rng(0).standard_normal((n, t, h, w, c), np.float32)
     ours = jax_fns(jnp.asarray(x), tuple(args.kernel), features, args.library)
     theirs = torch_fns(torch.from_numpy(x).permute(0, 4, 1, 2, 3).contiguous(), tuple(args.kernel), features)
+    forward_ms = None
     for name in ours:
         torch_ms, jax_ms = timed(theirs[name], args.repeats), timed(ours[name], args.repeats)
+        if forward_ms is None:
+            forward_ms = torch_ms
+        else:
+            torch_ms -= forward_ms
         print(f"{name:12s} torch {torch_ms:8.1f} ms   jax {jax_ms:8.1f} ms   ratio {torch_ms / jax_ms:.2f}")
 
 
