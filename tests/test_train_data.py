@@ -1,6 +1,7 @@
 """Training clips against torchvision's reference train transforms, from files (frames by PyAV)
 and from a real TFDS dataset (frames by TFDS's own decoder); training and eval reading TFDS."""
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -96,6 +97,17 @@ def test_tfds_clips_equal_the_reference_on_frames_tfds_decodes(tfds_root):
     examples = tfds.builder("tiny_videos", data_dir=str(tfds_root / "array_record")).as_data_source("train")
     check_sampler(videos, lambda video: np.stack(examples[video.tfds[2]]["video"]),
                   lambda video: examples[video.tfds[2]]["label"])
+
+
+def test_a_damaged_tfds_record_costs_that_example_only(tfds_root, tmp_path):
+    shutil.copytree(tfds_root / "array_record", tmp_path / "array_record")
+    [shard] = (tmp_path / "array_record").glob("tiny_videos/1.0.0/*.array_record-*")
+    with open(shard, "r+b") as file:  # the middle video's bytes
+        file.seek(shard.stat().st_size // 2)
+        file.write(np.random.default_rng(0).integers(0, 256, 4000, np.uint8).tobytes())
+    videos, skipped, _, count = training_videos(tfds_data(tmp_path, "array_record"), PLAN)
+    assert count == 3 and len(videos) == 2 and len(skipped) == 1
+    assert skipped[0]["reason"].startswith(skipped[0]["video"]) and "\n" not in skipped[0]["reason"]
 
 
 def train_tfds(root, workdir, *extra):

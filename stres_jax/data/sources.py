@@ -83,8 +83,9 @@ def tfds_source(name, split, labels, fps, data_dir=""):
     """
     names, example_labels, load = tfds_examples(name, split or "test", data_dir)
     lookup = _label_lookup(labels or [])
-    return [VideoItem(f"tfds:{name}/{split or 'test'}/{index}",
-                      lookup.get(normalise_name(names[label]), names[label]),
+    def matched(label):
+        return None if label is None else lookup.get(normalise_name(names[label]), names[label])
+    return [VideoItem(f"tfds:{name}/{split or 'test'}/{index}", matched(label),
                       functools.partial(lambda i: (load(i), fps), index))
             for index, label in enumerate(example_labels)]
 

@@ -33,7 +33,12 @@ def prepared_builder(name, data_dir="", file_format=None):
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(f"TFDS dataset {name!r}: {message}") from None
     if not builder.is_prepared():
-        builder.download_and_prepare(file_format=file_format)
+        try:
+            builder.download_and_prepare(file_format=file_format)
+        except Exception as err:  # noqa: BLE001 (download and preparation fail in many ways)
+            message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise UserError(f"TFDS dataset {name!r} is not prepared in {data_dir or 'the TFDS data dir'} and "
+                            f"preparing it failed: {message}") from None
     return builder
 
 
@@ -118,14 +123,22 @@ class _SequentialReader:
 
 
 def tfds_examples(name, split, data_dir=""):
-    """(class names, [label index of each example], load(index) -> frames uint8) of a split."""
+    """(class names, [label index of each example, None if unreadable], load(index) -> frames
+    uint8) of a split; an unreadable example fails again when loaded (that video's error)."""
     tfds = import_tfds()
     builder = prepared_builder(name, data_dir)
     check_split(builder, split)
     names = list(builder.info.features[LABEL_KEY].names)
     if builder.info.file_format.value == "array_record":  # tf.data cannot read it
         access = random_access(str(builder.data_dir), split)
-        return names, [access.header(i)[0] for i in range(len(access))], access.frames
+        return names, [_label_or_none(access, i) for i in range(len(access))], access.frames
     only_labels = builder.as_dataset(split=split, decoders={VIDEO_KEY: tfds.decode.SkipDecoding()})
     labels = [int(example[LABEL_KEY]) for example in tfds.as_numpy(only_labels)]
     return names, labels, _SequentialReader(builder.as_dataset(split=split)).get
+
+
+def _label_or_none(access, index):
+    try:
+        return access.header(index)[0]
+    except Exception:  # noqa: BLE001 (a damaged record costs this example only)
+        return None
