@@ -92,11 +92,12 @@ def open_random_access(name, split, data_dir=""):
     builder = prepared_builder(name, data_dir, "array_record")
     check_split(builder, split)
     if not _has_array_record(builder):
+        where = f" --data_dir={data_dir}" if data_dir else ""
         raise UserError(
             f"{builder.data_dir}: prepared as {builder.info.file_format.value}, but training reads examples "
             f"in random order, which needs array_record: prepare it again with `tfds build {name} "
-            f"--file_format=array_record --overwrite{' --data_dir=' + data_dir if data_dir else ''}` (or convert it: pip install apache-beam; tfds convert_format "
-            f"--dataset_version_dir={builder.data_dir} --out_file_format=array_record)")
+            f"--file_format=array_record --overwrite{where}` (or convert it: pip install apache-beam; "
+            f"tfds convert_format --dataset_version_dir={builder.data_dir} --out_file_format=array_record)")
     classes = list(builder.info.features[LABEL_KEY].names)
     return str(builder.data_dir), random_access(str(builder.data_dir), split), classes
 

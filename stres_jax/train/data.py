@@ -52,7 +52,7 @@ def tfds_videos(data, plan):
         try:
             label, num_frames = access.header(index)
         except Exception as err:  # noqa: BLE001 (a damaged record costs this example only)
-            skipped.append({"video": key, "reason": f"{key}: {type(err).__name__}: {err}"})
+            skipped.append({"video": key, "reason": f"{key}: {type(err).__name__}: {' '.join(str(err).split())}"})
             continue
         frames = sampling.resample_indices(num_frames, data.tfds_fps, plan.frame_rate)
         if len(frames):
