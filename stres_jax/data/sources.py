@@ -81,11 +81,12 @@ def tfds_source(name, split, labels, fps, data_dir=""):
     Labels outside the model's set (or all, with `labels=None`) keep the dataset's names (for
     probes; they never count as hits).
     """
-    names, example_labels, load = tfds_examples(name, split or "test", data_dir)
+    split = split or "test"
+    names, example_labels, load = tfds_examples(name, split, data_dir)
     lookup = _label_lookup(labels or [])
     def matched(label):
         return None if label is None else lookup.get(normalise_name(names[label]), names[label])
-    return [VideoItem(f"tfds:{name}/{split or 'test'}/{index}", matched(label),
+    return [VideoItem(f"tfds:{name}/{split}/{index}", matched(label),
                       functools.partial(lambda i: (load(i), fps), index))
             for index, label in enumerate(example_labels)]
 

@@ -6,7 +6,7 @@ import importlib.util
 
 import numpy as np
 
-from stres_jax.errors import UserError
+from stres_jax.errors import UserError, first_line
 
 VIDEO_KEY, LABEL_KEY = "video", "label"  # the feature names of TFDS's video datasets
 
@@ -30,15 +30,13 @@ def prepared_builder(name, data_dir="", file_format=None):
     try:
         builder = tfds.builder(name, data_dir=data_dir or None)
     except Exception as err:  # noqa: BLE001 (tfds raises several kinds for an unknown name)
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"TFDS dataset {name!r}: {message}") from None
+        raise UserError(f"TFDS dataset {name!r}: {first_line(err)}") from None
     if not builder.is_prepared():
         try:
             builder.download_and_prepare(file_format=file_format)
         except Exception as err:  # noqa: BLE001 (download and preparation fail in many ways)
-            message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise UserError(f"TFDS dataset {name!r} is not prepared in {data_dir or 'the TFDS data dir'} and "
-                            f"preparing it failed: {message}") from None
+                            f"preparing it failed: {first_line(err)}") from None
     return builder
 
 
