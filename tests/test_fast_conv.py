@@ -12,7 +12,8 @@ import stres_jax
     ((3, 1, 1), (2, 1, 1), "VALID"), ((3, 3, 3), (2, 2, 2), ((1, 1), (1, 1), (1, 1))),
     ((1, 1, 1), (2, 2, 2), "VALID"), ((3, 7, 7), (1, 2, 2), ((1, 1), (3, 3), (3, 3)))])
 def test_tap_conv_equals_flax_conv(kernel, strides, padding):
-    """Every TapConv lowering (time-pixel 2-D conv for kt x 1 x 1, sum of taps otherwise) on odd sizes."""
+    """Every TapConv lowering (time-pixel 2-D conv for kt x 1 x 1, strided subsample for 1x1x1,
+    sum of taps otherwise) on odd sizes, and its gradients."""
     from stres_jax.models.fast_conv import TapConv
     x = jax.random.normal(jax.random.key(0), (2, 5, 9, 7, 3))
     reference = nn.Conv(4, kernel, strides, padding, use_bias=True, precision="highest")
@@ -20,6 +21,11 @@ def test_tap_conv_equals_flax_conv(kernel, strides, padding):
     variables = jax.tree.map(lambda v: v + 0.5, variables)  # a nonzero bias
     taps = TapConv(4, kernel, strides, padding, use_bias=True)
     np.testing.assert_allclose(taps.apply(variables, x), reference.apply(variables, x), rtol=1e-5, atol=1e-5)
+
+    def grads(module):
+        return jax.grad(lambda v, x: jax.numpy.sum(jax.numpy.sin(module.apply(v, x))), argnums=(0, 1))(variables, x)
+    for ours, flax in zip(jax.tree.leaves(grads(taps)), jax.tree.leaves(grads(reference))):
+        np.testing.assert_allclose(ours, flax, rtol=1e-4, atol=1e-4)
 
 
 def test_default_lowering_is_explicit():
