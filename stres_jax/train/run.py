@@ -20,7 +20,7 @@ from stres_jax.errors import UserError
 from stres_jax.inference import default_checkpoint
 from stres_jax.mesh import data_shardings, global_rows
 from stres_jax.models import canonical_arch, create_model
-from stres_jax.train.data import ClipSampler, train_batches, training_videos
+from stres_jax.train.data import ClipSampler, close_batches, next_batch, train_batches, training_videos
 from stres_jax.train.init import new_head, torchvision_init, trainable_filter
 from stres_jax.train.log import RunLog
 from stres_jax.train.step import init_state, make_train_step, sgd
@@ -135,7 +135,7 @@ def train(config, workdir):
     try:
         tick = time.perf_counter()
         for step in range(start + 1, total_steps + 1):
-            batch = next(iterator)
+            batch = next_batch(iterator)
             clips = global_rows(rows, batch["clips"])
             state, metrics = step_fn(state, clips, global_rows(rows, batch["labels"]))
             log.step()
@@ -159,7 +159,7 @@ def train(config, workdir):
     finally:
         signal.signal(signal.SIGTERM, previous)
         log.close()
-        iterator.close()  # stops grain's worker processes and frees their shared memory
+        close_batches(iterator)
     final = float32_variables(state)
     if not lead:
         return None
