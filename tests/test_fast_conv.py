@@ -24,8 +24,8 @@ def test_tap_conv_equals_flax_conv(kernel, strides, padding):
 
     def grads(module):
         return jax.grad(lambda v, x: jax.numpy.sum(jax.numpy.sin(module.apply(v, x))), argnums=(0, 1))(variables, x)
-    for ours, flax in zip(jax.tree.leaves(grads(taps)), jax.tree.leaves(grads(reference))):
-        np.testing.assert_allclose(ours, flax, rtol=1e-4, atol=1e-4)
+    for ours, theirs in zip(jax.tree.leaves(grads(taps)), jax.tree.leaves(grads(reference))):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4)
 
 
 def test_default_lowering_is_explicit():

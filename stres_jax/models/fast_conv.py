@@ -3,8 +3,9 @@
 XLA's CPU backend runs a 3-D convolution at about a third of the speed it runs a 2-D one
 (BENCHMARKS.md), and hands only 2-D convolutions to YNNPACK (`stres_jax.xla_options`).
 `TapConv` computes a kt x kh x kw convolution as kt 2-D convolutions over time offsets,
-summed (one 2-D convolution over frames when kt is 1), and a kt x 1 x 1 one as a single
-2-D convolution over (time, pixels), which needs no time-offset copies; `kernel` keeps
+summed (one 2-D convolution over frames when kt is 1), a kt x 1 x 1 one as a single 2-D
+convolution over (time, pixels), which needs no time-offset copies, and a 1x1x1 one as a
+1x1 2-D convolution of its input's strided subsample; `kernel` keeps
 nn.Conv's (kt, kh, kw, in, out) layout, so a checkpoint loads into either.
 """
 import functools
@@ -53,7 +54,7 @@ def _pointwise_conv(x, kernel, strides, padding):
     Sliced first, XLA computes the kernel gradient from the subsample; left to the conv's
     stride, it recomputed layer1's whole residual chain inside a transposed copy of the full
     input (0.48 s of r3d_18's 5.2 s step at batch 2)."""
-    x = jnp.pad(x, ((0, 0),) + tuple(padding) + ((0, 0),))[:, ::strides[0], ::strides[1], ::strides[2]]
+    x = _pad(x, padding)[:, ::strides[0], ::strides[1], ::strides[2]]
     y = lax.conv_general_dilated(x.reshape((-1,) + x.shape[2:]), kernel[0], (1, 1), "VALID",
                                  dimension_numbers=("NHWC", "HWIO", "NHWC"))
     return y.reshape(x.shape[:-1] + y.shape[-1:])
@@ -76,7 +77,7 @@ def _sum_of_taps(x, kernel, strides, padding):
     for the kernel gradient; a training step of r3d_18 runs 8-10% faster (inference the same)."""
     kt = kernel.shape[0]
     st, sh, sw = strides
-    x = jnp.pad(x, ((0, 0),) + tuple(padding) + ((0, 0),))
+    x = _pad(x, padding)
     batch, frames = x.shape[:2]
     out_frames = (frames - kt) // st + 1
     total = None
@@ -87,6 +88,11 @@ def _sum_of_taps(x, kernel, strides, padding):
             "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
         total = y if total is None else total + y
     return total.reshape((batch, out_frames) + total.shape[1:])
+
+
+def _pad(x, padding):
+    """Zero-pad (N, T, H, W, C) by ((t0, t1), (h0, h1), (w0, w1))."""
+    return jnp.pad(x, ((0, 0),) + tuple(padding) + ((0, 0),))
 
 
 def TapsFor3D(features, kernel_size, **kwargs):  # noqa: N802 (a module factory)
