@@ -67,7 +67,7 @@ def net_information(model, arch=None):
     primitives = _count_primitives(jaxpr.jaxpr)
     layer_types = {"convolution": kinds["Conv"], "batch_norm": kinds["BatchNorm"],
                    "relu": primitives["max"], "dense": kinds["Dense"],
-                   "residual_add": sum(1 for p, k, *_ in calls if p.endswith("bn2")),
+                   "residual_add": len(model.spec.blocks()),
                    "global_average_pool": 1}
     kernel_sizes = collections.defaultdict(list)
     layers = []

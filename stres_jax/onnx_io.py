@@ -59,14 +59,17 @@ class _GraphWriter:
 
 
 def _write_graph(arch, flat):
-    spec, g = ARCH_SPECS[arch], _GraphWriter(flat)
+    spec = ARCH_SPECS[arch] if isinstance(arch, str) else arch
+    g = _GraphWriter(flat)
     x = g.layers("video", ("stem",), spec.stem.layers())
     for block in spec.blocks():
-        path = (block.name,)
-        y = g.bn(g.layers(x, path + ("conv1",), block.builder_layers("conv1")), path + ("bn1",), relu=True)
-        y = g.bn(g.layers(y, path + ("conv2",), block.builder_layers("conv2")), path + ("bn2",))
-        x = g.layers(x, path, block.downsample_layers())
-        x = g._node("Relu", [g._node("Add", [y, x])])
+        rows = block.rows()
+        y, shortcut = x, x
+        for group in rows.main:
+            y = g.layers(y, (block.name,) + tuple(group.path), group.layers)
+        for group in rows.shortcut:
+            shortcut = g.layers(shortcut, (block.name,) + tuple(group.path), group.layers)
+        x = g._node("Relu", [g._node("Add", [y, shortcut])])
     x = g._node("Flatten", [g._node("GlobalAveragePool", [x])])
     g._tensor("fc/kernel", flat[("params", "fc", "kernel")])
     g._tensor("fc/bias", flat[("params", "fc", "bias")])
@@ -75,9 +78,10 @@ def _write_graph(arch, flat):
 
 
 def to_onnx(arch, variables, labels, frames=16):
-    """An onnx.ModelProto of the net, with labels and preprocessing in metadata_props."""
+    """An onnx.ModelProto of the net (`arch`: a name or an `ArchSpec`), with labels and preprocessing in metadata_props."""
     flat = traverse_util.flatten_dict(variables)
     g = _write_graph(arch, {k: np.asarray(v) for k, v in flat.items()})
+    arch = arch if isinstance(arch, str) else "custom"  # an ArchSpec of the caller's: not importable
     graph = helper.make_graph(
         g.nodes, f"stres_jax_{arch}",
         [helper.make_tensor_value_info("video", TensorProto.FLOAT, ["batch", 3, frames, CROP, CROP])],

@@ -18,7 +18,7 @@ def _torch_modules(prefix, path, layers, sequential=True):
     ReLUs take an index too; a lone conv (Conv3DSimple, Conv3DNoTemporal) is the module itself."""
     if not sequential:
         (layer,) = layers
-        return [(prefix, path + (layer.name,), CONV)]
+        return [(prefix, path + (layer.name,), CONV if isinstance(layer, ConvLayer) else BN)]
     rows, index = [], 0
     for layer in layers:
         rows.append((f"{prefix}.{index}", path + (layer.name,), CONV if isinstance(layer, ConvLayer) else BN))
@@ -27,16 +27,15 @@ def _torch_modules(prefix, path, layers, sequential=True):
 
 
 def key_table(arch):
-    """[(torchvision module prefix, Flax module path, kind)] for every layer of `arch`."""
-    spec = ARCH_SPECS[arch]
+    """[(torchvision module prefix, Flax module path, kind)] for every layer of `arch` (a name or
+    an `ArchSpec`), read from the stem's and each block's rows."""
+    spec = ARCH_SPECS[arch] if isinstance(arch, str) else arch
     table = _torch_modules("stem", ("stem",), spec.stem.layers())
     for block in spec.blocks():
-        src, dst = block.torch_name, (block.name,)
-        for conv, norm in (("conv1", "bn1"), ("conv2", "bn2")):
-            layers = block.builder_layers(conv)
-            table += _torch_modules(f"{src}.{conv}.0", dst + (conv,), layers, sequential=len(layers) > 1)
-            table.append((f"{src}.{conv}.1", dst + (norm,), BN))
-        table += _torch_modules(f"{src}.downsample", dst, block.downsample_layers())
+        rows = block.rows()
+        for group in rows.main + rows.shortcut:
+            table += _torch_modules(f"{block.torch_name}.{group.torch}", (block.name,) + tuple(group.path),
+                                    group.layers, group.sequential)
     table.append(("fc", ("fc",), DENSE))
     return table
 
@@ -54,6 +53,23 @@ def _leaves(prefix, path, kind):
             (f"{prefix}.running_var", ("batch_stats",) + path + ("var",), None)]
 
 
+_INVERSE = {"kernel": {5: lambda w: w.transpose(4, 3, 0, 1, 2), 2: lambda w: w.T}}
+
+
+def flax_to_torch(variables, arch):
+    """A torchvision state_dict (numpy arrays) from Flax variables: the key table read backwards.
+    BatchNorm's `num_batches_tracked` is 0 (a training counter this port does not keep)."""
+    flat = traverse_util.flatten_dict(jax.device_get(variables))
+    state = {}
+    for prefix, path, kind in key_table(arch):
+        for key, leaf, _ in _leaves(prefix, path, kind):
+            value = np.asarray(flat[leaf])
+            state[key] = _INVERSE.get(leaf[-1], {}).get(value.ndim, lambda w: w)(value)
+        if kind == BN:
+            state[f"{prefix}.num_batches_tracked"] = np.zeros((), np.int64)
+    return state
+
+
 def guess_arch(state_dict):
     """Which of the three nets a torchvision state_dict looks like, or None."""
     if "stem.3.weight" in state_dict:
@@ -65,17 +81,19 @@ def guess_arch(state_dict):
 
 
 def torch_to_flax(state_dict, arch, abstract_variables, dtype=np.float32):
-    """Flax variables for `arch` from a torchvision state_dict, every key checked both ways.
+    """Flax variables for `arch` (a name or an `ArchSpec`) from a torchvision state_dict, every
+    key checked both ways.
 
     `abstract_variables` is the model's variable tree (shapes only, e.g. from
     `jax.eval_shape(model.init, ...)`); every leaf must be filled by exactly one key. Values
     become `dtype` (float64 for the training parity tests).
     """
     guess = guess_arch(state_dict)
+    table, arch = key_table(arch), arch if isinstance(arch, str) else "this net"
     hint = f" (the checkpoint looks like {guess}; pass --arch {guess})" if guess and guess != arch else ""
     expected = traverse_util.flatten_dict(jax.tree.map(lambda x: x.shape, abstract_variables))
     filled, used = {}, set()
-    for prefix, path, kind in key_table(arch):
+    for prefix, path, kind in table:
         for key, leaf, transform in _leaves(prefix, path, kind):
             if key not in state_dict:
                 raise KeyMismatchError(f"checkpoint has no key {key!r} needed by {arch}{hint}")

@@ -142,28 +142,83 @@ def needs_downsample(stride, inplanes, planes):
     return stride != 1 or inplanes != planes
 
 
+@dataclasses.dataclass(frozen=True)
+class LayerGroup:
+    """Rows that run in order under one Flax submodule of a block, and their torchvision module.
+
+    `path` is the submodule's name inside the block (`()`: the block itself); `torch` the
+    torchvision module under the block ("conv1.0"); `sequential` says torchvision holds the rows
+    in an nn.Sequential whose ReLUs take an index too (a lone row is the module itself)."""
+    path: tuple
+    torch: str
+    layers: tuple
+    sequential: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockRows:
+    """A residual block as data: `main` groups on the branch, `shortcut` groups on the identity
+    path (none: the identity), then add and ReLU. The model, key table, ONNX writer, BN folding
+    and `info` all read these rows."""
+    main: tuple
+    shortcut: tuple = ()
+
+    @property
+    def out_features(self):
+        return [layer for group in self.main for layer in group.layers if isinstance(layer, ConvLayer)][-1].features
+
+
+class Layers(nn.Module):
+    """One `LayerGroup`'s rows as a submodule (e.g. a block's `conv1`)."""
+    layers: tuple
+    conv: ModuleDef = Conv
+    norm: ModuleDef = nn.BatchNorm
+
+    @nn.compact
+    def __call__(self, x):
+        return run_layers(self.layers, x, self.conv, self.norm)
+
+
+def run_groups(groups, x, conv, norm):
+    """Apply `LayerGroup`s in order; call inside a compact module (the block)."""
+    for group in groups:
+        if group.path:
+            (name,) = group.path
+            x = Layers(group.layers, conv, norm, name=name)(x)
+        else:
+            x = run_layers(group.layers, x, conv, norm)
+    return x
+
+
 class BasicBlock(nn.Module):
-    """Two builder convs with BN, a residual (1x1x1 conv + BN when the shape changes), ReLU."""
+    """Two builder convs with BN, a residual (1x1x1 conv + BN when the shape changes), ReLU.
+
+    `rows` states the block once; a new block type subclasses this and overrides `rows`."""
     features: int
     builder: type
     stride: int = 1
     conv: ModuleDef = Conv
     norm: ModuleDef = nn.BatchNorm
 
+    @staticmethod
+    def rows(builder, inplanes, features, stride):
+        """The block's `BlockRows` (torchvision's BasicBlock: conv1/bn1/ReLU, conv2/bn2, downsample)."""
+        mid = midplanes(inplanes, features)
+
+        def conv(name, s):
+            layers = builder.layers(features, mid, s)
+            return LayerGroup((name,), f"{name}.0", layers, sequential=len(layers) > 1)
+        main = (conv("conv1", stride), LayerGroup((), "conv1.1", (NormLayer("bn1", relu=True),), False),
+                conv("conv2", 1), LayerGroup((), "conv2.1", (NormLayer("bn2", relu=False),), False))
+        shortcut = ()
+        if needs_downsample(stride, inplanes, features):
+            shortcut = (LayerGroup((), "downsample", (
+                ConvLayer("downsample_conv", features, (1, 1, 1), builder.downsample_stride(stride), (0, 0, 0)),
+                NormLayer("downsample_bn", relu=False))),)
+        return BlockRows(main, shortcut)
+
     @nn.compact
     def __call__(self, x):
-        inplanes = x.shape[-1]
-        mid = midplanes(inplanes, self.features)
-
-        def make(stride, name):
-            return self.builder(self.features, mid, stride, conv=self.conv,
-                                norm=self.norm, name=name)
-
-        y = nn.relu(self.norm(name="bn1")(make(self.stride, "conv1")(x)))
-        y = self.norm(name="bn2")(make(1, "conv2")(y))
-        if needs_downsample(self.stride, inplanes, self.features):
-            x = self.conv(self.features, (1, 1, 1),
-                          strides=self.builder.downsample_stride(self.stride),
-                          padding="VALID", name="downsample_conv")(x)
-            x = self.norm(name="downsample_bn")(x)
-        return nn.relu(y + x)
+        rows = self.rows(self.builder, x.shape[-1], self.features, self.stride)
+        y = run_groups(rows.main, x, self.conv, self.norm)
+        return nn.relu(y + run_groups(rows.shortcut, x, self.conv, self.norm))

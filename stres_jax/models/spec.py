@@ -1,12 +1,13 @@
 """The architecture, described once: the stem's and every block's layers, names and strides.
 
-`VideoResNet` runs this plan; the converter's key table, ONNX export and BN folding read it.
+`VideoResNet` runs this plan; the converter's key table, ONNX export, BN folding and `info`
+read it. A new block type is a `BasicBlock` subclass with its own `rows`, named in `ArchSpec`.
 """
 import dataclasses
 from typing import Sequence
 
-from stres_jax.models.layers import (BasicStem, Conv2Plus1D, Conv3DNoTemporal, Conv3DSimple,
-                                     ConvLayer, NormLayer, R2Plus1dStem, midplanes, needs_downsample)
+from stres_jax.models.layers import (BasicBlock, BasicStem, Conv2Plus1D, Conv3DNoTemporal, Conv3DSimple,
+                                     ConvLayer, LayerGroup, R2Plus1dStem)
 
 STAGE_NAMES = ("layer1", "layer2", "layer3", "layer4")
 STAGE_STRIDES = (1, 2, 2, 2)  # of each stage's first block; the others have stride 1
@@ -19,9 +20,10 @@ def block_name(stage, index):
 
 @dataclasses.dataclass(frozen=True)
 class BlockPlan:
-    """One residual block: where it sits, its builder, widths, stride and residual path."""
+    """One residual block: where it sits, its type, builder, widths and stride."""
     stage: int
     index: int
+    block: type
     builder: type
     inplanes: int
     features: int
@@ -35,29 +37,19 @@ class BlockPlan:
     def torch_name(self):
         return f"{STAGE_NAMES[self.stage - 1]}.{self.index}"
 
-    @property
-    def downsample(self):
-        return needs_downsample(self.stride, self.inplanes, self.features)
-
-    def builder_layers(self, conv):
-        """The rows of builder `conv` ("conv1" has the block's stride, "conv2" stride 1)."""
-        stride = self.stride if conv == "conv1" else 1
-        return self.builder.layers(self.features, midplanes(self.inplanes, self.features), stride)
-
-    def downsample_layers(self):
-        if not self.downsample:
-            return ()
-        return (ConvLayer("downsample_conv", self.features, (1, 1, 1),
-                          self.builder.downsample_stride(self.stride), (0, 0, 0)),
-                NormLayer("downsample_bn", relu=False))
+    def rows(self):
+        """The block's `BlockRows`: its layer groups on the branch and the shortcut."""
+        return self.block.rows(self.builder, self.inplanes, self.features, self.stride)
 
 
 @dataclasses.dataclass(frozen=True)
 class ArchSpec:
+    """A VideoResNet: stem, block type, each stage's conv builder, block count and width."""
     stem: type
     builders: Sequence[type]
     stage_sizes: Sequence[int] = (2, 2, 2, 2)
     widths: Sequence[int] = (64, 128, 256, 512)
+    block: type = BasicBlock
 
     def blocks(self):
         """Every block's plan, in order."""
@@ -65,19 +57,18 @@ class ArchSpec:
         for stage, (builder, count, width) in enumerate(zip(self.builders, self.stage_sizes, self.widths), 1):
             for index in range(count):
                 stride = STAGE_STRIDES[stage - 1] if index == 0 else 1
-                plans.append(BlockPlan(stage, index, builder, inplanes, width, stride))
-                inplanes = width
+                plan = BlockPlan(stage, index, self.block, builder, inplanes, width, stride)
+                plans.append(plan)
+                inplanes = plan.rows().out_features
         return plans
 
     def conv_before_norm(self):
         """{BatchNorm path: path of the conv whose output it normalises}, for BN folding."""
-        pairs = _pairs(("stem",), self.stem.layers())
+        pairs = _pairs(("stem",), (LayerGroup((), "stem", self.stem.layers()),))
         for block in self.blocks():
-            for conv, norm in (("conv1", "bn1"), ("conv2", "bn2")):
-                layers = block.builder_layers(conv)
-                pairs.update(_pairs((block.name, conv), layers))
-                pairs[(block.name, norm)] = (block.name, conv, last_conv(layers).name)
-            pairs.update(_pairs((block.name,), block.downsample_layers()))
+            rows = block.rows()
+            pairs.update(_pairs((block.name,), rows.main))
+            pairs.update(_pairs((block.name,), rows.shortcut))
         return pairs
 
 
@@ -85,13 +76,16 @@ def last_conv(layers):
     return [layer for layer in layers if isinstance(layer, ConvLayer)][-1]
 
 
-def _pairs(prefix, layers):
+def _pairs(prefix, groups):
+    """{norm path: the path of the conv before it} along `groups`, run in order."""
     pairs, conv = {}, None
-    for layer in layers:
-        if isinstance(layer, ConvLayer):
-            conv = prefix + (layer.name,)
-        else:
-            pairs[prefix + (layer.name,)] = conv
+    for group in groups:
+        for layer in group.layers:
+            path = prefix + tuple(group.path) + (layer.name,)
+            if isinstance(layer, ConvLayer):
+                conv = path
+            else:
+                pairs[path] = conv
     return pairs
 
 

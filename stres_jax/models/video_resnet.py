@@ -30,6 +30,7 @@ class VideoResNet(nn.Module):
     builders: Sequence[type] = (Conv2Plus1D,) * 4
     stage_sizes: Sequence[int] = (2, 2, 2, 2)
     widths: Sequence[int] = (64, 128, 256, 512)
+    block: type = BasicBlock
     num_classes: int = 400
     dtype: Any = jnp.float32
     conv: ModuleDef = Conv
@@ -38,7 +39,7 @@ class VideoResNet(nn.Module):
 
     @property
     def spec(self):
-        return ArchSpec(self.stem, tuple(self.builders), tuple(self.stage_sizes), tuple(self.widths))
+        return ArchSpec(self.stem, tuple(self.builders), tuple(self.stage_sizes), tuple(self.widths), self.block)
 
     @nn.compact
     def __call__(self, x, train: bool = False, return_features: bool = False):
@@ -50,7 +51,7 @@ class VideoResNet(nn.Module):
         features = {"stem": self.stem(conv=conv, norm=norm, name="stem")(x)}
         x = features["stem"]
         for block in self.spec.blocks():
-            x = BasicBlock(block.features, block.builder, block.stride, conv=conv, norm=norm,
+            x = self.block(block.features, block.builder, block.stride, conv=conv, norm=norm,
                            name=block.name)(x)
             features[STAGE_NAMES[block.stage - 1]] = x
         x = jnp.mean(x, axis=(1, 2, 3))
