@@ -10,7 +10,8 @@ _EXPORTS = {
     "compiler_options": "stres_jax.xla_options", "create_model": "stres_jax.models",
     "forward_fn": "stres_jax.inference", "grad_cam": "stres_jax.explain", "jit_apply": "stres_jax.inference",
     "jit_forward": "stres_jax.inference", "kinetics400_labels": "stres_jax.labels",
-    "load_checkpoint": "stres_jax.checkpoints.store", "load_model": "stres_jax.inference",
+    "load_checkpoint": "stres_jax.checkpoints.store", "load_net": "stres_jax.loader",
+    "ModelOptions": "stres_jax.loader",
     "new_head": "stres_jax.models.init", "preprocess": "stres_jax.data.transforms",
     "save_checkpoint": "stres_jax.checkpoints.store", "torchvision_init": "stres_jax.models.init",
 }

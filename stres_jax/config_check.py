@@ -1,8 +1,7 @@
 """Every config value checked before a run starts: a bad one is one line naming the key and
 what it must be (`config.batch_size = 0: must be a whole number of at least 1`)."""
 from stres_jax.errors import UserError
-from stres_jax.models.fast_conv import CONV_IMPLS
-from stres_jax.xla_options import CPU_LIBRARIES
+from stres_jax.loader import RULES as MODEL_RULES
 
 
 def _whole(low, high=None):
@@ -22,8 +21,7 @@ def _one_of(*choices):
 
 
 SHARED = {
-    "batch_size": _whole(1), "num_workers": _whole(0), "conv_impl": _one_of("auto", *CONV_IMPLS),
-    "cpu_library": _one_of(*sorted(CPU_LIBRARIES)), "data.source": _one_of("folder", "csv", "tfds"),
+    **MODEL_RULES, "batch_size": _whole(1), "num_workers": _whole(0), "data.source": _one_of("folder", "csv", "tfds"),
     "data.max_videos": _whole(0), "data.tfds_fps": _number(0, strict=True),
     "distributed.num_processes": _whole(1), "distributed.process_id": _whole(0),
 }

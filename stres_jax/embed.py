@@ -38,11 +38,12 @@ def embedding_arrays(records):
     return arrays
 
 
-def embed(items, config, workdir=None):
-    """(arrays, skipped) for VideoItems, with `config` (get_base_config's fields) choosing the net."""
+def embed(items, config, workdir=None, net=None):
+    """(arrays, skipped) for VideoItems, with `config` (get_base_config's fields) choosing the net
+    (`net`: that net, when the caller has loaded it already)."""
     with tempfile.TemporaryDirectory(prefix="stres_jax_embed_") as scratch:
         workdir = Path(workdir or scratch)
-        results = evaluate(config, workdir, items=items, embeddings=True)
+        results = evaluate(config, workdir, items=items, embeddings=True, net=net)
         if results is None:  # not process 0
             return None, None
         records = read_records(workdir)

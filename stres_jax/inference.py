@@ -1,49 +1,19 @@
-"""The inference core: load a net (checkpoint, cached checkpoint or random init), one forward
-function for every caller (single device or mesh), top-k, and `ClipRunner` for uint8 clips."""
+"""The inference core: one forward function for every caller (single device or mesh), top-k,
+and `ClipRunner` for uint8 clips. Nets come from `stres_jax.loader.load_net`."""
 import dataclasses
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from stres_jax.checkpoints.fetch import default_checkpoint_dir
-from stres_jax.checkpoints.store import load_checkpoint
 from stres_jax.data.transforms import normalize
-from stres_jax.errors import UserError
-from stres_jax.labels import kinetics400_labels
 from stres_jax.metrics import top_k
-from stres_jax.models import DEFAULT_ARCH, canonical_arch, create_model
-from stres_jax.models.init import torchvision_init
 from stres_jax.xla_options import DEFAULT_CPU_LIBRARY, compiler_options
 
 
-def load_model(checkpoint=None, arch=None, random_init=False, conv_impl="auto", fold_batchnorm=True):
-    """`(model, variables, labels)` from a checkpoint directory, the one `stres-jax fetch`
-    cached for `arch` (when `checkpoint` is None), or random weights (`random_init`)."""
-    if random_init:
-        model = create_model(arch or DEFAULT_ARCH, conv_impl=conv_impl)
-        return model, torchvision_init(model), kinetics400_labels()
-    if checkpoint is None:
-        checkpoint = default_checkpoint(arch or DEFAULT_ARCH)
-    model, variables, meta = load_checkpoint(checkpoint, conv_impl=conv_impl, fold_batchnorm=fold_batchnorm)
-    if arch and canonical_arch(arch) != meta["arch"]:
-        raise UserError(f"{checkpoint}: holds {meta['arch']}, but {canonical_arch(arch)} was asked for; "
-                        "leave the arch out (the checkpoint names its net) or name a matching checkpoint")
-    return model, variables, meta["labels"]
-
-
-def default_checkpoint(arch):
-    """The checkpoint directory `stres-jax fetch ARCH` cached, or a UserError saying how to get it."""
-    arch = canonical_arch(arch)
-    checkpoint = default_checkpoint_dir(arch)
-    if not checkpoint.is_dir():
-        raise UserError(f"no checkpoint given and none cached for {arch}: run `stres-jax fetch {arch}` "
-                        f"(offline: `stres-jax fetch {arch} --from FILE.pth`) or name a checkpoint directory")
-    return checkpoint
-
-
 def forward_fn(model):
-    """`(variables, clips) -> {"probabilities": float32 softmax, "features": pooled 512-d}`."""
+    """`(variables, clips) -> {"probabilities": float32 softmax, "features": pooled 512-d}`
+    (float32 whatever dtype the net computes in)."""
     def forward(variables, clips):
         logits, features = model.apply(variables, clips, return_features=True)
         return {"probabilities": jax.nn.softmax(logits.astype(jnp.float32)),
@@ -53,9 +23,11 @@ def forward_fn(model):
 
 def jit_apply(model, return_features=False, cpu_library=DEFAULT_CPU_LIBRARY):
     """`model.apply` jitted with the project's compiler options (1.4-1.9x faster on CPU than a
-    plain `jax.jit(model.apply)`): `(variables, clips) -> logits`, or `(logits, features)`."""
+    plain `jax.jit(model.apply)`): `(variables, clips) -> logits`, or `(logits, features)`; logits
+    are float32 whatever dtype the net computes in."""
     def apply(variables, clips):
-        return model.apply(variables, clips, return_features=return_features)
+        out = model.apply(variables, clips, return_features=return_features)
+        return (out[0].astype(jnp.float32), out[1]) if return_features else out.astype(jnp.float32)
     return jax.jit(apply, compiler_options=compiler_options(cpu_library))
 
 
@@ -79,16 +51,14 @@ def batch_sizes(count, max_batch):
 
 @dataclasses.dataclass
 class ClipRunner:
-    """Per-clip softmax probabilities and pooled features of a loaded net, in power-of-two
-    batches (few compiles)."""
-    model: object
-    variables: dict
-    labels: list
+    """Per-clip softmax probabilities and pooled features of a `loader.LoadedNet`, in
+    power-of-two batches (few compiles)."""
+    net: object
     batch_size: int = 8
-    cpu_library: str = DEFAULT_CPU_LIBRARY  # stres_jax.xla_options
 
     def __post_init__(self):
-        self._forward = jit_forward(self.model, self.cpu_library)
+        self.model, self.variables, self.labels = self.net.model, self.net.variables, self.net.labels
+        self._forward = jit_forward(self.model, self.net.options.cpu_library)
 
     def run(self, clips_uint8):
         """`(N, T, 112, 112, 3)` uint8 (resized and cropped) -> (probabilities, features)."""

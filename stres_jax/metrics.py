@@ -29,24 +29,35 @@ def video_record(item, outputs, labels, crops=1):
             "clip_hits5": int((clip_top5 == truth).any(axis=1).sum())}
 
 
+COUNTS = ("num_videos", "video_hits1", "video_hits5", "num_clips", "clip_hits1", "clip_hits5", "num_skipped")
+
+
+def record_counts(record):
+    """One record's contribution to `COUNTS`, as an int64 vector (summable over videos and hosts)."""
+    if "error" in record:
+        return np.array([0, 0, 0, 0, 0, 0, 1], np.int64)
+    labels = [t["label"] for t in record["top5"]]
+    return np.array([1, labels[0] == record["label"], record["label"] in labels, record["num_clips"],
+                     record["clip_hits1"], record["clip_hits5"], 0], np.int64)
+
+
+def accuracies(counts):
+    """{COUNTS..., "video_acc1", "video_acc5", "clip_acc1", "clip_acc5"} from summed `record_counts`."""
+    totals = dict(zip(COUNTS, (int(c) for c in counts)))
+    videos, clips = max(totals["num_videos"], 1), max(totals["num_clips"], 1)
+    return {**totals, "clip_acc1": totals["clip_hits1"] / clips, "clip_acc5": totals["clip_hits5"] / clips,
+            "video_acc1": totals["video_hits1"] / videos, "video_acc5": totals["video_hits5"] / videos}
+
+
 def summarize(records):
     """results.json: counts, clip and video acc@1/@5, per-class video acc@1, skipped videos."""
-    scored = [r for r in records if "error" not in r]
-    skipped = [{"video": r["video"], "reason": r["error"]} for r in records if "error" in r]
-    clips = sum(r["num_clips"] for r in scored)
-    hits1 = [r["top5"][0]["label"] == r["label"] for r in scored]
-    hits5 = [any(t["label"] == r["label"] for t in r["top5"]) for r in scored]
+    records = list(records)
+    totals = accuracies(sum((record_counts(r) for r in records), np.zeros(len(COUNTS), np.int64)))
     per_class = collections.defaultdict(list)
-    for record, hit in zip(scored, hits1):
-        if record["label"] is not None:
-            per_class[record["label"]].append(hit)
-
-    def ratio(numerator, denominator):
-        return float(numerator) / denominator if denominator else 0.0
-    return {"num_videos": len(scored), "num_clips": clips,
-            "clip_acc1": ratio(sum(r["clip_hits1"] for r in scored), clips),
-            "clip_acc5": ratio(sum(r["clip_hits5"] for r in scored), clips),
-            "video_acc1": ratio(sum(hits1), len(scored)), "video_acc5": ratio(sum(hits5), len(scored)),
-            "per_class": {label: {"videos": len(h), "acc1": ratio(sum(h), len(h))}
-                          for label, h in sorted(per_class.items())},
-            "skipped": skipped}
+    for record in records:
+        if "error" not in record and record["label"] is not None:
+            per_class[record["label"]].append(record["top5"][0]["label"] == record["label"])
+    return {"num_videos": totals["num_videos"], "num_clips": totals["num_clips"],
+            **{key: totals[key] for key in ("clip_acc1", "clip_acc5", "video_acc1", "video_acc5")},
+            "per_class": {label: {"videos": len(h), "acc1": sum(h) / len(h)} for label, h in sorted(per_class.items())},
+            "skipped": [{"video": r["video"], "reason": r["error"]} for r in records if "error" in r]}

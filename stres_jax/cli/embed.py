@@ -2,13 +2,12 @@
 import json
 import sys
 
-from stres_jax.checkpoints.store import read_meta
-from stres_jax.cli.options import ARCH_HELP, add_cpu_library_flag, arch_name, positive_int
+from stres_jax.cli.options import add_cpu_library_flag, add_model_flags, positive_int
 from stres_jax.config_base import get_base_config
 from stres_jax.data import sampling
 from stres_jax.embed import embed, items_for, save_npz
 from stres_jax.errors import UserError
-from stres_jax.models import DEFAULT_ARCH
+from stres_jax.loader import ModelOptions, load_net
 
 
 def register(subparsers):
@@ -19,8 +18,7 @@ def register(subparsers):
         "names). Plain arrays: loads with allow_pickle=False. Unreadable videos are listed and skipped.")
     parser.add_argument("paths", nargs="+", metavar="PATH", help="videos, or folders of <class>/<video>")
     parser.add_argument("--out", required=True, metavar="FILE.npz")
-    parser.add_argument("--checkpoint", help="checkpoint directory (default: the cached `fetch` one)")
-    parser.add_argument("--arch", type=arch_name, help=f"with no --checkpoint: {ARCH_HELP} (default {DEFAULT_ARCH})")
+    add_model_flags(parser)
     parser.add_argument("--workdir", help="keep per-video results here; a rerun with the same net and "
                         "protocol resumes, anything else is refused (default: temporary)")
     parser.add_argument("--fresh", action="store_true", help="delete the workdir's earlier results first")
@@ -36,24 +34,22 @@ def register(subparsers):
 
 
 def run(args):
-    config = get_base_config()
-    arch = args.arch or (read_meta(args.checkpoint)["arch"] if args.checkpoint else DEFAULT_ARCH)
-    config.arch, config.checkpoint, config.batch_size = arch, args.checkpoint or "", args.batch_size
-    config.fresh = args.fresh
+    net = load_net(ModelOptions.from_args(args), args.random_init)  # once, for the clips and the windows
+    config = ModelOptions.from_args(args, arch=net.arch).write_to(get_base_config())
+    config.batch_size, config.fresh = args.batch_size, args.fresh
     config.protocol.clips_per_video = args.clips
     config.protocol.crops = args.crops
-    config.cpu_library = args.cpu_library
     items = items_for(args.paths)
     if not items:
         raise UserError("no videos found in the given paths")
-    arrays, skipped = embed(items, config, args.workdir)
+    arrays, skipped = embed(items, config, args.workdir, net)
     if arrays is None:
         return 0
     if args.window:
         from stres_jax.data.workers import DecodeWorkers
         from stres_jax.embed import window_embeddings
-        from stres_jax.inference import ClipRunner, load_model
-        runner = ClipRunner(*load_model(args.checkpoint, arch), batch_size=args.batch_size, cpu_library=args.cpu_library)
+        from stres_jax.inference import ClipRunner
+        runner = ClipRunner(net, batch_size=args.batch_size)
         plan = sampling.ClipPlan(window=args.window, stride=args.stride)
         with DecodeWorkers(1) as workers:
             windows, failed = window_embeddings(runner, arrays["paths"], plan, sys.stderr.isatty(), workers)

@@ -10,7 +10,7 @@ from stres_jax.data.sampling import ClipPlan
 from stres_jax.data.sources import VideoItem
 from stres_jax.data.transforms import normalize
 from stres_jax.errors import UserError
-from stres_jax.inference import load_model
+from stres_jax.loader import ModelOptions, load_net
 from stres_jax.models.spec import STAGE_NAMES
 
 
@@ -22,7 +22,6 @@ def register(subparsers):
         "class logit, ReLU, divided by the maximum. Draws the clip's frames with the map over them.")
     parser.add_argument("video", metavar="VIDEO")
     add_model_flags(parser)
-    parser.add_argument("--random-init", action="store_true", help="use an uninitialised (random) net")
     parser.add_argument("--label", help="explain this class (default: the clip's top-1)")
     parser.add_argument("--layer", choices=("stem",) + STAGE_NAMES, default="layer4")
     parser.add_argument("--clip-index", type=int, default=2, metavar="I",
@@ -37,7 +36,8 @@ def run(args):
     from stres_jax.explain import grad_cam  # jax-heavy; only this command needs it
     if not 0 <= args.clip_index < 5:
         raise UserError(f"--clip-index must be 0-4, got {args.clip_index}")
-    model, variables, labels = load_model(args.checkpoint, args.arch, args.random_init, fold_batchnorm=False)
+    net = load_net(ModelOptions.from_args(args, fold_batchnorm=False), args.random_init)  # Grad-CAM needs the BNs
+    model, variables, labels = net.model, net.variables, net.labels
     if args.label is not None and args.label not in labels:
         raise UserError(f"--label {args.label!r} is not one of the net's classes (see `stres-jax labels`)")
     clip = plan_clips_of(VideoItem(args.video), ClipPlan())[args.clip_index]

@@ -1,7 +1,8 @@
 """`stres-jax info` and `stres-jax show-filters`."""
 import json
 
-from stres_jax.checkpoints.store import load_checkpoint
+from stres_jax.cli.options import add_model_flags
+from stres_jax.loader import ModelOptions, load_net
 from stres_jax.netinfo import format_information, model_for, net_information
 
 
@@ -20,7 +21,7 @@ def register(subparsers):
         description="Draw the stem's kernels as RGB images, contrast-adjusted per filter: for 3D "
         "and Mixed 64 filters of 7x7, each with its 3 time steps side by side; for (2+1)D the 45 "
         "spatial 7x7 filters and, beside them, the temporal 3x1x1 kernels as a table of weights.")
-    filters.add_argument("--checkpoint", required=True, help="checkpoint directory")
+    add_model_flags(filters, dtype=False)
     filters.add_argument("--out", required=True, metavar="FILE.png")
     filters.set_defaults(func=run_show_filters)
 
@@ -37,7 +38,7 @@ def run_info(args):
 
 def run_show_filters(args):
     from stres_jax.figures import save_filters
-    _, variables, _ = load_checkpoint(args.checkpoint)
-    save_filters(variables, args.out)
+    net = load_net(ModelOptions.from_args(args, fold_batchnorm=False), args.random_init)
+    save_filters(net.variables, args.out)
     print(f"wrote {args.out}")
     return 0

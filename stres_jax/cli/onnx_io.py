@@ -2,8 +2,9 @@
 import onnx
 
 from stres_jax.atomic import atomic_path
-from stres_jax.checkpoints.store import load_checkpoint, save_checkpoint
-from stres_jax.cli.options import positive_int
+from stres_jax.checkpoints.store import save_checkpoint
+from stres_jax.cli.options import add_model_flags, positive_int
+from stres_jax.loader import ModelOptions, load_net
 from stres_jax.onnx_io import OPSET, from_onnx, to_onnx
 
 
@@ -13,7 +14,7 @@ def register(subparsers):
         description="Write an ONNX model (opset 17) taking (batch, 3, frames, 112, 112) float32, "
         "normalised as torchvision's preset, and returning logits; labels and preprocessing "
         "constants are in metadata_props. Checked with onnx.checker.")
-    export.add_argument("--checkpoint", required=True, help="checkpoint directory")
+    add_model_flags(export, dtype=False)
     export.add_argument("--out", required=True, metavar="FILE.onnx")
     export.add_argument("--frames", type=positive_int, default=16, help="clip length fixed in the graph (default 16)")
     export.set_defaults(func=run_export)
@@ -27,8 +28,8 @@ def register(subparsers):
 
 
 def run_export(args):
-    _, variables, meta = load_checkpoint(args.checkpoint)
-    model = to_onnx(meta["arch"], variables, meta["labels"], args.frames)
+    net = load_net(ModelOptions.from_args(args, fold_batchnorm=False), args.random_init)
+    model = to_onnx(net.arch, net.variables, net.labels, args.frames)
     with atomic_path(args.out) as staging:
         onnx.save(model, str(staging))
     print(f"wrote {args.out} (opset {OPSET}, IR version {model.ir_version})")

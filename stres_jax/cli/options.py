@@ -1,6 +1,7 @@
 """Options several commands share."""
 import argparse
 
+from stres_jax.loader import INFERENCE_DTYPES
 from stres_jax.models import ARCH_SPECS, DEFAULT_ARCH, canonical_arch
 from stres_jax.xla_options import CPU_LIBRARIES, DEFAULT_CPU_LIBRARY
 
@@ -26,9 +27,15 @@ def positive_int(text):
     return value
 
 
-def add_model_flags(parser, what="the cached checkpoint or --random-init"):
+def add_model_flags(parser, what="the cached checkpoint or --random-init", dtype=True):
+    """--checkpoint, --arch, --random-init and --dtype: the fields of `loader.ModelOptions`."""
     parser.add_argument("--checkpoint", help="checkpoint directory (default: the one `stres-jax fetch` cached)")
     parser.add_argument("--arch", type=arch_name, help=f"{ARCH_HELP}, for {what} (default {DEFAULT_ARCH})")
+    parser.add_argument("--random-init", action="store_true", help="use an uninitialised (random) net")
+    if dtype:
+        parser.add_argument("--dtype", choices=INFERENCE_DTYPES, default="float32",
+                            help="compute dtype of the net (softmax and logits stay float32); bfloat16 is "
+                            "the accelerators' fast path, and on CPUs with avx512_bf16 (default float32)")
 
 
 def add_cpu_library_flag(parser):

@@ -8,7 +8,8 @@ from stres_jax.cli.options import add_cpu_library_flag, add_model_flags, positiv
 from stres_jax.data import sampling
 from stres_jax.data.workers import DecodeWorkers
 from stres_jax.errors import UserError
-from stres_jax.inference import ClipRunner, load_model
+from stres_jax.inference import ClipRunner
+from stres_jax.loader import ModelOptions, load_net
 from stres_jax.predict import format_text, predict_video
 
 
@@ -20,7 +21,6 @@ def register(subparsers):
         "Prints the top-1 label per video; one bad video never stops the others.")
     parser.add_argument("videos", nargs="+", metavar="VIDEO")
     add_model_flags(parser)
-    parser.add_argument("--random-init", action="store_true", help="use an uninitialised (random) net")
     parser.add_argument("--top", type=positive_int, default=1, metavar="K", help="show the K most likely labels")
     parser.add_argument("--format", choices=("text", "json"), default="text",
                         help="json: a list with one object per video, in order (an `error` entry for a bad one)")
@@ -52,7 +52,7 @@ def run(args):
     if args.plot and (not args.window or len(args.videos) != 1):
         raise UserError("--plot draws the windows of one video: give one VIDEO and --window W")
     batch_size = args.batch_size or (1 if jax.default_backend() == "cpu" else 8)
-    runner = ClipRunner(*load_model(args.checkpoint, args.arch, args.random_init), batch_size, args.cpu_library)
+    runner = ClipRunner(load_net(ModelOptions.from_args(args), args.random_init), batch_size)
     progress = sys.stderr.isatty()
     results = []
     with DecodeWorkers(1) as workers:  # a decoder crash or hang costs one video, not the command

@@ -21,9 +21,9 @@ from stres_jax.data.sources import check_data, make_source
 from stres_jax.data.transforms import clip_shape
 from stres_jax.data.workers import DecodeWorkers
 from stres_jax.distributed import initialize_distributed
-from stres_jax.inference import default_checkpoint, forward_fn, load_model
+from stres_jax.inference import forward_fn
+from stres_jax.loader import ModelOptions, load_net
 from stres_jax.mesh import DataParallel
-from stres_jax.models import canonical_arch
 from stres_jax.metrics import summarize, video_record
 from stres_jax.pipeline import clip_loader, decoded_videos, run_videos
 from stres_jax.records import open_shard, read_records
@@ -33,10 +33,11 @@ from stres_jax.xla_options import compiler_options
 RESULT_FILES = ("predictions*.jsonl", "results.json")
 
 
-def evaluate(config, workdir, items=None, embeddings=False):
+def evaluate(config, workdir, items=None, embeddings=False, net=None):
     """Run the protocol over `items` (default: the config's source); on process 0 returns
     the results dict. With `embeddings`, each record also holds the video's pooled
-    512-d features averaged over its clips.
+    512-d features averaged over its clips. `net`: the `load_net` of the config's model
+    options, when the caller has loaded it already.
     """
     check_config(config, EVAL_RULES)
     if items is None:
@@ -44,9 +45,9 @@ def evaluate(config, workdir, items=None, embeddings=False):
     initialize_distributed(config.distributed)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    model, variables, labels = load_model(config.checkpoint or None, config.arch, conv_impl=config.conv_impl,
-                                          fold_batchnorm=config.fold_batchnorm)
-    identity = run_identity(config, variables, labels, embeddings, given_items=items is not None)
+    net = net or load_net(ModelOptions.from_config(config))
+    model, variables, labels = net.model, net.variables, net.labels
+    identity = run_identity(config, net, embeddings, given_items=items is not None)
     if config.fresh:
         clear_workdir(workdir, RESULT_FILES)
     claim_workdir(workdir, identity, "predictions*.jsonl", "pass --config.fresh=True to start it afresh")
@@ -72,22 +73,21 @@ def evaluate(config, workdir, items=None, embeddings=False):
         multihost_utils.sync_global_devices("stres_jax.eval finished")
     if jax.process_index() != 0:
         return None
-    checkpoint = Path(config.checkpoint or default_checkpoint(config.arch)).absolute()
     return write_results(workdir, [read_records(workdir).get(item.key) for item in items],
-                         {**identity, "checkpoint": str(checkpoint)})
+                         {**identity, "checkpoint": str(net.directory or "random init")})
 
 
-def run_identity(config, variables, labels, embeddings, given_items):
-    """What makes a workdir's records: the net and its weights, labels, protocol and data."""
+def run_identity(config, net, embeddings, given_items):
+    """What makes a workdir's records: the net, its weights and options, labels, protocol and data."""
     data = "videos given by the caller" if given_items else {
         "source": config.data.source, "split": config.data.split, "tfds_name": config.data.tfds_name,
         "tfds_fps": config.data.tfds_fps,
         **{key: str(Path(config.data[key]).absolute()) if config.data[key] else ""
            for key in ("root", "csv", "tfds_data_dir")}}
-    return {"kind": "embed" if embeddings else "eval", "arch": canonical_arch(config.arch),
-            "weights_sha256": weights_fingerprint(variables),
-            "labels_sha256": hashlib.sha256(json.dumps(list(labels)).encode()).hexdigest(),
-            "fold_batchnorm": config.fold_batchnorm, "protocol": config.protocol.to_dict(), "data": data}
+    return {"kind": "embed" if embeddings else "eval", **net.options.identity(net.arch),
+            "weights_sha256": weights_fingerprint(net.variables),
+            "labels_sha256": hashlib.sha256(json.dumps(list(net.labels)).encode()).hexdigest(),
+            "protocol": config.protocol.to_dict(), "data": data}
 
 
 def write_results(workdir, records, run=None):

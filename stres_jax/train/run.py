@@ -1,4 +1,5 @@
 """`train(config, workdir)`: the whole run behind `python -m stres_jax.train` (configs/finetune.py)."""
+import dataclasses
 import json
 import signal
 import sys
@@ -12,12 +13,12 @@ import optax
 
 from stres_jax.config_check import TRAIN as TRAIN_RULES
 from stres_jax.config_check import check_config
-from stres_jax.checkpoints.store import load_checkpoint, read_meta, save_checkpoint
+from stres_jax.checkpoints.store import read_meta, save_checkpoint
 from stres_jax.data.sampling import ClipPlan
 from stres_jax.data.sources import check_data
 from stres_jax.distributed import initialize_distributed
 from stres_jax.errors import UserError
-from stres_jax.inference import default_checkpoint
+from stres_jax.loader import ModelOptions, load_net
 from stres_jax.mesh import data_shardings, global_rows
 from stres_jax.models import canonical_arch, create_model
 from stres_jax.train.data import ClipSampler, close_batches, next_batch, train_batches, training_videos
@@ -55,13 +56,12 @@ def start_variables(config, classes):
     model = create_model(arch, num_classes=len(classes), conv_impl=config.conv_impl, dtype=dtype)
     if config.from_scratch:
         return model, torchvision_init(model, config.seed), "torchvision init"
-    directory = config.checkpoint or default_checkpoint(arch)
-    _, variables, meta = load_checkpoint(directory)
-    if meta["arch"] != arch:
-        raise UserError(f"{directory}: holds {meta['arch']}, but the config trains {arch}; set arch to match")
-    if list(meta["labels"]) != list(classes):
+    # float32 weights as stored, BN kept: the config's dtype applies to the training model only
+    net = load_net(dataclasses.replace(ModelOptions.from_config(config), fold_batchnorm=False, dtype="float32"))
+    variables = net.variables
+    if list(net.labels) != list(classes):
         variables = new_head(variables, len(classes), config.seed)
-    return model, jax.tree.map(np.asarray, variables), str(directory)
+    return model, jax.tree.map(np.asarray, variables), str(net.directory)
 
 
 def check_identity(workdir, config):

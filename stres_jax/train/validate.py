@@ -9,12 +9,9 @@ from stres_jax.data.transforms import clip_shape
 from stres_jax.data.workers import DecodeWorkers
 from stres_jax.inference import forward_fn
 from stres_jax.mesh import DataParallel
-from stres_jax.metrics import video_record
+from stres_jax.metrics import COUNTS, accuracies, record_counts, video_record
 from stres_jax.pipeline import clip_loader, decoded_videos, run_videos
 from stres_jax.xla_options import compiler_options
-
-COUNTS = ("num_videos", "video_hits1", "video_hits5", "num_clips", "clip_hits1", "clip_hits5", "num_skipped")
-
 
 def has_validation(data):
     """Whether a config's `validation.data` block names any videos."""
@@ -43,20 +40,11 @@ class Validator:
         counts = np.zeros(len(COUNTS), np.int64)
 
         def on_video(item, outputs):
-            record = video_record(item, outputs, self.classes, self.plan.crops)
-            if "error" in record:
-                counts[6] += 1
-                return
-            labels = [t["label"] for t in record["top5"]]
-            counts[:6] += [1, labels[0] == item.label, item.label in labels, record["num_clips"],
-                           record["clip_hits1"], record["clip_hits5"]]
+            counts[:] += record_counts(video_record(item, outputs, self.classes, self.plan.crops))
         with DecodeWorkers(self.workers) as workers:  # a crashing decoder costs one video
             videos = decoded_videos(mine, clip_loader(self.plan, workers), self.workers, 2 * max(self.workers, 1))
             run_videos(videos, self.parallel, clip_shape(self.plan.clip_len), on_video)
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils
             counts = np.asarray(multihost_utils.process_allgather(counts)).sum(0)
-        totals = dict(zip(COUNTS, (int(c) for c in counts)))
-        videos, clips = max(totals["num_videos"], 1), max(totals["num_clips"], 1)
-        return {"video_acc1": totals["video_hits1"] / videos, "video_acc5": totals["video_hits5"] / videos,
-                "clip_acc1": totals["clip_hits1"] / clips, "clip_acc5": totals["clip_hits5"] / clips, **totals}
+        return accuracies(counts)

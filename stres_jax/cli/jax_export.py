@@ -1,0 +1,42 @@
+"""`stres-jax export-jax`: a `jax.export` artefact that runs without this package."""
+from pathlib import Path
+
+from stres_jax.atomic import atomic_path
+from stres_jax.cli.options import add_model_flags, positive_int
+from stres_jax.data.transforms import CROP
+from stres_jax.loader import ModelOptions, load_net
+
+
+def register(subparsers):
+    parser = subparsers.add_parser(
+        "export-jax", help="write a net as a jax.export artefact (StableHLO, weights inside)",
+        description="Write a serialized jax.export artefact: normalised (batch, frames, size, size, 3) "
+        "float32 NTHWC clips in (batch symbolic), float32 logits out, BatchNorm folded. It runs with "
+        "`jax.export.deserialize(open(FILE, 'rb').read()).call(clips)` and nothing of stres_jax installed; "
+        "on CPU with the tap convolutions, on CUDA with XLA's. Labels and preprocessing go to FILE.json.")
+    add_model_flags(parser)
+    parser.add_argument("--out", required=True, metavar="FILE", help="the artefact (e.g. r2plus1d_18.jax)")
+    parser.add_argument("--frames", type=positive_int, default=16, help="frames per clip (default 16)")
+    parser.add_argument("--size", type=positive_int, default=CROP, help=f"crop height and width (default {CROP})")
+    parser.add_argument("--platforms", default="cpu,cuda",
+                        help="comma-separated: cpu, cuda, rocm, tpu (default cpu,cuda)")
+    parser.set_defaults(func=run)
+
+
+def run(args):
+    from stres_jax.errors import UserError
+    from stres_jax.jax_export import LOWERING, describe, export_net
+    platforms = tuple(p.strip() for p in args.platforms.split(",") if p.strip())
+    unknown = [p for p in platforms if p not in LOWERING]
+    if unknown or not platforms:
+        raise UserError(f"--platforms {args.platforms!r}: choose from {', '.join(LOWERING)}")
+    net = load_net(ModelOptions.from_args(args, fold_batchnorm=False), args.random_init)
+    exported = export_net(net, args.frames, args.size, platforms)
+    with atomic_path(args.out) as staging:
+        staging.write_bytes(exported.serialize())
+    sidecar = Path(f"{args.out}.json")
+    with atomic_path(sidecar) as staging:
+        staging.write_text(describe(net, exported, args.frames, args.size))
+    size = Path(args.out).stat().st_size / 1e6
+    print(f"wrote {args.out} ({size:.0f} MB; {net.arch}, platforms {', '.join(platforms)}) and {sidecar}")
+    return 0
