@@ -32,6 +32,16 @@ def local_rows(array):
     return np.concatenate([np.asarray(s.data) for s in shards])
 
 
+def traced_on(fn, sharding):
+    """`fn`, traced with its mesh named for the convolutions that need it (`models.onednn`)."""
+    from stres_jax.models.onednn import conv_mesh
+
+    def traced(*args):
+        with conv_mesh(sharding.mesh):
+            return fn(*args)
+    return traced
+
+
 class DataParallel:
     """`step(variables, clips)` jitted over a data-parallel mesh of all devices."""
 
@@ -39,7 +49,7 @@ class DataParallel:
         self.rows, replicated = data_shardings(global_batch)
         self.local_batch = global_batch // jax.process_count()
         self.variables = jax.device_put(variables, replicated)
-        self.step = jax.jit(forward, in_shardings=(replicated, self.rows), out_shardings=self.rows,
+        self.step = jax.jit(traced_on(forward, self.rows), in_shardings=(replicated, self.rows), out_shardings=self.rows,
                             compiler_options=compiler_options)
 
     def __call__(self, local):

@@ -15,6 +15,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 from jax import lax
 
+from stres_jax.errors import UserError
+
 
 class TapConv(nn.Module):
     """Drop-in for `nn.Conv` on (N, T, H, W, C) input with explicit padding or "VALID"."""
@@ -29,23 +31,43 @@ class TapConv(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        kt, kh, kw = self.kernel_size
-        kernel = self.param("kernel", self.kernel_init, (kt, kh, kw, x.shape[-1], self.features),
+        kernel = self.param("kernel", self.kernel_init, (*self.kernel_size, x.shape[-1], self.features),
                             self.param_dtype)
         dtype = self.dtype or x.dtype
         x, kernel = x.astype(dtype), kernel.astype(dtype)
-        pad_t, pad_h, pad_w = ((0, 0),) * 3 if self.padding == "VALID" else tuple(map(tuple, self.padding))
-        st, sh, sw = self.strides
-        if (kt, kh, kw) == (1, 1, 1):
-            total = _pointwise_conv(x, kernel, self.strides, (pad_t, pad_h, pad_w))
-        elif (kh, kw, sh, sw, pad_h, pad_w) == (1, 1, 1, 1, (0, 0), (0, 0)):
-            total = _temporal_conv(x, kernel, st, pad_t)
-        else:
-            total = _sum_of_taps(x, kernel, self.strides, (pad_t, pad_h, pad_w))
+        padding = ((0, 0),) * 3 if self.padding == "VALID" else tuple(map(tuple, self.padding))
+        total = self.convolve(x, kernel, tuple(self.strides), padding)
         if self.use_bias:
             total = total + self.param("bias", nn.initializers.zeros, (self.features,),
                                        self.param_dtype).astype(dtype)
         return total
+
+    @staticmethod
+    def convolve(x, kernel, strides, padding):
+        return tap_conv(x, kernel, strides, padding)
+
+
+class OneDNNConv(TapConv):
+    """TapConv whose float32 convolutions run on oneDNN's kernels (`models.onednn`); other dtypes,
+    or a machine where the extension is missing, keep the tap lowering."""
+
+    @staticmethod
+    def convolve(x, kernel, strides, padding):
+        from stres_jax.models import onednn
+        if x.dtype == jnp.float32 and onednn.available():
+            return onednn.onednn_conv3d(x, kernel, strides, padding)
+        return tap_conv(x, kernel, strides, padding)
+
+
+def tap_conv(x, kernel, strides, padding):
+    """The tap lowering of one convolution; `padding` is ((t0, t1), (h0, h1), (w0, w1))."""
+    kt, kh, kw = kernel.shape[:3]
+    (pad_t, pad_h, pad_w), (st, sh, sw) = padding, strides
+    if (kt, kh, kw) == (1, 1, 1):
+        return _pointwise_conv(x, kernel, strides, padding)
+    if (kh, kw, sh, sw, tuple(pad_h), tuple(pad_w)) == (1, 1, 1, 1, (0, 0), (0, 0)):
+        return _temporal_conv(x, kernel, st, pad_t)
+    return _sum_of_taps(x, kernel, strides, padding)
 
 
 def _pointwise_conv(x, kernel, strides, padding):
@@ -105,18 +127,32 @@ def TapsFor3D(features, kernel_size, **kwargs):  # noqa: N802 (a module factory)
     return (TapConv if spans_both else nn.Conv)(features, kernel_size, **kwargs)
 
 
-CONV_IMPLS = {"xla": nn.Conv, "taps": TapConv, "taps3d": TapsFor3D}
+CONV_IMPLS = {"xla": nn.Conv, "taps": TapConv, "taps3d": TapsFor3D, "onednn": OneDNNConv}
+
+
+class ConvImplError(UserError, ValueError):
+    """A conv lowering that cannot run here."""
 
 
 def resolve_conv_impl(impl):
-    """"auto" is "taps" where the default JAX backend is the CPU, else "xla".
+    """"auto" is "onednn" on the CPU when its extension is built (`models.onednn.status()`),
+    else "taps" on the CPU, and "xla" elsewhere.
 
     Both CPU libraries (stres_jax.xla_options) run 2-D convolutions 3-4x faster than 3-D
-    ones (YNNPACK takes only 2-D ones), hence "taps" for every conv (BENCHMARKS.md).
+    ones (YNNPACK takes only 2-D ones), hence "taps"; oneDNN's 3-D kernels are faster still
+    (BENCHMARKS.md). An explicit "onednn" where it cannot run is a one-line error saying why.
     """
+    import jax
+    if impl not in ("auto", "onednn"):
+        return impl
+    from stres_jax.models import onednn
     if impl == "auto":
-        import jax
-        return "taps" if jax.default_backend() == "cpu" else "xla"
+        if jax.default_backend() != "cpu":
+            return "xla"
+        return "onednn" if onednn.available() else "taps"
+    available, why = onednn.status()
+    if not available:
+        raise ConvImplError(f"conv_impl 'onednn' cannot run here: {why}; use 'auto' or 'taps'")
     return impl
 
 

@@ -19,7 +19,7 @@ from stres_jax.data.sources import check_data
 from stres_jax.distributed import initialize_distributed
 from stres_jax.errors import UserError
 from stres_jax.loader import ModelOptions, load_net
-from stres_jax.mesh import data_shardings, global_rows
+from stres_jax.mesh import data_shardings, global_rows, traced_on
 from stres_jax.models import canonical_arch, create_model
 from stres_jax.train.data import ClipSampler, close_batches, next_batch, train_batches, training_videos
 from stres_jax.train.init import new_head, torchvision_init, trainable_filter
@@ -106,7 +106,7 @@ def train(config, workdir):
     rows, replicated = data_shardings(config.batch_size)
     local_batch = config.batch_size // jax.process_count()
     state = jax.device_put(init_state(model, variables, optimizer), replicated)
-    step_fn = jax.jit(make_train_step(model, optimizer, trainable_filter(config.frozen_stages)),
+    step_fn = jax.jit(traced_on(make_train_step(model, optimizer, trainable_filter(config.frozen_stages)), rows),
                       in_shardings=(replicated, rows, rows), out_shardings=(replicated, replicated),
                       donate_argnums=0, compiler_options=compiler_options(config.cpu_library))
     iterator = iter(train_batches(sampler, total_steps, local_batch, jax.process_index(),

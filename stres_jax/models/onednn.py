@@ -1,0 +1,163 @@
+"""oneDNN's 3-D convolutions inside jitted nets, through XLA's FFI (`conv_impl="onednn"`).
+
+jaxlib's CPU backend has no oneDNN; torchvision's 3-D convolutions run on it. The handlers in
+`stres_jax/native/onednn_conv.cc` (forward, input gradient, kernel gradient; NDHWC activations,
+DHWIO kernels, float32) are compiled on first use with g++ against the `onednn-cpu-gomp` wheel
+(the `onednn` extra) and jaxlib's FFI headers, into the cache directory, then registered with
+`jax.ffi.register_ffi_target`. Where that cannot happen, `status()` says why and
+`conv_impl="auto"` keeps the tap lowering. Other dtypes (float64, bfloat16) use the tap lowering.
+
+An FFI call has no partitioning rule: under a data-parallel mesh the caller names the mesh with
+`conv_mesh(mesh)` while tracing, and each device's rows call oneDNN through `shard_map`.
+"""
+import contextlib
+import contextvars
+import ctypes
+import functools
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import PartitionSpec
+
+SOURCE = Path(__file__).resolve().parents[1] / "native" / "onednn_conv.cc"
+TARGETS = {"forward": "StresOnednnConvForward", "input_grad": "StresOnednnConvInputGrad",
+           "kernel_grad": "StresOnednnConvKernelGrad"}
+_MESH = contextvars.ContextVar("stres_jax_conv_mesh", default=None)
+
+
+class OneDNNUnavailable(RuntimeError):
+    """The oneDNN extension could not be built or loaded here."""
+
+
+def _onednn_root():
+    """The prefix whose include/ and lib/ hold the oneDNN wheels' files, or None."""
+    candidates = [os.environ.get("STRES_JAX_ONEDNN_ROOT"), sysconfig.get_paths()["data"], sys.prefix,
+                  sys.base_prefix, getattr(__import__("site"), "USER_BASE", None)]
+    for root in filter(None, candidates):
+        root = Path(root)
+        if (root / "include" / "oneapi" / "dnnl" / "dnnl.hpp").is_file() and any(root.glob("lib/libdnnl.so*")):
+            return root
+    return None
+
+
+def cache_dir():
+    """Where compiled extensions go: $STRES_JAX_CACHE, else ~/.cache/stres_jax."""
+    return Path(os.environ.get("STRES_JAX_CACHE") or Path.home() / ".cache" / "stres_jax") / "native"
+
+
+def _build(root):
+    """Compile the handlers once per source, jaxlib and oneDNN install; returns the .so path."""
+    include = jax.ffi.include_dir()
+    digest = hashlib.sha256(SOURCE.read_bytes() + f"{jax.__version__}|{include}|{root}".encode()).hexdigest()[:16]
+    target = cache_dir() / f"onednn_conv-{digest}.so"
+    if target.is_file():
+        return target
+    compiler = shutil.which(os.environ.get("CXX", "g++"))
+    if compiler is None:
+        raise OneDNNUnavailable("no C++ compiler (g++ or $CXX) to build it")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    command = [compiler, "-O2", "-std=c++17", "-shared", "-fPIC", "-w", f"-I{include}", f"-I{root / 'include'}",
+               str(SOURCE), f"-L{root / 'lib'}", "-ldnnl", f"-Wl,-rpath,{root / 'lib'}", "-o", str(staging)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode:
+        staging.unlink(missing_ok=True)
+        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise OneDNNUnavailable(f"compiling {SOURCE.name} failed: {last}")
+    os.replace(staging, target)  # a reader never sees a half-written library
+    return target
+
+
+@functools.cache
+def _load():
+    """Build (first time), load and register the handlers; (library, None) or (None, reason)."""
+    if os.environ.get("STRES_JAX_DISABLE_ONEDNN"):
+        return None, "disabled by STRES_JAX_DISABLE_ONEDNN"
+    if sys.platform != "linux" or jax.default_backend() != "cpu":
+        return None, f"oneDNN runs on Linux CPUs only (here: {sys.platform}, {jax.default_backend()})"
+    root = _onednn_root()
+    if root is None:
+        return None, "the oneDNN wheels are not installed: pip install \"stres_jax[onednn]\""
+    try:
+        library = ctypes.CDLL(str(_build(root)))
+    except (OneDNNUnavailable, OSError) as err:
+        return None, str(err)
+    for name, symbol in TARGETS.items():
+        jax.ffi.register_ffi_target(f"stres_onednn_conv_{name}", jax.ffi.pycapsule(getattr(library, symbol)),
+                                    platform="cpu")
+    return library, None
+
+
+def status():
+    """(available, why): whether the oneDNN lowering can run here, and the reason if not."""
+    library, reason = _load()
+    if library is None:
+        return False, reason
+    version = library.stres_onednn_version()
+    return True, f"oneDNN {version // 10000}.{version // 100 % 100}.{version % 100} (built in {cache_dir()})"
+
+
+def available():
+    return _load()[0] is not None
+
+
+@contextlib.contextmanager
+def conv_mesh(mesh):
+    """While tracing inside, oneDNN convolutions run per device over `mesh`'s first axis."""
+    token = _MESH.set(mesh)
+    try:
+        yield
+    finally:
+        _MESH.reset(token)
+
+
+def _call(name, a, b, shape, strides, padding):
+    return jax.ffi.ffi_call(f"stres_onednn_conv_{name}", jax.ShapeDtypeStruct(shape, jnp.float32))(
+        a, b, strides=np.asarray(strides, np.int64), padding=np.asarray(padding, np.int64).reshape(-1))
+
+
+def _out_shape(x_shape, kernel_shape, strides, padding):
+    spatial = tuple((size + lo + hi - k) // s + 1 for size, (lo, hi), k, s
+                    in zip(x_shape[1:4], padding, kernel_shape[:3], strides))
+    return (x_shape[0],) + spatial + (kernel_shape[-1],)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv(x, kernel, strides, padding):
+    return _call("forward", x, kernel, _out_shape(x.shape, kernel.shape, strides, padding), strides, padding)
+
+
+def _conv_fwd(x, kernel, strides, padding):
+    return _conv(x, kernel, strides, padding), (x, kernel)
+
+
+def _conv_bwd(strides, padding, residuals, dy):
+    x, kernel = residuals
+    return (_call("input_grad", dy, kernel, x.shape, strides, padding),
+            _call("kernel_grad", x, dy, kernel.shape, strides, padding))
+
+
+_conv.defvjp(_conv_fwd, _conv_bwd)
+
+
+def onednn_conv3d(x, kernel, strides, padding):
+    """A float32 (N, T, H, W, C) x (kt, kh, kw, in, out) convolution by oneDNN, differentiable;
+    `padding` is ((t0, t1), (h0, h1), (w0, w1)). Per device under `conv_mesh`."""
+    if not available():
+        raise OneDNNUnavailable(status()[1])
+    strides, padding = tuple(int(s) for s in strides), tuple(tuple(int(p) for p in pair) for pair in padding)
+    def fn(x, kernel):
+        return _conv(x, kernel, strides, padding)
+    mesh = _MESH.get()
+    if mesh is not None and mesh.size > 1:
+        rows = PartitionSpec(mesh.axis_names[0])
+        fn = jax.shard_map(fn, mesh=mesh, in_specs=(rows, PartitionSpec()), out_specs=rows, check_vma=False)
+    return fn(x, kernel)

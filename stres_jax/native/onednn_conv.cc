@@ -1,0 +1,229 @@
+// oneDNN's 3-D convolutions as XLA FFI handlers: forward, input gradient, kernel gradient.
+//
+// Activations are NDHWC (XLA's row-major (N, T, H, W, C)), kernels DHWIO (Flax's
+// (kt, kh, kw, in, out)), float32. oneDNN picks its own kernel layout ("any"); the kernel is
+// reordered to it on each call. Primitives are cached by shape. Built on first use by
+// stres_jax/models/onednn.py (g++, the onednn-devel-cpu-gomp headers, jaxlib's FFI headers).
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "oneapi/dnnl/dnnl.hpp"
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+using dnnl::algorithm;
+using dnnl::memory;
+using dnnl::prop_kind;
+using tag = dnnl::memory::format_tag;
+
+namespace {
+
+dnnl::engine& cpu_engine() {
+  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
+struct Geometry {
+  memory::dims src, weights, dst, strides, pad_l, pad_r;
+  std::string key(const char* kind) const {
+    std::string k(kind);
+    for (const auto* d : {&src, &weights, &dst, &strides, &pad_l, &pad_r}) {
+      for (auto v : *d) k += "," + std::to_string(v);
+      k += ";";
+    }
+    return k;
+  }
+};
+
+// (N, D, H, W, C) activations, (KD, KH, KW, I, O) kernel -> oneDNN's logical dims.
+Geometry geometry(ffi::Span<const int64_t> x, ffi::Span<const int64_t> w, ffi::Span<const int64_t> y,
+                  ffi::Span<const int64_t> strides, ffi::Span<const int64_t> padding) {
+  Geometry g;
+  g.src = {x[0], x[4], x[1], x[2], x[3]};
+  g.weights = {w[4], w[3], w[0], w[1], w[2]};
+  g.dst = {y[0], y[4], y[1], y[2], y[3]};
+  g.strides = {strides[0], strides[1], strides[2]};
+  g.pad_l = {padding[0], padding[2], padding[4]};
+  g.pad_r = {padding[1], padding[3], padding[5]};
+  return g;
+}
+
+memory::desc act_md(const memory::dims& d) { return memory::desc(d, memory::data_type::f32, tag::ndhwc); }
+memory::desc any_md(const memory::dims& d) { return memory::desc(d, memory::data_type::f32, tag::any); }
+memory::desc user_w_md(const memory::dims& d) { return memory::desc(d, memory::data_type::f32, tag::dhwio); }
+
+// Scratchpads are the caller's: XLA runs the devices of a host mesh on concurrent threads, and a
+// primitive's own (library-mode) scratchpad would be shared between them.
+dnnl::primitive_attr user_scratchpad() {
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  return attr;
+}
+
+dnnl::convolution_forward::primitive_desc forward_pd(const Geometry& g, prop_kind kind) {
+  return dnnl::convolution_forward::primitive_desc(cpu_engine(), kind, algorithm::convolution_direct,
+                                                   act_md(g.src), any_md(g.weights), act_md(g.dst),
+                                                   g.strides, g.pad_l, g.pad_r, user_scratchpad());
+}
+
+struct Entry {
+  dnnl::primitive conv;
+  memory::desc weights_md;  // the layout the primitive wants its (diff) weights in
+  bool reorder;             // whether that differs from DHWIO
+  dnnl::reorder weights_reorder;
+  size_t scratch_bytes;
+  memory::desc scratchpad_md;
+};
+
+std::mutex cache_mutex;
+std::unordered_map<std::string, std::shared_ptr<Entry>> cache;
+
+template <typename Make>
+std::shared_ptr<Entry> cached(const std::string& key, Make make) {
+  std::lock_guard<std::mutex> lock(cache_mutex);
+  auto found = cache.find(key);
+  if (found != cache.end()) return found->second;
+  auto entry = std::make_shared<Entry>(make());
+  cache.emplace(key, entry);
+  return entry;
+}
+
+// Called once per kind and shape: the primitive and the reorder between DHWIO and its kernel layout.
+Entry make_entry(dnnl::primitive conv, const memory::desc& weights_md, const memory::desc& scratchpad_md,
+                 bool to_user) {
+  Entry e;
+  e.conv = conv;
+  e.scratchpad_md = scratchpad_md;
+  e.weights_md = weights_md;
+  e.reorder = weights_md != user_w_md(weights_md.get_dims());
+  if (e.reorder) {
+    auto user = user_w_md(weights_md.get_dims());
+    e.weights_reorder = to_user ? dnnl::reorder(dnnl::reorder::primitive_desc(cpu_engine(), weights_md, cpu_engine(), user))
+                                : dnnl::reorder(dnnl::reorder::primitive_desc(cpu_engine(), user, cpu_engine(), weights_md));
+  }
+  e.scratch_bytes = weights_md.get_size();
+  return e;
+}
+
+thread_local std::vector<char> weights_scratch, primitive_scratch;
+
+void* scratch(size_t bytes) {
+  if (weights_scratch.size() < bytes) weights_scratch.resize(bytes);
+  return weights_scratch.data();
+}
+
+memory scratchpad(const Entry& entry) {
+  size_t bytes = entry.scratchpad_md.get_size();
+  if (primitive_scratch.size() < bytes) primitive_scratch.resize(bytes);
+  return memory(entry.scratchpad_md, cpu_engine(), primitive_scratch.data());
+}
+
+ffi::Error run(const std::function<void()>& body) {
+  try {
+    body();
+  } catch (const dnnl::error& err) {
+    return ffi::Error(ffi::ErrorCode::kInternal, std::string("oneDNN: ") + err.what());
+  } catch (const std::exception& err) {
+    return ffi::Error(ffi::ErrorCode::kInternal, err.what());
+  }
+  return ffi::Error::Success();
+}
+
+ffi::Error ConvForwardImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w, ffi::ResultBuffer<ffi::F32> y,
+                           ffi::Span<const int64_t> strides, ffi::Span<const int64_t> padding) {
+  return run([&] {
+    Geometry g = geometry(x.dimensions(), w.dimensions(), y->dimensions(), strides, padding);
+    auto entry = cached(g.key("fwd"), [&] {
+      auto pd = forward_pd(g, prop_kind::forward_inference);
+      return make_entry(dnnl::convolution_forward(pd), pd.weights_desc(), pd.scratchpad_desc(), false);
+    });
+    dnnl::stream stream(cpu_engine());
+    memory user_w(user_w_md(g.weights), cpu_engine(), w.typed_data());
+    memory weights = user_w;
+    if (entry->reorder) {
+      weights = memory(entry->weights_md, cpu_engine(), scratch(entry->scratch_bytes));
+      entry->weights_reorder.execute(stream, user_w, weights);
+    }
+    memory src(act_md(g.src), cpu_engine(), x.typed_data());
+    memory dst(act_md(g.dst), cpu_engine(), y->typed_data());
+    entry->conv.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst},
+                                 {DNNL_ARG_SCRATCHPAD, scratchpad(*entry)}});
+    stream.wait();
+  });
+}
+
+// dx from dy and the kernel; `x_shape` gives the input's shape (its values are not read).
+ffi::Error ConvInputGradImpl(ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> w, ffi::ResultBuffer<ffi::F32> dx,
+                             ffi::Span<const int64_t> strides, ffi::Span<const int64_t> padding) {
+  return run([&] {
+    Geometry g = geometry(dx->dimensions(), w.dimensions(), dy.dimensions(), strides, padding);
+    auto entry = cached(g.key("bwd_data"), [&] {
+      auto hint = forward_pd(g, prop_kind::forward_training);
+      dnnl::convolution_backward_data::primitive_desc pd(cpu_engine(), algorithm::convolution_direct,
+                                                         act_md(g.src), any_md(g.weights), act_md(g.dst),
+                                                         g.strides, g.pad_l, g.pad_r, hint, user_scratchpad());
+      return make_entry(dnnl::convolution_backward_data(pd), pd.weights_desc(), pd.scratchpad_desc(), false);
+    });
+    dnnl::stream stream(cpu_engine());
+    memory user_w(user_w_md(g.weights), cpu_engine(), w.typed_data());
+    memory weights = user_w;
+    if (entry->reorder) {
+      weights = memory(entry->weights_md, cpu_engine(), scratch(entry->scratch_bytes));
+      entry->weights_reorder.execute(stream, user_w, weights);
+    }
+    memory diff_dst(act_md(g.dst), cpu_engine(), dy.typed_data());
+    memory diff_src(act_md(g.src), cpu_engine(), dx->typed_data());
+    entry->conv.execute(stream, {{DNNL_ARG_DIFF_DST, diff_dst}, {DNNL_ARG_WEIGHTS, weights},
+                                 {DNNL_ARG_DIFF_SRC, diff_src}, {DNNL_ARG_SCRATCHPAD, scratchpad(*entry)}});
+    stream.wait();
+  });
+}
+
+ffi::Error ConvKernelGradImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy, ffi::ResultBuffer<ffi::F32> dw,
+                              ffi::Span<const int64_t> strides, ffi::Span<const int64_t> padding) {
+  return run([&] {
+    Geometry g = geometry(x.dimensions(), dw->dimensions(), dy.dimensions(), strides, padding);
+    auto entry = cached(g.key("bwd_weights"), [&] {
+      auto hint = forward_pd(g, prop_kind::forward_training);
+      dnnl::convolution_backward_weights::primitive_desc pd(cpu_engine(), algorithm::convolution_direct,
+                                                            act_md(g.src), any_md(g.weights), act_md(g.dst),
+                                                            g.strides, g.pad_l, g.pad_r, hint, user_scratchpad());
+      return make_entry(dnnl::convolution_backward_weights(pd), pd.diff_weights_desc(), pd.scratchpad_desc(), true);
+    });
+    dnnl::stream stream(cpu_engine());
+    memory user_dw(user_w_md(g.weights), cpu_engine(), dw->typed_data());
+    memory diff_weights = entry->reorder ? memory(entry->weights_md, cpu_engine(), scratch(entry->scratch_bytes))
+                                         : user_dw;
+    memory src(act_md(g.src), cpu_engine(), x.typed_data());
+    memory diff_dst(act_md(g.dst), cpu_engine(), dy.typed_data());
+    entry->conv.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, diff_dst},
+                                 {DNNL_ARG_DIFF_WEIGHTS, diff_weights}, {DNNL_ARG_SCRATCHPAD, scratchpad(*entry)}});
+    if (entry->reorder) entry->weights_reorder.execute(stream, diff_weights, user_dw);
+    stream.wait();
+  });
+}
+
+}  // namespace
+
+#define CONV_BINDING(FIRST, SECOND)                                      \
+  ffi::Ffi::Bind()                                                       \
+      .Arg<ffi::Buffer<ffi::F32>>()                                      \
+      .Arg<ffi::Buffer<ffi::F32>>()                                      \
+      .Ret<ffi::Buffer<ffi::F32>>()                                      \
+      .Attr<ffi::Span<const int64_t>>("strides")                         \
+      .Attr<ffi::Span<const int64_t>>("padding")
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(StresOnednnConvForward, ConvForwardImpl, CONV_BINDING(x, w));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(StresOnednnConvInputGrad, ConvInputGradImpl, CONV_BINDING(dy, w));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(StresOnednnConvKernelGrad, ConvKernelGradImpl, CONV_BINDING(x, dy));
+
+extern "C" int stres_onednn_version() {
+  const dnnl_version_t* v = dnnl_version();
+  return v->major * 10000 + v->minor * 100 + v->patch;
+}
