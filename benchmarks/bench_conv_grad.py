@@ -1,5 +1,5 @@
 """Where a training step's time goes: one conv's forward, input gradient and weight gradient,
-JAX (TapConv with the project's CPU options) against PyTorch, interleaved, ms (median).
+JAX (each lowering, with the project's CPU options) against PyTorch, interleaved, ms (median).
 PyTorch computes a gradient only after its forward, so its gradient times are (forward +
 gradient) minus the forward; JAX's jitted gradients need no forward (the conv is linear).
 
@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
-from stres_jax.models.fast_conv import TapConv
+from stres_jax.models.fast_conv import CONV_IMPLS
 from stres_jax.xla_options import compiler_options
 
 
@@ -28,9 +28,9 @@ def timed(fn, repeats):
     return statistics.median(times) * 1e3
 
 
-def jax_fns(x, kernel_size, features, library):
+def jax_fns(x, kernel_size, features, library, impl="taps"):
     pad = [(k // 2, k // 2) for k in kernel_size]
-    conv = TapConv(features, kernel_size, padding=pad)
+    conv = CONV_IMPLS[impl](features, kernel_size, padding=pad, use_bias=False)
     params = conv.init(jax.random.key(0), x[:1])
     options = compiler_options(library)
     y = conv.apply(params, x)
@@ -71,20 +71,26 @@ def main():
     parser.add_argument("--features", type=int, default=0, help="output channels (default: C)")
     parser.add_argument("--library", default="xla")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--impls", nargs="+", default=["taps", "onednn"], choices=sorted(CONV_IMPLS),
+                        help="JAX lowerings to time (default: taps onednn)")
     args = parser.parse_args()
     n, t, h, w, c = args.shape
     features = args.features or c
     x = np.random.default_rng(0).standard_normal((n, t, h, w, c), np.float32)
-    ours = jax_fns(jnp.asarray(x), tuple(args.kernel), features, args.library)
+    ours = {impl: jax_fns(jnp.asarray(x), tuple(args.kernel), features, args.library, impl) for impl in args.impls}
     theirs = torch_fns(torch.from_numpy(x).permute(0, 4, 1, 2, 3).contiguous(), tuple(args.kernel), features)
     forward_ms = None
-    for name in ours:
-        torch_ms, jax_ms = timed(theirs[name], args.repeats), timed(ours[name], args.repeats)
+    for name in theirs:
+        torch_ms = timed(theirs[name], args.repeats)
         if forward_ms is None:
             forward_ms = torch_ms
         else:
             torch_ms -= forward_ms
-        print(f"{name:12s} torch {torch_ms:8.1f} ms   jax {jax_ms:8.1f} ms   ratio {torch_ms / jax_ms:.2f}")
+        cells = []
+        for impl, fns in ours.items():
+            jax_ms = timed(fns[name], args.repeats)
+            cells.append(f"{impl} {jax_ms:8.1f} ms ({torch_ms / jax_ms:.2f}x)")
+        print(f"{name:12s} torch {torch_ms:8.1f} ms   " + "   ".join(cells), flush=True)
 
 
 if __name__ == "__main__":

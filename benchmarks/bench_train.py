@@ -56,8 +56,8 @@ def torch_stepper(net, clips, labels):
     return step
 
 
-def jax_stepper(arch, net, clips, labels, dtype):
-    model = create_model(arch, dtype=dtype)
+def jax_stepper(arch, net, clips, labels, dtype, impl="auto"):
+    model = create_model(arch, dtype=dtype, conv_impl=impl)
     variables = torch_to_flax({k: v.numpy() for k, v in net.state_dict().items()}, arch,
                               abstract_variables(model))
     optimizer = sgd(LR, MOMENTUM, WEIGHT_DECAY)
@@ -71,12 +71,13 @@ def jax_stepper(arch, net, clips, labels, dtype):
     return step
 
 
-def bench_steps(arch, batch, repeats, dtype):
+def bench_steps(arch, batch, repeats, dtype, impls=("auto",)):
     rng = np.random.default_rng(0)
     clips = rng.standard_normal((batch, 16, 112, 112, 3)).astype(np.float32)
     labels = rng.integers(0, 400, batch)
-    runners = {"torchvision": torch_stepper(random_torchvision_model(arch), clips, labels),
-               "jax": jax_stepper(arch, random_torchvision_model(arch), clips, labels, dtype)}
+    runners = {"torchvision": torch_stepper(random_torchvision_model(arch), clips, labels)}
+    for impl in impls:
+        runners[impl] = jax_stepper(arch, random_torchvision_model(arch), clips, labels, dtype, impl)
     first = {}
     for name, run in runners.items():  # compile / warm up
         start = time.perf_counter()
@@ -89,9 +90,10 @@ def bench_steps(arch, batch, repeats, dtype):
             run()
             times[name].append((time.perf_counter() - start) / batch)
     medians = {name: statistics.median(t) for name, t in times.items()}
-    print(f"| {arch} | {batch} | {medians['torchvision']:.3f} | {medians['jax']:.3f} "
-          f"({medians['torchvision'] / medians['jax']:.2f}x) | {first['jax']:.1f} |", flush=True)
-    return medians["jax"]
+    for impl in impls:
+        print(f"| {arch} | {batch} | {impl} | {medians['torchvision']:.3f} | {medians[impl]:.3f} "
+              f"({medians['torchvision'] / medians[impl]:.2f}x) | {first[impl]:.1f} |", flush=True)
+    return min(medians[impl] for impl in impls)
 
 
 def bench_decoding(batch, workers, steps):
@@ -126,14 +128,18 @@ def main():
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--decode-steps", type=int, default=40)
     parser.add_argument("--skip-steps", action="store_true", help="only the decoding part")
+    parser.add_argument("--impls", nargs="+", default=["auto"], help="JAX conv lowerings to time, interleaved "
+                        "(auto, taps, onednn, xla; default auto)")
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, JAX {args.dtype}")
     fastest = None
     if not args.skip_steps:
-        print("| arch | batch | torchvision s/clip | JAX s/clip (ratio) | JAX compile + first step s |\n|---|---|---|---|---|")
-        fastest = min(bench_steps(arch, args.batch, args.repeats, jnp.dtype(args.dtype)) for arch in args.archs)
+        print("| arch | batch | lowering | torchvision s/clip | JAX s/clip (ratio) | JAX compile + first step s |\n"
+              "|---|---|---|---|---|---|")
+        fastest = min(bench_steps(arch, args.batch, args.repeats, jnp.dtype(args.dtype), args.impls)
+                      for arch in args.archs)
     print("\n| grain workers | decoded + augmented clips/s | the fastest train step needs |\n|---|---|---|")
     for workers in args.workers:
         rate = bench_decoding(args.batch, workers, args.decode_steps)

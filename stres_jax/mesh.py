@@ -17,7 +17,9 @@ def data_shardings(global_batch):
     devices = jax.device_count()
     if global_batch % devices:
         raise UserError(f"the batch size {global_batch} must be a multiple of the {devices} devices")
-    mesh = jax.make_mesh((devices,), ("data",))
+    # Auto axes (jit's sharding propagation), not JAX 0.10's default Explicit ones: those put the
+    # sharding into every value's type, which FFI calls (models.onednn) do not carry.
+    mesh = jax.make_mesh((devices,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
     return NamedSharding(mesh, PartitionSpec("data")), NamedSharding(mesh, PartitionSpec())
 
 

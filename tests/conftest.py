@@ -12,6 +12,9 @@ def compilation_cache(tmp_path_factory):
     import jax
     path = str(tmp_path_factory.mktemp("jax-cache"))
     os.environ["JAX_COMPILATION_CACHE_DIR"] = path
+    os.environ["STRES_JAX_CACHE"] = str(tmp_path_factory.mktemp("stres-jax-cache"))
+    from stres_jax.models import onednn
+    onednn.status()  # build the oneDNN extension now, so no command a test runs prints that it builds
     jax.config.update("jax_compilation_cache_dir", path)
     yield path
 

@@ -12,7 +12,10 @@ def register(subparsers):
         description="Net information: per-array element counts, total parameters (batch-norm "
         "statistics separately), layer type counts, multiply-accumulates per 16x112x112 clip and "
         "the kernel shape [time, height, width] of every block's convolutions.")
-    info.add_argument("target", metavar="ARCH|CHECKPOINT", help="an arch name or a checkpoint directory")
+    info.add_argument("target", metavar="ARCH|CHECKPOINT", nargs="?",
+                      help="an arch name or a checkpoint directory (default with --speed: none)")
+    info.add_argument("--speed", action="store_true", help="say which convolution lowering and CPU kernels "
+                      "run here, and why (oneDNN built or not, CPU instructions, threads)")
     info.add_argument("--format", choices=("text", "json"), default="text")
     info.add_argument("--graphic", metavar="FILE.png", help="also draw a summary diagram of the net")
     info.set_defaults(func=run_info)
@@ -27,6 +30,15 @@ def register(subparsers):
 
 
 def run_info(args):
+    from stres_jax.errors import UserError
+    if args.speed:
+        from stres_jax.netinfo import speed_report
+        print(json.dumps(speed_report(), indent=1) if args.format == "json" else
+              "\n".join(f"{key:18s} {value}" for key, value in speed_report().items()))
+        if args.target is None:
+            return 0
+    if args.target is None:
+        raise UserError("info needs an ARCH or CHECKPOINT (or --speed)")
     model, arch = model_for(args.target)
     info = net_information(model, arch)
     if args.graphic:  # first: a reader that stops early (`| head`) must not cost the picture

@@ -2,6 +2,7 @@
 import argparse
 
 from stres_jax.loader import INFERENCE_DTYPES
+from stres_jax.models.fast_conv import CONV_IMPLS
 from stres_jax.models import ARCH_SPECS, DEFAULT_ARCH, canonical_arch
 from stres_jax.xla_options import CPU_LIBRARIES, DEFAULT_CPU_LIBRARY
 
@@ -32,6 +33,9 @@ def add_model_flags(parser, what="the cached checkpoint or --random-init", dtype
     parser.add_argument("--checkpoint", help="checkpoint directory (default: the one `stres-jax fetch` cached)")
     parser.add_argument("--arch", type=arch_name, help=f"{ARCH_HELP}, for {what} (default {DEFAULT_ARCH})")
     parser.add_argument("--random-init", action="store_true", help="use an uninitialised (random) net")
+    parser.add_argument("--conv-impl", choices=("auto", *CONV_IMPLS), default="auto",
+                        help="how convolutions are computed (same results): auto picks oneDNN on CPU when its "
+                        "extension is built, else the 2-D taps; xla elsewhere (`stres-jax info --speed` says which)")
     if dtype:
         parser.add_argument("--dtype", choices=INFERENCE_DTYPES, default="float32",
                             help="compute dtype of the net (softmax and logits stay float32); bfloat16 is "

@@ -49,8 +49,10 @@ def _onednn_root():
 
 
 def cache_dir():
-    """Where compiled extensions go: $STRES_JAX_CACHE, else ~/.cache/stres_jax."""
-    return Path(os.environ.get("STRES_JAX_CACHE") or Path.home() / ".cache" / "stres_jax") / "native"
+    """Where compiled extensions go: $STRES_JAX_CACHE/native, else beside the fetched checkpoints
+    ($XDG_CACHE_HOME/stres_jax/native, by default ~/.cache/stres_jax/native)."""
+    root = os.environ.get("STRES_JAX_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "stres_jax"
+    return Path(root) / "native"
 
 
 def _build(root):
@@ -64,6 +66,7 @@ def _build(root):
     if compiler is None:
         raise OneDNNUnavailable("no C++ compiler (g++ or $CXX) to build it")
     target.parent.mkdir(parents=True, exist_ok=True)
+    print(f"stres_jax: building the oneDNN convolutions into {target.parent} (once)", file=sys.stderr, flush=True)
     staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     command = [compiler, "-O2", "-std=c++17", "-shared", "-fPIC", "-w", f"-I{include}", f"-I{root / 'include'}",
                str(SOURCE), f"-L{root / 'lib'}", "-ldnnl", f"-Wl,-rpath,{root / 'lib'}", "-o", str(staging)]
@@ -120,7 +123,8 @@ def conv_mesh(mesh):
 
 
 def _call(name, a, b, shape, strides, padding):
-    return jax.ffi.ffi_call(f"stres_onednn_conv_{name}", jax.ShapeDtypeStruct(shape, jnp.float32))(
+    return jax.ffi.ffi_call(f"stres_onednn_conv_{name}", jax.ShapeDtypeStruct(shape, jnp.float32),
+                            vmap_method="sequential")(
         a, b, strides=np.asarray(strides, np.int64), padding=np.asarray(padding, np.int64).reshape(-1))
 
 

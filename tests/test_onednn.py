@@ -1,0 +1,144 @@
+"""The oneDNN lowering: each conv and its gradients against nn.Conv, whole nets against
+torchvision (1 and 4 devices), a float32 training step against the tap lowering, and the
+package without the extension."""
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import stres_jax
+from stres_jax.models import create_model, onednn
+from stres_jax.models.fast_conv import CONV_IMPLS, ConvImplError, resolve_conv_impl
+from stres_jax.train.step import init_state, make_train_step, sgd
+from tests.torch_reference import ARCHS, relative_error, torch_forward
+
+DISABLED = bool(os.environ.get("STRES_JAX_DISABLE_ONEDNN"))
+needs_onednn = pytest.mark.skipif(DISABLED, reason="STRES_JAX_DISABLE_ONEDNN is set")
+
+
+def test_extension_builds_where_the_wheels_are():
+    """The test extra installs the oneDNN wheels: a missing build here is a defect, not a skip."""
+    available, why = onednn.status()
+    assert available != DISABLED, why
+    assert resolve_conv_impl("auto") == ("taps" if DISABLED else "onednn")
+
+
+CONVS = [  # (input shape, kernel (kt, kh, kw, in, out), strides, padding): every kind in the nets
+    ((2, 5, 9, 11, 4), (3, 3, 3, 4, 6), (1, 1, 1), (1, 1, 1)),
+    ((2, 6, 10, 9, 4), (3, 3, 3, 4, 6), (2, 2, 2), (1, 1, 1)),
+    ((1, 4, 13, 15, 3), (3, 7, 7, 3, 8), (1, 2, 2), (1, 3, 3)),
+    ((3, 5, 9, 7, 5), (1, 3, 3, 5, 7), (1, 2, 2), (0, 1, 1)),
+    ((3, 5, 8, 8, 5), (3, 1, 1, 5, 7), (2, 1, 1), (1, 0, 0)),
+    ((3, 5, 8, 9, 5), (1, 1, 1, 5, 7), (2, 2, 2), (0, 0, 0)),
+]
+
+
+@needs_onednn
+@pytest.mark.parametrize("shape, kernel, strides, padding", CONVS)
+def test_conv_and_its_gradients_match_nn_conv(shape, kernel, strides, padding):
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal(shape), jnp.float32)
+    pads = tuple((p, p) for p in padding)
+    modules = {impl: CONV_IMPLS[impl](kernel[-1], kernel[:3], strides=strides, padding=pads, use_bias=False)
+               for impl in ("xla", "onednn")}
+    variables = modules["xla"].init(jax.random.key(0), x)
+    outputs = {}
+    for impl, module in modules.items():
+        y, vjp = jax.vjp(lambda v, x, m=module: m.apply(v, x), variables, x)
+        dy = jnp.asarray(np.random.default_rng(1).standard_normal(y.shape), jnp.float32)
+        outputs[impl] = (y, *vjp(dy))
+    (y0, dv0, dx0), (y1, dv1, dx1) = outputs["xla"], outputs["onednn"]
+    assert relative_error(y1, y0) < 1e-5
+    assert relative_error(dx1, dx0) < 1e-5
+    assert relative_error(dv1["params"]["kernel"], dv0["params"]["kernel"]) < 1e-5
+
+
+@needs_onednn
+@pytest.mark.parametrize("arch", ARCHS)
+def test_logits_match_torchvision(arch, converted, torch_models):
+    model, variables, _ = stres_jax.load_checkpoint(converted(arch), conv_impl="onednn", fold_batchnorm=True)
+    rng = np.random.default_rng(2)
+    for batch, frames, height, width in ((1, 16, 112, 112), (3, 7, 61, 57)):
+        clips = rng.standard_normal((batch, frames, height, width, 3)).astype(np.float32)
+        theirs, _ = torch_forward(torch_models(arch), clips)
+        error = relative_error(stres_jax.jit_apply(model)(variables, clips), theirs)
+        print(arch, batch, f"{error:.1e}")
+        assert error < 1e-5
+
+
+@needs_onednn
+def test_four_devices_give_the_logits_of_one(converted, tmp_path):
+    """Each device's rows call oneDNN through shard_map (`DataParallel` names the mesh)."""
+    script = f"""
+import numpy as np
+import jax
+from stres_jax.inference import forward_fn
+from stres_jax.loader import ModelOptions, load_net
+from stres_jax.mesh import DataParallel
+net = load_net(ModelOptions(checkpoint={str(converted("mc3_18"))!r}, conv_impl="onednn"))
+clips = np.random.default_rng(3).standard_normal((4, 8, 56, 56, 3)).astype(np.float32)
+out = DataParallel(forward_fn(net.model), net.variables, 4)(clips)
+np.save("probabilities.npy", out["probabilities"])
+print(jax.device_count())
+"""
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip() == "4", result.stderr[-2000:]
+    net = stres_jax.load_net(stres_jax.ModelOptions(checkpoint=str(converted("mc3_18")), conv_impl="onednn"))
+    clips = np.random.default_rng(3).standard_normal((4, 8, 56, 56, 3)).astype(np.float32)
+    one = stres_jax.jit_forward(net.model)(net.variables, clips)["probabilities"]
+    assert relative_error(np.load(tmp_path / "probabilities.npy"), one) < 1e-5
+
+
+@needs_onednn
+def test_float32_training_step_matches_the_tap_lowering(converted):
+    """One SGD step from a checkpoint with randomised BN statistics. Float32 rounding alone moves
+    the updated weights by up to ~1e-3 relative here (BN amplifies it), so oneDNN's step is held
+    to XLA's own nn.Conv step: both are compared with the tap lowering's."""
+    _, variables, _ = stres_jax.load_checkpoint(converted("r3d_18"))
+    rng = np.random.default_rng(4)
+    clips = rng.standard_normal((2, 4, 32, 32, 3)).astype(np.float32)
+    labels = np.array([1, 7])
+    optimizer = sgd(0.1)
+    states, losses = {}, {}
+    for impl in ("taps", "onednn", "xla"):
+        model = create_model("r3d_18", conv_impl=impl)
+        states[impl], metrics = jax.jit(make_train_step(model, optimizer))(
+            init_state(model, variables, optimizer), clips, labels)
+        losses[impl] = metrics["loss"]
+    assert relative_error(losses["onednn"], losses["taps"]) < 1e-5
+    for name in ("stem", "layer1_0", "layer2_0", "layer4_1", "fc"):
+        errors = {impl: max(relative_error(a, b) for a, b in zip(jax.tree.leaves(states[impl]["params"][name]),
+                                                                   jax.tree.leaves(states["taps"]["params"][name])))
+                  for impl in ("onednn", "xla")}
+        print(name, {k: f"{v:.1e}" for k, v in errors.items()})
+        assert errors["onednn"] < 3 * errors["xla"] + 1e-5, name
+
+
+def test_without_the_extension_everything_falls_back(tmp_path):
+    """Simulated missing extension: auto is taps, an explicit request is one line, info says why."""
+    env = {**os.environ, "STRES_JAX_DISABLE_ONEDNN": "1"}
+    script = ("from stres_jax.models.fast_conv import resolve_conv_impl; print(resolve_conv_impl('auto'))")
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "taps"
+    info = subprocess.run(["stres-jax", "info", "--speed"], env=env, capture_output=True, text=True, check=True)
+    assert "taps" in info.stdout and "STRES_JAX_DISABLE_ONEDNN" in info.stdout, info.stdout
+    refused = subprocess.run(["stres-jax", "predict", "x.mp4", "--random-init", "--conv-impl", "onednn"],
+                             env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+    assert "conv_impl 'onednn' cannot run here" in refused.stderr
+
+
+def test_float64_keeps_the_tap_lowering():
+    jax.config.update("jax_enable_x64", True)
+    try:
+        model = create_model("mc3_18", conv_impl="onednn" if not DISABLED else "taps", dtype=jnp.float64)
+        x = jnp.ones((1, 2, 16, 16, 3), jnp.float64)
+        jaxpr = str(jax.make_jaxpr(lambda v: model.apply(v, x))(jax.eval_shape(model.init, jax.random.key(0), x)))
+        assert "ffi_call" not in jaxpr and "conv_general_dilated" in jaxpr
+    finally:
+        jax.config.update("jax_enable_x64", False)
