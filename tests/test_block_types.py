@@ -14,7 +14,7 @@ from stres_jax.models import (ArchSpec, BasicBlock, BasicStem, BlockRows, Conv2P
                               LayerGroup, NormLayer, R2Plus1dStem, VideoResNet, midplanes)
 from stres_jax.models.fold import fold_batchnorm
 from stres_jax.onnx_io import to_onnx
-from tests.torch_reference import relative_error
+from tests.torch_reference import randomise_batchnorm, relative_error
 
 
 class Bottleneck(BasicBlock):
@@ -45,14 +45,7 @@ CASES = {"r3d": (BasicStem, Conv3DSimple, tv_resnet.BasicStem, tv_resnet.Conv3DS
 def torch_bottleneck_net(stem, builder):
     torch.manual_seed(0)
     net = tv_resnet.VideoResNet(tv_resnet.Bottleneck, [builder] * 4, [1, 1, 1, 1], stem, num_classes=10)
-    with torch.no_grad():
-        for module in net.modules():
-            if isinstance(module, torch.nn.BatchNorm3d):
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.3, 0.3)
-                module.running_mean.uniform_(-0.3, 0.3)
-                module.running_var.uniform_(0.5, 2.0)
-    return net.eval()
+    return randomise_batchnorm(net).eval()
 
 
 @pytest.mark.parametrize("case", CASES)

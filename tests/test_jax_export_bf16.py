@@ -51,6 +51,7 @@ def test_export_jax_runs_without_the_package(converted, torch_models, tmp_path):
         from jax import export
         exported = export.deserialize(bytearray(open({str(out)!r}, "rb").read()))
         assert exported.platforms == ("cpu", "cuda"), exported.platforms
+        assert "stres_onednn" not in exported.mlir_module()  # pure XLA: no FFI call of this package
         for batch in (3, 1):  # the batch dimension is symbolic
             np.save(f"logits{{batch}}.npy", np.asarray(exported.call(np.load("clips.npy")[:batch])))
         assert not [m for m in sys.modules if m.startswith("stres_jax")]

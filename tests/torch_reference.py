@@ -15,7 +15,15 @@ ARCHS = ("r3d_18", "mc3_18", "r2plus1d_18")
 def random_torchvision_model(arch, seed=0):
     """torchvision's net with random weights and randomised BN statistics (so BN is not the identity)."""
     torch.manual_seed(seed)
-    model = getattr(torchvision.models.video, arch)(weights=None)
+    model = randomise_batchnorm(getattr(torchvision.models.video, arch)(weights=None))
+    with torch.no_grad():
+        model.fc.weight.normal_(0, 0.05)
+        model.fc.bias.uniform_(-0.5, 0.5)
+    return model.eval()
+
+
+def randomise_batchnorm(model):
+    """Random BatchNorm weights and running statistics (in place), so that BN is not the identity."""
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, torch.nn.BatchNorm3d):
@@ -24,9 +32,7 @@ def random_torchvision_model(arch, seed=0):
                 module.running_mean.uniform_(-0.3, 0.3)
                 module.running_var.uniform_(0.5, 2.0)
                 module.num_batches_tracked.fill_(1000)
-        model.fc.weight.normal_(0, 0.05)
-        model.fc.bias.uniform_(-0.5, 0.5)
-    return model.eval()
+    return model
 
 
 def save_state_dict(model, path, legacy):

@@ -48,8 +48,9 @@ class TapConv(nn.Module):
 
 
 class OneDNNConv(TapConv):
-    """TapConv whose float32 convolutions run on oneDNN's kernels (`models.onednn`); other dtypes,
-    or a machine where the extension is missing, keep the tap lowering."""
+    """TapConv whose float32 convolutions run on oneDNN's kernels (`models.onednn`; their
+    gradients too where the kernel spans time and space). Other dtypes, and machines where the
+    extension is missing, keep the tap lowering."""
 
     @staticmethod
     def convolve(x, kernel, strides, padding):

@@ -124,6 +124,15 @@ memory scratchpad(const Entry& entry) {
   return memory(entry.scratchpad_md, cpu_engine(), primitive_scratch.data());
 }
 
+// The DHWIO kernel at `data`, reordered (into a per-thread buffer) to the primitive's layout.
+memory kernel_for(const Entry& entry, dnnl::stream& stream, const Geometry& g, float* data) {
+  memory user(user_w_md(g.weights), cpu_engine(), data);
+  if (!entry.reorder) return user;
+  memory weights(entry.weights_md, cpu_engine(), scratch(entry.scratch_bytes));
+  entry.weights_reorder.execute(stream, user, weights);
+  return weights;
+}
+
 ffi::Error run(const std::function<void()>& body) {
   try {
     body();
@@ -144,12 +153,7 @@ ffi::Error ConvForwardImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w, ffi
       return make_entry(dnnl::convolution_forward(pd), pd.weights_desc(), pd.scratchpad_desc(), false);
     });
     dnnl::stream stream(cpu_engine());
-    memory user_w(user_w_md(g.weights), cpu_engine(), w.typed_data());
-    memory weights = user_w;
-    if (entry->reorder) {
-      weights = memory(entry->weights_md, cpu_engine(), scratch(entry->scratch_bytes));
-      entry->weights_reorder.execute(stream, user_w, weights);
-    }
+    memory weights = kernel_for(*entry, stream, g, w.typed_data());
     memory src(act_md(g.src), cpu_engine(), x.typed_data());
     memory dst(act_md(g.dst), cpu_engine(), y->typed_data());
     entry->conv.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst},
@@ -171,12 +175,7 @@ ffi::Error ConvInputGradImpl(ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> w, 
       return make_entry(dnnl::convolution_backward_data(pd), pd.weights_desc(), pd.scratchpad_desc(), false);
     });
     dnnl::stream stream(cpu_engine());
-    memory user_w(user_w_md(g.weights), cpu_engine(), w.typed_data());
-    memory weights = user_w;
-    if (entry->reorder) {
-      weights = memory(entry->weights_md, cpu_engine(), scratch(entry->scratch_bytes));
-      entry->weights_reorder.execute(stream, user_w, weights);
-    }
+    memory weights = kernel_for(*entry, stream, g, w.typed_data());
     memory diff_dst(act_md(g.dst), cpu_engine(), dy.typed_data());
     memory diff_src(act_md(g.src), cpu_engine(), dx->typed_data());
     entry->conv.execute(stream, {{DNNL_ARG_DIFF_DST, diff_dst}, {DNNL_ARG_WEIGHTS, weights},
