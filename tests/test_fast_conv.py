@@ -31,8 +31,9 @@ def test_tap_conv_equals_flax_conv(kernel, strides, padding):
 def test_default_lowering_is_explicit():
     import flax.linen as nn
     from stres_jax.models import create_model
-    from stres_jax.models.fast_conv import TapConv
-    expected = TapConv if jax.default_backend() == "cpu" else nn.Conv
+    from stres_jax.models import onednn
+    from stres_jax.models.fast_conv import OneDNNConv, TapConv
+    expected = (OneDNNConv if onednn.available() else TapConv) if jax.default_backend() == "cpu" else nn.Conv
     assert create_model("r3d_18").conv.func is expected
     assert create_model("r3d_18", conv_impl="xla").conv.func is nn.Conv
     with pytest.raises(ValueError, match="unknown conv implementation"):
@@ -46,7 +47,7 @@ def test_default_lowering_is_explicit():
 def test_cpu_library_choice_reaches_the_compiler():
     """"xla" (the default) keeps XLA's own kernels; "ynnpack" fuses each conv with the work
     after it into one YNNPACK graph; "default" (jaxlib's choice) puts lone convolutions into YNNPACK."""
-    model = stres_jax.create_model("mc3_18", fold_batchnorm=True)
+    model = stres_jax.create_model("mc3_18", conv_impl="taps", fold_batchnorm=True)  # XLA's own convolutions
     x = np.zeros((1, 4, 32, 32, 3), np.float32)
     variables = jax.eval_shape(model.init, jax.random.key(0), x)
 
