@@ -17,6 +17,7 @@ import functools
 import hashlib
 import os
 import shutil
+import site
 import subprocess
 import sys
 import sysconfig
@@ -40,7 +41,7 @@ class OneDNNUnavailable(RuntimeError):
 def _onednn_root():
     """The prefix whose include/ and lib/ hold the oneDNN wheels' files, or None."""
     candidates = [os.environ.get("STRES_JAX_ONEDNN_ROOT"), sysconfig.get_paths()["data"], sys.prefix,
-                  sys.base_prefix, getattr(__import__("site"), "USER_BASE", None)]
+                  sys.base_prefix, site.USER_BASE]
     for root in filter(None, candidates):
         root = Path(root)
         if (root / "include" / "oneapi" / "dnnl" / "dnnl.hpp").is_file() and any(root.glob("lib/libdnnl.so*")):
@@ -146,7 +147,7 @@ def _conv_fwd(x, kernel, strides, padding):
 def _conv_bwd(strides, padding, residuals, dy):
     """oneDNN's gradients for kernels spanning time and space (3x3x3, 3x7x7); XLA's gradients of
     the tap lowering for the rest: oneDNN's made (2+1)D's training step 0.88x torchvision's
-    against 1.44x (BENCHMARKS.md), while its forward is as fast as the taps' for every kernel."""
+    against the taps' 1.38x (BENCHMARKS.md), while its forward is as fast as theirs everywhere."""
     x, kernel = residuals
     if kernel.shape[0] == 1 or max(kernel.shape[1:3]) == 1:
         from stres_jax.models.fast_conv import tap_conv
@@ -164,6 +165,7 @@ def onednn_conv3d(x, kernel, strides, padding):
     if not available():
         raise OneDNNUnavailable(status()[1])
     strides, padding = tuple(int(s) for s in strides), tuple(tuple(int(p) for p in pair) for pair in padding)
+
     def fn(x, kernel):
         return _conv(x, kernel, strides, padding)
     mesh = _MESH.get()
