@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
+from bench_conv_grad import timed  # this script's folder is on sys.path
 from stres_jax.models import onednn
 from stres_jax.models.fast_conv import tap_conv
 from stres_jax.xla_options import compiler_options
@@ -33,17 +34,6 @@ SHAPES = [  # (name, input NTHWC, kernel, output channels, strides, padding)
 ]
 
 
-def timed(fn, repeats=7):
-    fn()
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
-
-
 def main():
     print("| conv | torch | taps | onednn |\n|---|---|---|---|")
     for name, shape, kernel, features, strides, padding in SHAPES:
@@ -60,8 +50,8 @@ def main():
         def torch_forward():
             with torch.no_grad():
                 conv(xt)
-        times = (timed(torch_forward), timed(lambda: taps(xj, wj).block_until_ready()),
-                 timed(lambda: ours(xj, wj).block_until_ready()))
+        times = (timed(torch_forward, 7), timed(lambda: taps(xj, wj).block_until_ready(), 7),
+                 timed(lambda: ours(xj, wj).block_until_ready(), 7))
         print(f"| {name} | " + " | ".join(f"{t:.1f}" for t in times) + " |", flush=True)
 
 

@@ -2,6 +2,7 @@
 what it must be (`config.batch_size = 0: must be a whole number of at least 1`)."""
 from stres_jax.errors import UserError
 from stres_jax.loader import RULES as MODEL_RULES
+from stres_jax.loader import one_of
 
 
 def _whole(low, high=None):
@@ -16,18 +17,14 @@ def _number(low, strict=False):
     return ok, f"a number {'above' if strict else 'of at least'} {low}"
 
 
-def _one_of(*choices):
-    return (lambda value: value in choices), "one of " + ", ".join(repr(c) for c in choices)
-
-
 SHARED = {
-    **MODEL_RULES, "batch_size": _whole(1), "num_workers": _whole(0), "data.source": _one_of("folder", "csv", "tfds"),
+    **MODEL_RULES, "batch_size": _whole(1), "num_workers": _whole(0), "data.source": one_of("folder", "csv", "tfds"),
     "data.max_videos": _whole(0), "data.tfds_fps": _number(0, strict=True),
     "distributed.num_processes": _whole(1), "distributed.process_id": _whole(0),
 }
 EVAL = {**SHARED, "prefetch": _whole(1), "protocol.clip_len": _whole(1), "protocol.clips_per_video": _whole(1),
-        "protocol.crops": _one_of(1, 3), "protocol.frame_rate": _number(0)}
-TRAIN = {**SHARED, "num_epochs": _whole(1), "dtype": _one_of("float32", "bfloat16", "float64"),
+        "protocol.crops": one_of(1, 3), "protocol.frame_rate": _number(0)}
+TRAIN = {**SHARED, "num_epochs": _whole(1), "dtype": one_of("float32", "bfloat16", "float64"),
          "frozen_stages": _whole(0, 4), "checkpoint_every_steps": _whole(1), "log_every_steps": _whole(1),
          "keep_checkpoints": _whole(1), "seed": _whole(0), "sampling.clips_per_video": _whole(1),
          "sampling.clip_len": _whole(1), "sampling.frame_rate": _number(0),
@@ -36,7 +33,7 @@ TRAIN = {**SHARED, "num_epochs": _whole(1), "dtype": _one_of("float32", "bfloat1
          "optimizer.warmup_epochs": _number(0), "optimizer.warmup_factor": _number(0, strict=True),
          "optimizer.gamma": _number(0, strict=True), "validation.num_workers": _whole(0),
          "validation.protocol.clip_len": _whole(1), "validation.protocol.clips_per_video": _whole(1),
-         "validation.protocol.crops": _one_of(1, 3), "validation.protocol.frame_rate": _number(0)}
+         "validation.protocol.crops": one_of(1, 3), "validation.protocol.frame_rate": _number(0)}
 
 
 def check_config(config, rules):

@@ -56,7 +56,8 @@ class ModelOptions:
         return {"arch": meta_arch, "fold_batchnorm": self.fold_batchnorm, "dtype": self.dtype}
 
 
-def _one_of(*choices):
+def one_of(*choices):
+    """A config rule: the value is one of `choices` (config_check uses it too)."""
     return (lambda value: value in choices), "one of " + ", ".join(repr(c) for c in choices)
 
 
@@ -68,8 +69,8 @@ def _arch_ok(value):
 
 
 RULES = {"arch": (_arch_ok, f"one of {', '.join(ARCH_SPECS)} (or 3D, Mixed, (2+1)D)"),
-         "conv_impl": _one_of("auto", *CONV_IMPLS), "cpu_library": _one_of(*sorted(CPU_LIBRARIES)),
-         "dtype": _one_of(*INFERENCE_DTYPES)}  # fold_batchnorm: ml_collections admits only a bool
+         "conv_impl": one_of("auto", *CONV_IMPLS), "cpu_library": one_of(*sorted(CPU_LIBRARIES)),
+         "dtype": one_of(*INFERENCE_DTYPES)}  # fold_batchnorm: ml_collections admits only a bool
 
 
 @dataclasses.dataclass
