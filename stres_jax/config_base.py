@@ -24,7 +24,8 @@ def get_base_config(arch=DEFAULT_ARCH):
     config.fresh = False            # True: delete the workdir's earlier results instead of resuming
 
     config.data = ml_collections.ConfigDict()
-    config.data.source = "folder"   # "folder" (root/<class>/<video>), "csv" (Kinetics annotations) or "tfds"
+    config.data.source = "folder"   # "folder" (root/<class>/<video>), "csv" (Kinetics annotations), "tfds",
+    #                                 or "store" (a clip store made by `stres-jax prepare`)
     config.data.root = ""           # folder of videos (folder and csv sources)
     config.data.csv = ""            # Kinetics CSV: label,youtube_id,time_start,time_end,split
     config.data.split = ""          # keep only CSV rows / the TFDS split of this name ("" = all / "test";
@@ -32,6 +33,7 @@ def get_base_config(arch=DEFAULT_ARCH):
     config.data.tfds_name = ""      # e.g. "ucf101/ucf101_1" (native resolution) for source "tfds"
     config.data.tfds_data_dir = ""  # where TFDS keeps its datasets ("" = TFDS's default)
     config.data.tfds_fps = 25.0     # frame rate of the TFDS videos (UCF-101: 25)
+    config.data.store = ""          # clip store directory for source "store" (`stres-jax prepare`)
     config.data.max_videos = 0      # evaluate only the first N videos (0 = all)
 
     config.protocol = ml_collections.ConfigDict()

@@ -18,7 +18,7 @@ def _number(low, strict=False):
 
 
 SHARED = {
-    **MODEL_RULES, "batch_size": _whole(1), "num_workers": _whole(0), "data.source": one_of("folder", "csv", "tfds"),
+    **MODEL_RULES, "batch_size": _whole(1), "num_workers": _whole(0),
     "data.max_videos": _whole(0), "data.tfds_fps": _number(0, strict=True),
     "distributed.num_processes": _whole(1), "distributed.process_id": _whole(0),
 }

@@ -14,17 +14,20 @@ from stres_jax.errors import UserError
 def decoded_videos(items, load_clips, workers, prefetch):
     """Yield `(item, clips or UserError)` in order, decoding up to `prefetch` videos ahead.
 
-    `load_clips(item, loaded)` makes the clips. In-memory items are loaded here, in order
-    (sequential readers need that), and passed as `loaded`; files are decoded by the worker
-    threads. A video that fails yields its error, never raises.
+    `load_clips(item, reader)` makes the clips. Sequential readers are loaded here, in order,
+    and their ArrayReader passed; the others are read by the worker threads. A video that
+    fails yields its error, never raises.
     """
     items, pending = iter(items), collections.deque()
     with concurrent.futures.ThreadPoolExecutor(max(workers, 1)) as pool:
         def submit():
             item = next(items, None)
             if item is not None:
-                loaded = _guarded(lambda it: it.load(), item) if item.load else None
-                pending.append((item, pool.submit(_guarded, lambda it: load_clips(it, loaded), item)))
+                reader = _guarded(lambda it: it.reader.load(), item) if item.reader.sequential else item.reader
+                if isinstance(reader, UserError):
+                    pending.append((item, _done(reader)))
+                else:
+                    pending.append((item, pool.submit(_guarded, lambda it: load_clips(it, reader), item)))
         for _ in range(max(prefetch, 1)):
             submit()
         while pending:
@@ -33,16 +36,22 @@ def decoded_videos(items, load_clips, workers, prefetch):
             yield item, future.result()
 
 
+def _done(value):
+    future = concurrent.futures.Future()
+    future.set_result(value)
+    return future
+
+
 def clip_loader(plan, workers=None):
-    """`load_clips(item, loaded)` for `decoded_videos` by a ClipPlan: files are decoded in the
-    `workers` processes (data.workers.DecodeWorkers), in-memory items here."""
+    """`load_clips(item, reader)` for `decoded_videos` by a ClipPlan: isolated readers (files,
+    TFDS records) are read in the `workers` processes (data.workers.DecodeWorkers), the others here."""
     from stres_jax.data.clips import plan_clips_of
     from stres_jax.data.workers import clips_task
 
-    def load(item, loaded):
-        if item.load is None and workers is not None:
-            return list(workers.run(item.key, clips_task, item.key, plan))[0]
-        return plan_clips_of(item, plan, loaded)
+    def load(item, reader):
+        if reader.isolated and workers is not None:
+            return list(workers.run(item.key, clips_task, reader, plan))[0]
+        return plan_clips_of(reader, plan)
     return load
 
 

@@ -235,3 +235,21 @@ def test_a_workdir_refuses_another_checkpoints_results(dataset, converted, tmp_p
     after = json.loads((tmp_path / "w" / "results.json").read_text())["run"]
     assert after["checkpoint"] == str(other) and after["weights_sha256"] != before["weights_sha256"]
     assert after["arch"] == ARCH and after["protocol"]["clips_per_video"] == 1
+
+
+def test_eval_of_a_lossless_store_equals_eval_of_the_folder(dataset, converted, single_device_run, tmp_path):
+    """On 4 devices; the corrupt file, skipped by `prepare`, is reported by eval as from the folder."""
+    results, workdir = single_device_run
+    store = tmp_path / "store"
+    made = subprocess.run([sys.executable, "-m", "stres_jax.cli", "prepare", str(dataset[0]), "--out", str(store),
+                           "--encoding", "lossless", "--workers", "2"], capture_output=True, text=True)
+    assert made.returncode == 1 and "corrupt.mp4" in made.stderr, made.stderr[-2000:]
+    from_store = ("--config.data.source=store", f"--config.data.store={store}")
+    refused = subprocess.run(eval_command(converted(ARCH), dataset[0], tmp_path / "w30", *from_store,
+                                          "--config.protocol.frame_rate=30"), cwd=REPO, capture_output=True, text=True)
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr[-2000:]
+    assert "at 15 fps" in refused.stderr and "at 30 fps" in refused.stderr
+    four = run_eval(converted(ARCH), dataset[0], tmp_path / "w", *from_store,
+                    env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+    assert {k: v for k, v in four.items() if k != "run"} == {k: v for k, v in results.items() if k != "run"}
+    same_predictions(workdir, tmp_path / "w")

@@ -90,8 +90,8 @@ def test_tfds_clips_equal_the_reference_on_frames_tfds_decodes(tfds_root):
     assert classes == CLASSES and count == 3 and not skipped
     assert all(len(video.frames) == FRAMES * 15 // 25 for video in videos)
     examples = tfds.builder("tiny_videos", data_dir=str(tfds_root / "array_record")).as_data_source("train")
-    check_sampler(videos, lambda video: np.stack(examples[video.tfds[2]]["video"]),
-                  lambda video: examples[video.tfds[2]]["label"])
+    check_sampler(videos, lambda video: np.stack(examples[video.reader.index]["video"]),
+                  lambda video: examples[video.reader.index]["label"])
 
 
 def test_a_damaged_tfds_record_costs_that_example_only(tfds_root, tmp_path):

@@ -3,11 +3,11 @@ import argparse
 import os
 import sys
 
-from stres_jax.cli import convert, embed, explain, jax_export, labels, netinfo, onnx_io, predict
+from stres_jax.cli import convert, embed, explain, jax_export, labels, netinfo, onnx_io, predict, prepare
 from stres_jax.errors import UserError
 from stres_jax.xla_options import use_compilation_cache
 
-COMMANDS = (convert, predict, explain, labels, netinfo, onnx_io, jax_export, embed)  # each has register(subparsers)
+COMMANDS = (convert, predict, explain, labels, netinfo, onnx_io, jax_export, embed, prepare)  # each has register(subparsers)
 
 
 def run_guarded(fn, prog="stres-jax"):

@@ -3,7 +3,8 @@ import functools
 
 import numpy as np
 
-from stres_jax.data.decode import VideoInfo, iter_frames, probe, read_frames
+from stres_jax.data.decode import iter_frames
+from stres_jax.data.readers import as_reader
 from stres_jax.data.transforms import CROP, RESIZE, crop_lefts, resize_crop_uint8, resize_region_uint8
 
 
@@ -66,31 +67,15 @@ def stream_clips(path, jobs, batch_size=8, on_frame=None, views=None):
         yield ready
 
 
-def plan_clips_of(item, plan, loaded=None):
-    """`(clips x crops, T, 112, 112, 3)` uint8 main clips of a VideoItem, by a `ClipPlan`
-    (each temporal clip's crops next to each other).
-
-    `loaded` is `(frames, fps)` of an in-memory item, already loaded (or its UserError).
-    """
-    if item.load is None:
-        info = probe(item.key)
-    elif isinstance(loaded, Exception):
-        raise loaded
-    else:
-        frames, fps = loaded
-        info = VideoInfo(item.key, float(fps), np.arange(len(frames)) / float(fps),
-                         frames.shape[2], frames.shape[1])
-    indices = plan.main_clips(info)
+def plan_clips_of(video, plan):
+    """`(clips x crops, T, 112, 112, 3)` uint8 main clips of a video (a reader, VideoItem or
+    path) by a `ClipPlan` (each temporal clip's crops next to each other)."""
+    reader = as_reader(video)
+    indices = plan.main_clips(reader.probe())
     if plan.crops == 1:
-        if item.load is None:
-            clips = read_frames(item.key, indices.ravel(), transform=_resize_crop_frame)
-        else:
-            clips = resize_crop_uint8(frames[indices.ravel()])
+        clips = reader.frames(indices.ravel(), _resize_crop_frame)
         return clips.reshape(indices.shape + clips.shape[1:])
-    if item.load is None:
-        bands = read_frames(item.key, indices.ravel(), transform=_resize_band_frame)
-    else:
-        bands = np.stack([_resize_band_frame(frame) for frame in frames[indices.ravel()]])
+    bands = reader.frames(indices.ravel(), _resize_band_frame)
     bands = bands.reshape(indices.shape + bands.shape[1:])
     views = np.stack([_views(band, plan.crops) for band in bands])  # (clips, crops, T, 112, 112, 3)
     return views.reshape((-1,) + views.shape[2:])

@@ -1,9 +1,16 @@
-"""Where evaluation videos come from: a Kinetics-layout folder, Kinetics CSV annotations, or TFDS."""
+"""Where videos come from: a Kinetics-layout folder, Kinetics CSV annotations, TFDS, or a clip
+store (`data.store`). Each is a `Source` registered under its `data.source` name: it checks its
+config block, lists its VideoItems, says its identity (for the workdir checks) and gives each
+item a reader (`data.readers`). Adding a source is a Source subclass with `@register` in its
+module, that module named in `SOURCE_MODULES`, and its config field in `config_base`."""
 import csv
 import dataclasses
-import functools
+import importlib
 from pathlib import Path
 
+import tqdm
+
+from stres_jax.data.readers import FileReader, LoadingReader, TfdsExampleReader
 from stres_jax.data.tfds_videos import tfds_examples
 from stres_jax.errors import UserError
 
@@ -14,7 +21,11 @@ VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpe
 class VideoItem:
     key: str                   # unique and stable: the path, or tfds:<name>/<split>/<index>
     label: str | None = None   # class name in the model's label set
-    load: object = None        # for in-memory sources: () -> (frames (T, H, W, 3) uint8, fps)
+    reader: object = None      # where its frames are read (data.readers); None: the file at `key`
+
+    def __post_init__(self):
+        if self.reader is None:
+            object.__setattr__(self, "reader", FileReader(self.key))
 
 
 def normalise_name(name):
@@ -86,30 +97,110 @@ def tfds_source(name, split, labels, fps, data_dir=""):
     lookup = _label_lookup(labels or [])
     def matched(label):
         return None if label is None else lookup.get(normalise_name(names[label]), names[label])
-    return [VideoItem(f"tfds:{name}/{split}/{index}", matched(label),
-                      functools.partial(lambda i: (load(i), fps), index))
-            for index, label in enumerate(example_labels)]
+    return [VideoItem(key, matched(label), LoadingReader(key, _bind(load, index), fps))
+            for index, label in enumerate(example_labels) for key in [f"tfds:{name}/{split}/{index}"]]
+
+
+def _bind(load, index):
+    return lambda: load(index)
+
+
+SOURCES = {}
+SOURCE_MODULES = ("stres_jax.data.store",)  # modules that register more sources
+
+
+def register(cls):
+    """Class decorator: make a Source subclass available as `data.source = cls.name`."""
+    SOURCES[cls.name] = cls()
+    return cls
+
+
+class Source:
+    """One kind of video source, chosen by `data.source`."""
+    name = ""
+    needs = ""        # the config key that must be set
+    fields = ()       # the config keys that say which videos (its identity)
+    paths = ()        # those of `fields` that are paths (made absolute in the identity)
+
+    def items(self, data, labels, strict):
+        """The VideoItems, labels matched to `labels` (`strict`: a class outside them is an error)."""
+        raise NotImplementedError
+
+    def identity(self, data):
+        """What names these videos, for a workdir's run.json."""
+        return {"source": self.name, **{key: str(Path(data[key]).absolute()) if key in self.paths and data[key]
+                                        else data[key] for key in self.fields}}
+
+    def check_plan(self, data, plan):
+        """A UserError when these videos cannot give `plan`'s clips (a store made at another rate)."""
+
+    def training_items(self, data):
+        """(VideoItems with labels as the data's class names, class names) for training."""
+        items = self.items(data, None, False)
+        return items, sorted({item.label for item in items})
+
+
+@register
+class FolderSource(Source):
+    name, needs, fields, paths = "folder", "root", ("root",), ("root",)
+
+    def items(self, data, labels, strict):
+        return folder_source(data.root, labels or [], strict)
+
+
+@register
+class CsvSource(Source):
+    name, needs, fields, paths = "csv", "csv", ("csv", "root", "split"), ("csv", "root")
+
+    def items(self, data, labels, strict):
+        return csv_source(data.csv, data.root, labels or [], data.split, strict)
+
+
+@register
+class TfdsSource(Source):
+    name, needs = "tfds", "tfds_name"
+    fields, paths = ("tfds_name", "split", "tfds_fps", "tfds_data_dir"), ("tfds_data_dir",)
+
+    def items(self, data, labels, strict):
+        return tfds_source(data.tfds_name, data.split, labels, data.tfds_fps, data.tfds_data_dir)
+
+    def training_items(self, data):
+        from stres_jax.data.tfds_videos import open_random_access
+        split = data.split or "train"
+        builder_dir, access, classes = open_random_access(data.tfds_name, split, data.tfds_data_dir)
+        count = min(len(access), data.max_videos or len(access))
+        items = []
+        for index in tqdm.trange(count, desc=f"reading {data.tfds_name}/{split}", unit="video", disable=None):
+            key = f"tfds:{data.tfds_name}/{split}/{index}"
+            reader = TfdsExampleReader(key, builder_dir, split, index, data.tfds_fps)
+            try:
+                label = classes[reader.header()[0]]
+            except Exception:  # noqa: BLE001 (a damaged record: its probe fails again, and it is skipped)
+                label = None
+            items.append(VideoItem(key, label, reader))
+        return items, classes
+
+
+def source_of(data, block="data"):
+    """The Source a `data` block names, after checking that the block names some videos."""
+    for module in SOURCE_MODULES:
+        importlib.import_module(module)
+    if data.source not in SOURCES:
+        raise UserError(f"config.{block}.source = {data.source!r}: must be one of {', '.join(map(repr, SOURCES))}")
+    source = SOURCES[data.source]
+    if not data.get(source.needs):
+        raise UserError(f"{block}.{source.needs} is empty: set --config.{block}.{source.needs}=... "
+                        f"to say where the {data.source} source's videos are")
+    return source
 
 
 def check_data(data, block="data"):
     """A UserError for a `data` block that names no videos (before any model is loaded)."""
-    needed = {"folder": "root", "csv": "csv", "tfds": "tfds_name"}
-    if data.source not in needed:
-        raise UserError(f"unknown {block}.source {data.source!r}; use 'folder', 'csv' or 'tfds'")
-    if not data[needed[data.source]]:
-        raise UserError(f"{block}.{needed[data.source]} is empty: set --config.{block}.{needed[data.source]}=... "
-                        f"to say where the {data.source} source's videos are")
+    source_of(data, block)
 
 
 def make_source(data, labels):
     """The VideoItems a config's `data` block names, labels matched to `labels` (None: the
-    data's own class names, as training uses them)."""
-    check_data(data)
-    strict = labels is not None
-    if data.source == "folder":
-        items = folder_source(data.root, labels or [], strict)
-    elif data.source == "csv":
-        items = csv_source(data.csv, data.root, labels or [], data.split, strict)
-    elif data.source == "tfds":
-        items = tfds_source(data.tfds_name, data.split, labels, data.tfds_fps, data.tfds_data_dir)
+    data's own class names)."""
+    items = source_of(data).items(data, labels, labels is not None)
     return items[: data.max_videos] if data.max_videos else items

@@ -77,6 +77,8 @@ def resize_region(frames, resize, region):
     (PyTorch's float kernel)."""
     _, height, width, _ = frames.shape
     top, left, out_height, out_width = region
+    if (height, width) == tuple(resize):  # frames of a clip store: every tap is (1, 0), exactly
+        return frames[:, top: top + out_height, left: left + out_width].astype(np.float32)
     r0, r1, hw0, hw1 = _taps(height, resize[0], top, out_height)
     c0, c1, ww0, ww1 = _taps(width, resize[1], left, out_width)
     rows0 = frames[:, r0].astype(np.float32)
@@ -127,6 +129,13 @@ def train_view(frames, origin, flip):
     x = np.asarray(frames).astype(np.float32) / np.float32(255)
     view = resize_region(x, RESIZE, (int(top), int(left), CROP, CROP))
     return _standardize(view[:, :, ::-1] if flip else view)
+
+
+def train_clip(video, indices, origin, flip):
+    """One training clip (`train_view`) of a video (a reader, VideoItem or path), each frame
+    transformed as it is decoded."""
+    from stres_jax.data.readers import as_reader
+    return as_reader(video).frames(indices, lambda frame: train_view(frame[None], origin, flip)[0])
 
 
 def preprocess(frames):

@@ -158,17 +158,16 @@ class DecodeWorkers:
         self.close()
 
 
-def probe_task(path):
-    """Worker task: the video's VideoInfo."""
-    from stres_jax.data.decode import probe
-    yield probe(path)
+def probe_task(video):
+    """Worker task: the VideoInfo of a reader (or a file path)."""
+    from stres_jax.data.readers import as_reader
+    yield as_reader(video).probe()
 
 
-def clips_task(path, plan):
-    """Worker task: the main clips of a video file by a ClipPlan (eval, embed, validation)."""
+def clips_task(video, plan):
+    """Worker task: the main clips of a reader (or a file path) by a ClipPlan (eval, embed, validation)."""
     from stres_jax.data.clips import plan_clips_of
-    from stres_jax.data.sources import VideoItem
-    yield plan_clips_of(VideoItem(path), plan)
+    yield plan_clips_of(video, plan)
 
 
 def stream_task(path, jobs, batch_size, crops):
@@ -182,18 +181,16 @@ def stream_task(path, jobs, batch_size, crops):
         yield last[0], batch
 
 
-def train_clip_task(path, indices, origin, flip):
-    """Worker task: one training clip of a video file (`transforms.train_view`, float32)."""
-    from stres_jax.data.decode import read_frames
-    from stres_jax.data.transforms import train_view
-    yield read_frames(path, indices, lambda frame: train_view(frame[None], origin, flip)[0])
+def train_clip_task(video, indices, origin, flip):
+    """Worker task: one training clip of a reader (or a file path) (`transforms.train_clip`, float32)."""
+    from stres_jax.data.transforms import train_clip
+    yield train_clip(video, indices, origin, flip)
 
 
-def tfds_clip_task(builder_dir, split, index, indices, origin, flip):
-    """Worker task: one training clip of example `index` of a TFDS split (array_record)."""
-    from stres_jax.data.tfds_videos import random_access
-    from stres_jax.data.transforms import train_view
-    yield train_view(random_access(builder_dir, split).frames(index, indices), origin, flip)
+def store_task(video, encode):
+    """Worker task: a video decoded once for a clip store (`data.store.encode_video`)."""
+    from stres_jax.data.store import encode_video
+    yield encode_video(video, encode)
 
 
 if __name__ == "__main__":  # a worker: python -m stres_jax.data.workers FD MEMORY_BYTES

@@ -17,7 +17,7 @@ from stres_jax.atomic import atomic_path
 from stres_jax.config_check import EVAL as EVAL_RULES
 from stres_jax.config_check import check_config
 from stres_jax.data.sampling import ClipPlan
-from stres_jax.data.sources import check_data, make_source
+from stres_jax.data.sources import make_source, source_of
 from stres_jax.data.transforms import clip_shape
 from stres_jax.data.workers import DecodeWorkers
 from stres_jax.distributed import initialize_distributed
@@ -40,8 +40,9 @@ def evaluate(config, workdir, items=None, embeddings=False, net=None):
     options, when the caller has loaded it already.
     """
     check_config(config, EVAL_RULES)
+    plan = ClipPlan.from_protocol(config.protocol)
     if items is None:
-        check_data(config.data)
+        source_of(config.data).check_plan(config.data, plan)
     initialize_distributed(config.distributed)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -55,7 +56,6 @@ def evaluate(config, workdir, items=None, embeddings=False, net=None):
     done = read_records(workdir)
     mine = [item for item in items if item.key not in done][jax.process_index()::jax.process_count()]
     parallel = DataParallel(forward_fn(model), variables, config.batch_size, compiler_options(config.cpu_library))
-    plan = ClipPlan.from_protocol(config.protocol)
     show = jax.process_index() == 0 and sys.stderr.isatty()
     with DecodeWorkers(config.num_workers) as workers, open_shard(workdir, jax.process_index()) as shard, \
             tqdm(total=len(mine), unit="video", disable=not show, desc="eval") as bar:
@@ -79,11 +79,7 @@ def evaluate(config, workdir, items=None, embeddings=False, net=None):
 
 def run_identity(config, net, embeddings, given_items):
     """What makes a workdir's records: the net, its weights and options, labels, protocol and data."""
-    data = "videos given by the caller" if given_items else {
-        "source": config.data.source, "split": config.data.split, "tfds_name": config.data.tfds_name,
-        "tfds_fps": config.data.tfds_fps,
-        **{key: str(Path(config.data[key]).absolute()) if config.data[key] else ""
-           for key in ("root", "csv", "tfds_data_dir")}}
+    data = "videos given by the caller" if given_items else source_of(config.data).identity(config.data)
     return {"kind": "embed" if embeddings else "eval", **net.options.identity(net.arch),
             "weights_sha256": weights_fingerprint(net.variables),
             "labels_sha256": hashlib.sha256(json.dumps(list(net.labels)).encode()).hexdigest(),

@@ -3,11 +3,12 @@
 Per epoch every usable video gives `clips_per_video` random 16-frame clips at 15 fps (distinct
 starts while the video has enough), each through the reference's train preset: resized to
 128x171 in float, randomly flipped, normalised, randomly cropped to 112x112
-(`transforms.train_view`). Videos are files (folder, CSV) or examples of a TFDS split prepared
-as array_record. Sample `i` of the stream depends only on (seed, i), so the stream is the same
+(`transforms.train_view`). Videos are read by their source's readers: files (folder, CSV),
+examples of a TFDS split prepared as array_record, or a clip store. Sample `i` of the stream depends only on (seed, i), so the stream is the same
 with any number of workers, and a resumed run sees exactly the batches it would have seen.
 """
 import concurrent.futures
+import contextlib
 import dataclasses
 import gc
 import sys
@@ -16,69 +17,57 @@ import grain
 import numpy as np
 import tqdm
 
-from stres_jax.data import sampling
-from stres_jax.data.sources import make_source
-from stres_jax.data.tfds_videos import open_random_access
-from stres_jax.data.transforms import CROP, RESIZE
-from stres_jax.data.workers import DecodeWorkers, probe_task, tfds_clip_task, train_clip_task
+from stres_jax.data.readers import FileReader
+from stres_jax.data.sources import source_of
+from stres_jax.data.transforms import CROP, RESIZE, train_clip
+from stres_jax.data.workers import DecodeWorkers, probe_task, train_clip_task
 from stres_jax.errors import UserError
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainVideo:
-    path: str           # the file, or tfds:<name>/<split>/<index>
+    path: str           # the source's key: the file, tfds:<name>/<split>/<index>, ...
     label: int
     frames: np.ndarray  # the resampled frame list (indices into the video's frames)
-    tfds: tuple = ()    # (builder directory, split, example index) for a TFDS example
+    reader: object = None  # where its frames are read (data.readers); None: the file at `path`
+
+    def __post_init__(self):
+        if self.reader is None:
+            object.__setattr__(self, "reader", FileReader(self.path))
 
 
 def training_videos(data, plan):
     """(usable TrainVideos, skipped [{"video", "reason"}], class names, number of videos) of a
-    config's `data` block; the classes are the folder / CSV names, or the TFDS dataset's."""
-    if data.source == "tfds":
-        return tfds_videos(data, plan)
-    items = make_source(data, None)
-    classes = sorted({item.label for item in items})
+    config's `data` block; the classes are the folder / CSV names, or the dataset's (TFDS, store)."""
+    source = source_of(data)
+    source.check_plan(data, plan)
+    items, classes = source.training_items(data)
+    items = items[: data.max_videos] if data.max_videos else items
     return (*scan_videos(items, classes, plan), classes, len(items))
 
 
-def tfds_videos(data, plan):
-    """`training_videos` of a TFDS split, read by index (each example's header, no frame decoded)."""
-    split = data.split or "train"
-    builder_dir, access, classes = open_random_access(data.tfds_name, split, data.tfds_data_dir)
-    count = min(len(access), data.max_videos or len(access))
-    videos, skipped = [], []
-    for index in tqdm.trange(count, desc=f"reading {data.tfds_name}/{split}", unit="video", disable=None):
-        key = f"tfds:{data.tfds_name}/{split}/{index}"
-        try:
-            label, num_frames = access.header(index)
-        except Exception as err:  # noqa: BLE001 (a damaged record costs this example only)
-            skipped.append({"video": key, "reason": f"{key}: {type(err).__name__}: {' '.join(str(err).split())}"})
-            continue
-        frames = sampling.resample_indices(num_frames, data.tfds_fps, plan.frame_rate)
-        if len(frames):
-            videos.append(TrainVideo(key, label, frames, (builder_dir, split, index)))
-        else:
-            skipped.append({"video": key, "reason": f"{key}: no frames"})
-    return videos, skipped, classes, count
-
-
 def scan_videos(items, classes, plan, workers=4):
-    """(usable TrainVideos, skipped [{"video", "reason"}]): every video probed once up front, in
-    worker processes (a file that crashes or hangs the demuxer is skipped, not fatal)."""
+    """(usable TrainVideos, skipped [{"video", "reason"}]): every video probed once up front;
+    files in worker processes (a file that crashes or hangs the demuxer is skipped, not fatal)."""
     index = {name: i for i, name in enumerate(classes)}
-    pool = DecodeWorkers(workers)
+    pool = DecodeWorkers(workers) if any(isinstance(item.reader, FileReader) for item in items) else None
 
     def look(item):
         try:
-            info = list(pool.run(item.key, probe_task, item.key))[0]
-            return TrainVideo(item.key, index[item.label], info.resampled(plan.frame_rate)), None
+            if isinstance(item.reader, FileReader):
+                info = list(pool.run(item.key, probe_task, item.reader))[0]
+            else:
+                info = item.reader.probe()
+            return TrainVideo(item.key, index[item.label], info.resampled(plan.frame_rate), item.reader), None
         except UserError as err:
             return None, {"video": item.key, "reason": str(err)}
         except Exception as err:  # noqa: BLE001 (a decoder failure must cost only this video)
-            return None, {"video": item.key, "reason": f"{item.key}: {type(err).__name__}: {err}"}
-    with pool, concurrent.futures.ThreadPoolExecutor(workers) as threads:
-        found = list(threads.map(look, items))
+            return None, {"video": item.key, "reason": f"{item.key}: {type(err).__name__}: {' '.join(str(err).split())}"}
+    with contextlib.ExitStack() as stack, concurrent.futures.ThreadPoolExecutor(workers) as threads:
+        if pool is not None:
+            stack.enter_context(pool)
+        found = list(tqdm.tqdm(threads.map(look, items), total=len(items), desc="probing", unit="video",
+                               disable=None, leave=False))
     videos = [v for v, _ in found if v is not None and len(v.frames)]
     skipped = [s for _, s in found if s is not None]
     return videos, skipped
@@ -130,11 +119,13 @@ class ClipSampler:
         their size."""
         for offset in range(tries):
             video, indices, origin, flip = self.describe(index + offset)
-            if self._decoder is None:
-                self._decoder = DecodeWorkers(1)
-            task, args = (tfds_clip_task, video.tfds) if video.tfds else (train_clip_task, (video.path,))
-            try:  # in a worker process: a decoder crash or hang costs this clip, not the run
-                clip = list(self._decoder.run(video.path, task, *args, indices, origin, flip))[0]
+            try:  # isolated readers in a worker process: a decoder crash or hang costs this clip, not the run
+                if video.reader.isolated:
+                    if self._decoder is None:
+                        self._decoder = DecodeWorkers(1)
+                    clip = list(self._decoder.run(video.path, train_clip_task, video.reader, indices, origin, flip))[0]
+                else:
+                    clip = train_clip(video.reader, indices, origin, flip)
             except Exception as err:  # noqa: BLE001 (a decoder failure must cost only this clip)
                 print(f"stres_jax.train: skipped a clip of {video.path}: {err}", file=sys.stderr)
                 continue

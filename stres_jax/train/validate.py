@@ -4,7 +4,7 @@ import jax
 import numpy as np
 
 from stres_jax.data.sampling import ClipPlan
-from stres_jax.data.sources import make_source
+from stres_jax.data.sources import make_source, source_of
 from stres_jax.data.transforms import clip_shape
 from stres_jax.data.workers import DecodeWorkers
 from stres_jax.inference import forward_fn
@@ -15,7 +15,7 @@ from stres_jax.xla_options import compiler_options
 
 def has_validation(data):
     """Whether a config's `validation.data` block names any videos."""
-    return bool(data.root or data.csv or data.tfds_name)
+    return bool(data.root or data.csv or data.tfds_name or data.get("store"))
 
 
 class Validator:
@@ -24,8 +24,9 @@ class Validator:
 
     def __init__(self, model, config, classes, state):
         self.classes = list(classes)
-        self.items = make_source(config.validation.data, self.classes)
         self.plan = ClipPlan.from_protocol(config.validation.protocol)
+        source_of(config.validation.data, "validation.data").check_plan(config.validation.data, self.plan)
+        self.items = make_source(config.validation.data, self.classes)
         self.parallel = DataParallel(forward_fn(model), self._variables(state), config.batch_size,
                                      compiler_options(config.cpu_library))
         self.workers = config.validation.num_workers

