@@ -27,6 +27,16 @@ def items_for(paths):
     return items
 
 
+def store_items(path):
+    """VideoItems of a clip store (`stres-jax prepare`), named by their source keys; class
+    names spelt as the Kinetics class of that name where there is one."""
+    from stres_jax.config_base import get_base_config
+    from stres_jax.data.sources import make_source
+    data = get_base_config().data
+    data.source, data.store = "store", str(path)
+    return make_source(data, kinetics400_labels(), strict=False)
+
+
 def embedding_arrays(records):
     """{"embeddings", "paths"[, "labels"]} as plain arrays from embedding records (embed adds
     "run": a JSON string of the arch, weights fingerprint, checkpoint and protocol)."""

@@ -25,8 +25,12 @@ def abstract_variables(model):
 
 
 def _checkpointer():
+    """A checkpointer of this process alone (numpy variables, written by one process: no barrier
+    with the others, which in a multi-process training run are not saving)."""
     import orbax.checkpoint as ocp  # imported here: slow to import, and only needed for I/O
-    return ocp.StandardCheckpointer()
+    me = jax.process_index()
+    return ocp.StandardCheckpointer(multiprocessing_options=ocp.options.MultiprocessingOptions(
+        primary_host=me, active_processes={me}))
 
 
 def save_checkpoint(directory, arch, variables, labels, source=None):

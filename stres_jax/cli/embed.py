@@ -5,7 +5,7 @@ import sys
 from stres_jax.cli.options import add_cpu_library_flag, add_model_flags, positive_int
 from stres_jax.config_base import get_base_config
 from stres_jax.data import sampling
-from stres_jax.embed import embed, items_for, save_npz
+from stres_jax.embed import embed, items_for, save_npz, store_items
 from stres_jax.errors import UserError
 from stres_jax.loader import ModelOptions, load_net
 
@@ -16,7 +16,9 @@ def register(subparsers):
         description="Write an .npz with `embeddings` (N, 512) float32 (pooled pre-logit features "
         "averaged over the protocol's 5 clips), `paths` and, for folders, `labels` (the folder "
         "names). Plain arrays: loads with allow_pickle=False. Unreadable videos are listed and skipped.")
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="videos, or folders of <class>/<video>")
+    parser.add_argument("paths", nargs="*", metavar="PATH", help="videos, or folders of <class>/<video>")
+    parser.add_argument("--store", metavar="DIR", help="embed the videos of a clip store (`stres-jax prepare`) "
+                        "instead; `paths` are their source paths")
     parser.add_argument("--out", required=True, metavar="FILE.npz")
     add_model_flags(parser)
     parser.add_argument("--workdir", help="keep per-video results here; a rerun with the same net and "
@@ -39,7 +41,9 @@ def run(args):
     config.batch_size, config.fresh = args.batch_size, args.fresh
     config.protocol.clips_per_video = args.clips
     config.protocol.crops = args.crops
-    items = items_for(args.paths)
+    if bool(args.paths) == bool(args.store):
+        raise UserError("name the videos: PATH arguments, or --store DIR")
+    items = store_items(args.store) if args.store else items_for(args.paths)
     if not items:
         raise UserError("no videos found in the given paths")
     arrays, skipped = embed(items, config, args.workdir, net)

@@ -199,8 +199,8 @@ def check_data(data, block="data"):
     source_of(data, block)
 
 
-def make_source(data, labels):
+def make_source(data, labels, strict=None):
     """The VideoItems a config's `data` block names, labels matched to `labels` (None: the
-    data's own class names)."""
-    items = source_of(data).items(data, labels, labels is not None)
+    data's own class names; `strict`, default `labels is not None`: a class outside them is an error)."""
+    items = source_of(data).items(data, labels, labels is not None if strict is None else strict)
     return items[: data.max_videos] if data.max_videos else items
