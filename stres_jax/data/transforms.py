@@ -116,7 +116,14 @@ def normalize(frames_uint8, mean=MEAN, std=STD):
 
 
 def _standardize(x, mean=MEAN, std=STD):
-    return (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    """(x - mean) / std per channel (last axis), float32. Computed with the channels interleaved
+    along rows of W*C values: the same float32 operations, 2x faster than broadcasting over 3."""
+    x = np.asarray(x, np.float32)
+    width = x.shape[-2]
+    rows = x.reshape(x.shape[:-2] + (-1,))
+    out = np.subtract(rows, np.tile(np.asarray(mean, np.float32), width))
+    out /= np.tile(np.asarray(std, np.float32), width)
+    return out.reshape(x.shape)
 
 
 def train_view(frames, origin, flip):
@@ -126,16 +133,24 @@ def train_view(frames, origin, flip):
     top, left = origin
     if flip:  # the same pixels, read from the unflipped frame
         left = RESIZE[1] - CROP - left
-    x = np.asarray(frames).astype(np.float32) / np.float32(255)
-    view = resize_region(x, RESIZE, (int(top), int(left), CROP, CROP))
-    return _standardize(view[:, :, ::-1] if flip else view)
+    frames = np.asarray(frames)
+    if frames.shape[1:3] == RESIZE:  # a clip store's frames: resizing is the identity, so crop first
+        view = frames[:, top: top + CROP, left: left + CROP].astype(np.float32) / np.float32(255)
+    else:
+        x = frames.astype(np.float32) / np.float32(255)
+        view = resize_region(x, RESIZE, (int(top), int(left), CROP, CROP))
+    view = _standardize(view)  # per pixel, so flipping after it gives the same values
+    return np.ascontiguousarray(view[:, :, ::-1]) if flip else view
 
 
 def train_clip(video, indices, origin, flip):
     """One training clip (`train_view`) of a video (a reader, VideoItem or path), each frame
     transformed as it is decoded."""
-    from stres_jax.data.readers import as_reader
-    return as_reader(video).frames(indices, lambda frame: train_view(frame[None], origin, flip)[0])
+    from stres_jax.data.readers import FileReader, as_reader
+    reader = as_reader(video)
+    if isinstance(reader, FileReader):  # each full-size frame transformed as it is decoded
+        return reader.frames(indices, lambda frame: train_view(frame[None], origin, flip)[0])
+    return train_view(reader.frames(indices), origin, flip)
 
 
 def preprocess(frames):
