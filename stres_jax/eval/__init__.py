@@ -23,7 +23,7 @@ from stres_jax.data.workers import DecodeWorkers
 from stres_jax.distributed import initialize_distributed
 from stres_jax.inference import forward_fn
 from stres_jax.loader import ModelOptions, load_net
-from stres_jax.mesh import DataParallel
+from stres_jax.mesh import DataParallel, data_shardings
 from stres_jax.metrics import summarize, video_record
 from stres_jax.pipeline import clip_loader, decoded_videos, run_videos
 from stres_jax.records import open_shard, read_records
@@ -46,13 +46,14 @@ def evaluate(config, workdir, items=None, embeddings=False, net=None):
     initialize_distributed(config.distributed)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    data_shardings(config.batch_size)  # the batch divides among the devices, before anything slow
     net = net or load_net(ModelOptions.from_config(config))
     model, variables, labels = net.model, net.variables, net.labels
     identity = run_identity(config, net, embeddings, given_items=items is not None)
     if config.fresh:
         clear_workdir(workdir, RESULT_FILES)
+    items = make_source(config.data, labels) if items is None else items  # its classes checked: before the claim
     claim_workdir(workdir, identity, "predictions*.jsonl", "pass --config.fresh=True to start it afresh")
-    items = make_source(config.data, labels) if items is None else items
     done = read_records(workdir)
     mine = [item for item in items if item.key not in done][jax.process_index()::jax.process_count()]
     parallel = DataParallel(forward_fn(model), variables, config.batch_size, compiler_options(config.cpu_library))

@@ -18,7 +18,7 @@ from stres_jax.data.sampling import ClipPlan
 from stres_jax.data.sources import check_data
 from stres_jax.distributed import initialize_distributed
 from stres_jax.errors import UserError
-from stres_jax.loader import ModelOptions, load_net
+from stres_jax.loader import ModelOptions, checked_checkpoint, load_net
 from stres_jax.mesh import data_shardings, global_rows, traced_on
 from stres_jax.models import canonical_arch, create_model
 from stres_jax.train.data import ClipSampler, close_batches, next_batch, train_batches, training_videos
@@ -64,11 +64,12 @@ def start_variables(config, classes):
     return model, jax.tree.map(np.asarray, variables), str(net.directory)
 
 
-def check_identity(workdir, config):
-    """A workdir serves one run: refuse to resume one made with another config's essentials."""
+def check_identity(workdir, config, write=True):
+    """A workdir serves one run: refuse to resume one made with another config's essentials
+    (`write=False`: check only; the run claims it once every check has passed)."""
     identity = {key: config[key].to_dict() if hasattr(config[key], "to_dict") else config[key]
                 for key in IDENTITY_KEYS}
-    claim_workdir(workdir, identity, "checkpoints/*")
+    claim_workdir(workdir, identity, "checkpoints/*", write=write)
 
 
 def train(config, workdir):
@@ -83,7 +84,10 @@ def train(config, workdir):
     initialize_distributed(config.distributed)
     workdir = Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
-    check_identity(workdir, config)
+    check_identity(workdir, config, write=False)
+    rows, replicated = data_shardings(config.batch_size)  # the cheap checks before any video is probed
+    if not config.from_scratch:
+        checked_checkpoint(ModelOptions.from_config(config))
     lead = jax.process_index() == 0
     plan = ClipPlan(config.sampling.clips_per_video, config.sampling.clip_len, config.sampling.frame_rate or None)
     videos, skipped, classes, num_videos = training_videos(config.data, plan)
@@ -103,7 +107,7 @@ def train(config, workdir):
     total_steps = steps_per_epoch * config.num_epochs
     optimizer = sgd(learning_rate_schedule(config.optimizer, steps_per_epoch, config.batch_size),
                     config.optimizer.momentum, config.optimizer.weight_decay)
-    rows, replicated = data_shardings(config.batch_size)
+    check_identity(workdir, config)  # every check passed: the workdir is this run's
     local_batch = config.batch_size // jax.process_count()
     state = jax.device_put(init_state(model, variables, optimizer), replicated)
     step_fn = jax.jit(traced_on(make_train_step(model, optimizer, trainable_filter(config.frozen_stages)), rows),
