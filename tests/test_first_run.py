@@ -65,5 +65,6 @@ def test_a_refused_run_leaves_its_workdir_unclaimed(converted, tmp_path):
     accepted = subprocess.run([sys.executable, "-m", "stres_jax.eval", "--config", str(REPO / "configs" / "mc3.py"),
                                *base, "--config.batch_size=4", "--config.protocol.clips_per_video=1"],
                               capture_output=True, text=True, cwd=REPO, timeout=600,
-                              env={**os.environ, **four})
+                              env={**os.environ, **four, "STRES_JAX_LOG_EVERY": "0"})
     assert accepted.returncode == 0, accepted.stderr[-2000:]
+    assert " eval: 1/1 video (" in accepted.stderr  # stderr is not a terminal: plain progress lines

@@ -56,13 +56,15 @@ def final_params(workdir):
 @pytest.fixture(scope="module")
 def finetuned(converted, folder, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("finetune")
-    result = run_train(converted(ARCH), folder, workdir, f"--config.validation.data.root={folder}", *VALIDATION)
+    result = run_train(converted(ARCH), folder, workdir, f"--config.validation.data.root={folder}", *VALIDATION,
+                       env={"STRES_JAX_LOG_EVERY": "0"})  # stderr is a pipe: plain progress lines
     return workdir, result.stderr
 
 
 def test_finetune_skips_the_corrupt_file_and_predicts_a_folder_class(finetuned, folder, capsys):
     workdir, stderr = finetuned
     assert "corrupt.mp4" in stderr and "Traceback" not in stderr
+    assert f" train: {STEPS}/{STEPS} step (" in stderr and "loss " in stderr  # a log, not a terminal
     assert "leaked shared_memory" not in stderr  # grain's batches are all unlinked (2 workers)
     assert [s["video"] for s in json.loads((workdir / "skipped.json").read_text())] == [str(folder / "cartoon" / "corrupt.mp4")]
     lines = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import ml_collections
 import numpy as np
-import tqdm
 
 from stres_jax.atomic import atomic_path
 from stres_jax.data import sampling
@@ -21,6 +20,7 @@ from stres_jax.data.transforms import RESIZE
 from stres_jax.data.workers import DecodeWorkers, store_task
 from stres_jax.errors import UserError
 from stres_jax.pipeline import decoded_videos
+from stres_jax.progress import progress as progress_bar
 
 VIDEOS_PER_SHARD = 64
 
@@ -50,8 +50,8 @@ def prepare(data, out, encoding=DEFAULT_ENCODING, quality=DEFAULT_QUALITY, worke
     shards = [s for s in range(process_index, num_shards, process_count) if not (out / _name(s, "json")).exists()]
     mine = [(s, item) for s in shards for item in items[s * videos_per_shard: (s + 1) * videos_per_shard]]
     label_of = {name: i for i, name in enumerate(classes)}
-    with DecodeWorkers(workers) as pool, tqdm.tqdm(total=len(mine), unit="video", desc=f"prepare {out.name}",
-                                                   disable=None if progress is None else not progress) as bar:
+    with DecodeWorkers(workers) as pool, progress_bar(len(mine), f"prepare {out.name}", "video",
+                                                             show=progress is not False) as bar:
         def load(item, reader):
             if reader.isolated:
                 return list(pool.run(item.key, store_task, reader, (encoding, quality)))[0]

@@ -6,12 +6,10 @@ video, so a killed run started again with the same workdir resumes where it stop
 """
 import hashlib
 import json
-import sys
 from pathlib import Path
 
 import jax
 import numpy as np
-from tqdm import tqdm
 
 from stres_jax.atomic import atomic_path
 from stres_jax.config_check import EVAL as EVAL_RULES
@@ -26,6 +24,7 @@ from stres_jax.loader import ModelOptions, load_net
 from stres_jax.mesh import DataParallel, data_shardings
 from stres_jax.metrics import summarize, video_record
 from stres_jax.pipeline import clip_loader, decoded_videos, run_videos
+from stres_jax.progress import progress
 from stres_jax.records import open_shard, read_records
 from stres_jax.workdir import claim_workdir, clear_workdir, weights_fingerprint
 from stres_jax.xla_options import compiler_options
@@ -57,9 +56,8 @@ def evaluate(config, workdir, items=None, embeddings=False, net=None):
     done = read_records(workdir)
     mine = [item for item in items if item.key not in done][jax.process_index()::jax.process_count()]
     parallel = DataParallel(forward_fn(model), variables, config.batch_size, compiler_options(config.cpu_library))
-    show = jax.process_index() == 0 and sys.stderr.isatty()
     with DecodeWorkers(config.num_workers) as workers, open_shard(workdir, jax.process_index()) as shard, \
-            tqdm(total=len(mine), unit="video", disable=not show, desc="eval") as bar:
+            progress(len(mine), "eval", "video", show=jax.process_index() == 0) as bar:
         def on_video(item, outputs):
             record = video_record(item, outputs, labels, plan.crops)
             if embeddings and "error" not in record:

@@ -15,13 +15,13 @@ import sys
 
 import grain
 import numpy as np
-import tqdm
 
 from stres_jax.data.readers import FileReader
 from stres_jax.data.sources import source_of
 from stres_jax.data.transforms import CROP, RESIZE, train_clip
 from stres_jax.data.workers import DecodeWorkers, probe_task, train_clip_task
 from stres_jax.errors import UserError
+from stres_jax.progress import progress
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,8 +66,11 @@ def scan_videos(items, classes, plan, workers=4):
     with contextlib.ExitStack() as stack, concurrent.futures.ThreadPoolExecutor(workers) as threads:
         if pool is not None:
             stack.enter_context(pool)
-        found = list(tqdm.tqdm(threads.map(look, items), total=len(items), desc="probing", unit="video",
-                               disable=None, leave=False))
+        found = []
+        with progress(len(items), "probing", "video", leave=False) as bar:
+            for result in threads.map(look, items):
+                found.append(result)
+                bar.update()
     videos = [v for v, _ in found if v is not None and len(v.frames)]
     skipped = [s for _, s in found if s is not None]
     return videos, skipped

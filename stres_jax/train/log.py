@@ -3,7 +3,7 @@ import json
 import sys
 from pathlib import Path
 
-from tqdm import tqdm
+from stres_jax.progress import progress
 
 
 class RunLog:
@@ -14,8 +14,7 @@ class RunLog:
 
     def __init__(self, workdir, start, total_steps, lead=True):
         self.lead = lead
-        self.bar = tqdm(total=total_steps, initial=start, unit="step", desc="train",
-                        disable=not (lead and sys.stderr.isatty()))
+        self.bar = progress(total_steps, "train", "step", show=lead, initial=start)
         self.file = self.writer = None
         if not lead:
             return
