@@ -68,3 +68,15 @@ def test_a_refused_run_leaves_its_workdir_unclaimed(converted, tmp_path):
                               env={**os.environ, **four, "STRES_JAX_LOG_EVERY": "0"})
     assert accepted.returncode == 0, accepted.stderr[-2000:]
     assert " eval: 1/1 video (" in accepted.stderr  # stderr is not a terminal: plain progress lines
+
+
+def test_help_of_the_config_programs_describes_every_field():
+    for module, field in (("stres_jax.eval", "--config.protocol.crops=1"), ("stres_jax.train", "--config.sampling.clips_per_video=5")):
+        shown = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, cwd=REPO,
+                               timeout=120)
+        assert shown.returncode == 0 and "Try --helpfull" not in shown.stdout, shown.stderr[-2000:]
+        lines = shown.stdout.splitlines()
+        assert field in [line.strip() for line in lines]
+        assert "spatial crops per clip" in shown.stdout or "random clips per video and epoch" in shown.stdout
+        assert "  --config.data.root=''" in lines
+        assert lines[lines.index("  --config.data.root=''") + 1].strip() == "folder of videos (folder and csv sources)"

@@ -57,8 +57,16 @@ def user_errors(prog):
         sys.stderr.close()
 
 
-def run_program(prog, config_help, workdir_help, body):
-    """Define --config (locked) and --workdir, parse them, and call `body(config, workdir)`."""
+def run_program(prog, config_help, workdir_help, body, usage=None, default_config=None):
+    """Define --config (locked) and --workdir, parse them, and call `body(config, workdir)`.
+    `--help` prints `usage` and every field of `default_config()` with its description."""
+    if default_config is not None and any(arg in ("--help", "-h", "-help") for arg in sys.argv[1:]):
+        from stres_jax.cli.config_help import help_text
+        try:
+            print(help_text(prog, usage or "", default_config()))
+        except BrokenPipeError:  # `--help | head`
+            sys.stderr.close()
+        sys.exit(0)
     config_flags.DEFINE_config_file("config", None, config_help, lock_config=True)
     flags.DEFINE_string("workdir", None, workdir_help)
 

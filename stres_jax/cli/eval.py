@@ -17,5 +17,10 @@ def evaluate_and_report(config, workdir):
 
 
 def run():
+    from stres_jax.config_base import get_base_config
     run_program("stres_jax.eval", "a config file, e.g. configs/r2plus1d.py",
-                "where predictions and results go (a rerun of the same run resumes)", evaluate_and_report)
+                "where predictions and results go (a rerun of the same run resumes)", evaluate_and_report,
+                "Evaluate a net on videos with torchvision's protocol (5 clips of 16 frames at 15 fps, centre crop),\n"
+                "data-parallel over every device and host; writes W/predictions.jsonl and W/results.json.\n"
+                "Example: python -m stres_jax.eval --config configs/r2plus1d.py --workdir /tmp/w \\\n"
+                "             --config.data.root=/data/kinetics400/val", get_base_config)

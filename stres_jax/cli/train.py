@@ -17,5 +17,9 @@ def train_and_report(config, workdir):
 
 
 def run():
+    from stres_jax.config_base import get_train_config
     run_program("stres_jax.train", "a training config, e.g. configs/finetune.py",
-                "checkpoints, metrics.jsonl, tensorboard/, best/ and final/ go here", train_and_report)
+                "checkpoints, metrics.jsonl, tensorboard/, best/ and final/ go here", train_and_report,
+                "Fine-tune or train a net as torchvision's references do; resumable (run it again with the same\n"
+                "workdir), SIGTERM saves first. Example: python -m stres_jax.train --config configs/finetune.py \\\n"
+                "    --workdir /tmp/ft --config.data.root=videos/ --config.checkpoint=ckpt/r2plus1d", get_train_config)
