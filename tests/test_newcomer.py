@@ -51,8 +51,9 @@ def test_every_bad_flag_is_one_line(capsys, argv, expected):
 def test_checkpoint_mistakes_are_one_line(capsys, converted, tmp_path):
     pth = tmp_path / "weights.pth"
     pth.write_bytes(b"not really")
-    assert "a file, not a checkpoint directory" in one_line_error(
-        capsys, ["predict", "v.mp4", "--checkpoint", str(pth)])
+    unpublished = one_line_error(capsys, ["predict", "v.mp4", "--checkpoint", str(pth)])
+    assert "a file, not a checkpoint directory" in unpublished and "convert --checkpoint" in unpublished
+    assert "fetch" not in unpublished  # fetch --from refuses files that are not the published ones
     assert "holds r2plus1d_18, but r3d_18 was asked for" in one_line_error(
         capsys, ["predict", "v.mp4", "--checkpoint", str(converted(ARCH)), "--arch", "3D"])
     no_cache = one_line_error(capsys, ["embed", "v.mp4", "--out", str(tmp_path / "e.npz"), "--arch", "3D"]) \

@@ -50,8 +50,12 @@ def read_meta(directory):
     directory = Path(directory)
     hint = "make one with `python convert_weights.py` or `stres-jax fetch ARCH`"
     if directory.is_file():
+        from stres_jax.checkpoints.fetch import PUBLISHED_FILES
+        published = {name: arch for arch, name in PUBLISHED_FILES.items()}
+        fetch = (f" or `stres-jax fetch {published[directory.name]} --from {directory}`"
+                 if directory.name in published else "")  # fetch --from takes only the published files
         raise CheckpointError(f"{directory}: a file, not a checkpoint directory; a PyTorch .pth becomes "
-                              f"one with `stres-jax convert` or `stres-jax fetch ARCH --from {directory.name}`")
+                              f"one with `stres-jax convert --checkpoint {directory} --arch ARCH --out DIR`{fetch}")
     if not directory.is_dir():
         raise CheckpointError(f"{directory}: no such checkpoint directory; {hint}")
     meta_path = directory / META_FILE

@@ -63,6 +63,8 @@ def run(args):
                 result = {"video": path, "error": str(err).removeprefix(f"{path}: ")}
                 print(f"stres-jax: error: {err}", file=sys.stderr)
             results.append(result)
+            if args.plot and "error" not in result:
+                print(f"wrote {args.plot}", file=sys.stderr)  # stderr: stdout may be JSON
             if args.format == "text" and "error" not in result:
                 print(format_text(result, args.top), flush=True)
     if args.format == "json":
