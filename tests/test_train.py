@@ -138,3 +138,24 @@ def test_a_workdir_refuses_another_run(finetuned, converted, folder):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and "differs in seed" in result.stderr
     assert result.stderr.strip().count("\n") == 0
+
+
+def test_ctrl_c_saves_stops_in_one_line_and_the_rerun_resumes(finetuned, converted, folder, tmp_path):
+    """SIGINT to the whole process group, as Ctrl-C in a terminal (grain's and the decoders' too)."""
+    reference, _ = final_params(finetuned[0])
+    proc = subprocess.Popen(train_command(converted(ARCH), folder, tmp_path), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 600
+    while time.time() < deadline and not (tmp_path / "checkpoints" / "2").is_dir():
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr[-3000:]
+    assert "stres_jax.train: stopped at step" in stderr and "(SIGINT), checkpoint saved" in stderr
+    assert not list((tmp_path / "checkpoints").glob("*tmp*")) and not (tmp_path / "final").exists()
+    resumed_run = run_train(converted(ARCH), folder, tmp_path)
+    assert "stres_jax.train: resuming from step" in resumed_run.stderr
+    resumed, _ = final_params(tmp_path)
+    for key in reference:
+        np.testing.assert_array_equal(resumed[key], reference[key], err_msg="/".join(key))

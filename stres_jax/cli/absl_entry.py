@@ -53,6 +53,9 @@ def user_errors(prog):
         yield
     except UserError as err:
         fail(prog, err)
+    except KeyboardInterrupt:  # Ctrl-C outside the training loop (which saves and stops by itself)
+        print(f"{prog}: interrupted", file=sys.stderr)
+        sys.exit(130)
     except BrokenPipeError:
         sys.stderr.close()
 

@@ -55,18 +55,30 @@ def run(args):
     runner = ClipRunner(load_net(ModelOptions.from_args(args), args.random_init), batch_size)
     progress = sys.stderr.isatty()
     results = []
-    with DecodeWorkers(1) as workers:  # a decoder crash or hang costs one video, not the command
-        for path in args.videos:
-            try:
-                result = predict_video(runner, path, plan, args.top, progress, plot=args.plot, workers=workers)
-            except UserError as err:
-                result = {"video": path, "error": str(err).removeprefix(f"{path}: ")}
-                print(f"stres-jax: error: {err}", file=sys.stderr)
-            results.append(result)
-            if args.plot and "error" not in result:
-                print(f"wrote {args.plot}", file=sys.stderr)  # stderr: stdout may be JSON
-            if args.format == "text" and "error" not in result:
-                print(format_text(result, args.top), flush=True)
+    try:
+        with DecodeWorkers(1) as workers:  # a decoder crash or hang costs one video, not the command
+            predict_each(args, runner, plan, progress, workers, results)
+    except KeyboardInterrupt:  # Ctrl-C: the answers so far, the other videos marked interrupted
+        results += [{"video": path, "error": "interrupted"} for path in args.videos[len(results):]]
+        print("stres-jax: interrupted", file=sys.stderr)
     if args.format == "json":
         print(json.dumps(results, indent=1))  # always a list, one entry per VIDEO in order
+    if any(r.get("error") == "interrupted" for r in results):
+        return 130
     return 1 if any("error" in r for r in results) else 0
+
+
+def predict_each(args, runner, plan, progress, workers, results):
+    """Predict each of `args.videos` in turn, appending its answer (or error) to `results`."""
+    for path in args.videos:
+        try:
+            result = predict_video(runner, path, plan, args.top, progress, plot=args.plot, workers=workers)
+        except UserError as err:
+            result = {"video": path, "error": str(err).removeprefix(f"{path}: ")}
+        results.append(result)  # before any message: after it, an interrupt no longer costs this answer
+        if "error" in result:
+            print(f"stres-jax: error: {path}: {result['error']}", file=sys.stderr)
+        if args.plot and "error" not in result:
+            print(f"wrote {args.plot}", file=sys.stderr)  # stderr: stdout may be JSON
+        if args.format == "text" and "error" not in result:
+            print(format_text(result, args.top), flush=True)

@@ -11,7 +11,7 @@ def train_and_report(config, workdir):
         final = train(config, workdir)
     except TrainingStopped as stopped:
         print(f"stres_jax.train: {stopped}", file=sys.stderr)
-        sys.exit(143)
+        sys.exit(stopped.status)  # 130 after Ctrl-C, 143 after SIGTERM
     if final is not None:
         print(f"wrote {final}")
 

@@ -9,6 +9,7 @@ grain's daemonic data workers may start them too."""
 import collections
 import os
 import resource
+import signal
 import subprocess
 import sys
 import threading
@@ -43,6 +44,7 @@ def _say_bound(memory):
 
 
 def _worker(connection, memory):
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the caller stops us
     if memory:
         bound = memory_bound(memory)
         resource.setrlimit(resource.RLIMIT_AS, (bound, resource.getrlimit(resource.RLIMIT_AS)[1]))
@@ -117,7 +119,10 @@ class DecodeWorkers:
         connection.close()
         with self._lock:
             fresh = self._start()
-            self._all[self._all.index(worker)] = fresh
+            if worker in self._all:
+                self._all[self._all.index(worker)] = fresh
+            else:  # already closed or replaced (an interrupted caller): still stopped by close()
+                self._all.append(fresh)
         return fresh
 
     def run(self, key, fn, *args):

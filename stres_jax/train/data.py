@@ -11,6 +11,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import gc
+import signal
 import sys
 
 import grain
@@ -87,6 +88,13 @@ class ClipSampler:
 
     def __getstate__(self):  # grain sends the sampler to its workers; each starts its own decoder
         return {**self.__dict__, "_decoder": None, "_order": (None, None)}
+
+    def __setstate__(self, state):  # in a grain worker: Ctrl-C is the main process's to handle
+        self.__dict__.update(state)
+        try:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        except ValueError:  # not the main thread: nothing to change
+            pass
 
     def close(self):
         """Stop this process's decoding worker (a later `load` starts another)."""

@@ -34,7 +34,12 @@ IDENTITY_KEYS = ("arch", "checkpoint", "from_scratch", "seed", "batch_size", "nu
 
 
 class TrainingStopped(Exception):
-    """SIGTERM arrived; the state of the last step is saved."""
+    """SIGTERM or SIGINT (Ctrl-C) arrived; the state of the last step is saved. `status`: the
+    exit status the shell expects (128 + the signal)."""
+
+    def __init__(self, message, status):
+        super().__init__(message)
+        self.status = status
 
 
 def learning_rate_schedule(optimizer, steps_per_epoch, batch_size):
@@ -133,8 +138,11 @@ def train(config, workdir):
 
     validator = Validator(model, config, classes, state) if has_validation(config.validation.data) else None
     best = BestCheckpoint(workdir / "best", canonical_arch(config.arch), classes) if lead else None
-    stop = []
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
+    if start and lead:
+        print(f"stres_jax.train: resuming from step {start} of {total_steps} ({workdir / 'checkpoints'})",
+              file=sys.stderr)
+    stop = []  # the signals that arrived: the step in flight finishes, is saved, and the run stops
+    previous = {sig: signal.signal(sig, lambda number, _: stop.append(number)) for sig in (signal.SIGTERM, signal.SIGINT)}
     log = RunLog(workdir, start, total_steps, lead)
     try:
         tick = time.perf_counter()
@@ -158,10 +166,12 @@ def train(config, workdir):
             if step % config.checkpoint_every_steps == 0 or step % steps_per_epoch == 0 or stop:
                 save(step)
             if stop:
-                raise TrainingStopped(f"stopped at step {step} of {total_steps} (SIGTERM), checkpoint "
-                                      "saved; run the same command again to resume")
+                name = signal.Signals(stop[0]).name
+                raise TrainingStopped(f"stopped at step {step} of {total_steps} ({name}), checkpoint "
+                                      "saved; run the same command again to resume", 128 + stop[0])
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         log.close()
         close_batches(iterator)
     final = float32_variables(state)
