@@ -104,3 +104,17 @@ def test_ctrl_c_during_predict_prints_the_answers_it_has(tmp_path):
     answers = json.loads(stdout)
     assert len(answers) == len(videos) and "top" in answers[0] and answers[1]["error"] != "interrupted"
     assert answers[-1] == {"video": videos[-1], "error": "interrupted"}
+
+
+def test_a_demo_out_of_the_box(capsys):
+    """`stres-jax` alone lists the commands; `predict` with no video runs on the shipped clip."""
+    from stres_jax.cli import main
+    from stres_jax.demo import DEMO_CLIP
+    assert main([]) == 0
+    listing = capsys.readouterr().out
+    assert all(command in listing for command in ("predict", "prepare", "embed", "fetch"))
+    assert DEMO_CLIP.stat().st_size < 500_000 and (DEMO_CLIP.parent / "LICENSE.txt").exists()
+    assert main(["predict", "--random-init", "--clips", "1", "--format", "json"]) == 0
+    captured = capsys.readouterr()
+    assert "no VIDEO given: predicting the demo clip" in captured.err and "CC-BY" in captured.err
+    assert json.loads(captured.out)[0]["video"] == str(DEMO_CLIP)

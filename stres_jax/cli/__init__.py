@@ -38,6 +38,10 @@ def build_parser():
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    if not (sys.argv[1:] if argv is None else argv):  # `stres-jax` alone: the commands, not an error
+        parser.print_help()
+        return 0
+    args = parser.parse_args(argv)
     use_compilation_cache()
     return run_guarded(lambda: args.func(args))

@@ -19,7 +19,8 @@ def register(subparsers):
         description="Identify the main action in each video. By default torchvision's video-level "
         "protocol: resample to 15 fps, 5 clips of 16 frames spread over the video, softmax averaged. "
         "Prints the top-1 label per video; one bad video never stops the others.")
-    parser.add_argument("videos", nargs="+", metavar="VIDEO")
+    parser.add_argument("videos", nargs="*", metavar="VIDEO", help="video files (none: the demo clip shipped "
+                        "with the package, 5 s of Big Buck Bunny)")
     add_model_flags(parser)
     parser.add_argument("--top", type=positive_int, default=1, metavar="K", help="show the K most likely labels")
     parser.add_argument("--format", choices=("text", "json"), default="text",
@@ -47,6 +48,10 @@ def register(subparsers):
 
 
 def run(args):
+    if not args.videos:
+        from stres_jax.demo import CREDIT, DEMO_CLIP
+        print(f"stres-jax: no VIDEO given: predicting the demo clip {DEMO_CLIP} ({CREDIT})", file=sys.stderr)
+        args.videos = [str(DEMO_CLIP)]
     plan = sampling.ClipPlan(args.clips, args.clip_len, args.frame_rate or None, args.target_length,
                              args.window, args.stride, args.crops)
     if args.plot and (not args.window or len(args.videos) != 1):
