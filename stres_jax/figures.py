@@ -1,11 +1,9 @@
 """Pictures: the stem's filters, a summary diagram of the net, the action over time."""
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure  # no pyplot: drawing here never changes the caller's backend
+from matplotlib.patches import Rectangle
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from stres_jax.atomic import atomic_path  # noqa: E402
+from stres_jax.atomic import atomic_path
 
 
 def stem_kernels(variables):
@@ -44,14 +42,16 @@ def save_filters(variables, path):
     kernels = stem_kernels(variables)
     if "conv" in kernels:
         images = filter_images(kernels["conv"])
-        fig, ax = plt.subplots(figsize=(12, 9))
+        fig = Figure(figsize=(12, 9))
+        ax = fig.subplots()
         ax.imshow(filter_mosaic(images, columns=8, gap=4), interpolation="nearest")
         ax.set_title(f"{images.shape[0]} stem filters of {images.shape[2]}x{images.shape[3]}, each shown "
                      f"as its {images.shape[1]} time steps left to right (contrast per filter)")
         ax.axis("off")
         return _save(fig, path)
     spatial, temporal = filter_images(kernels["spatial"]), kernels["temporal"][:, 0, 0]  # (3, 45, 64)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(15, 7), gridspec_kw={"width_ratios": [1, 1.4]})
+    fig = Figure(figsize=(15, 7))
+    left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.4]})
     left.imshow(filter_mosaic(spatial, columns=9), interpolation="nearest")
     left.set_title(f"spatial half: {spatial.shape[0]} filters of 1x7x7 (RGB, contrast per filter)")
     left.axis("off")
@@ -75,14 +75,15 @@ def save_summary(info, path):
         output = next(l["output"] for l in reversed(info["layers"]) if l["path"].startswith(block + "/"))
         rows.append((block, "  ".join("x".join(map(str, k)) for k in kernels), "x".join(map(str, output))))
     rows += [("global average pool", "", "512"), ("fc", "", str(info["layers"][-1]["output"][0]))]
-    fig, ax = plt.subplots(figsize=(8, 0.55 * len(rows) + 1))
+    fig = Figure(figsize=(8, 0.55 * len(rows) + 1))
+    ax = fig.subplots()
     ax.set_xlim(0, 10)
     ax.set_ylim(-len(rows), 1)
     ax.axis("off")
     for i, (name, kernels, output) in enumerate(rows):
         y = -i
         color = "#dde8f6" if name.startswith("layer") else "#eeeeee"
-        ax.add_patch(plt.Rectangle((0.2, y - 0.4), 9.6, 0.8, color=color, ec="#555555"))
+        ax.add_patch(Rectangle((0.2, y - 0.4), 9.6, 0.8, color=color, ec="#555555"))
         ax.text(0.4, y, name, va="center", fontsize=9, weight="bold")
         ax.text(3.2, y, kernels, va="center", fontsize=8, family="monospace")
         ax.text(9.6, y, output, va="center", ha="right", fontsize=8)
@@ -97,7 +98,8 @@ def save_action_strip(frames, windows, path, title="", columns=10):
     count = len(frames)
     columns = max(1, min(columns, count))
     rows = -(-count // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(1.9 * columns, 2.35 * rows + 0.5), squeeze=False)
+    fig = Figure(figsize=(1.9 * columns, 2.35 * rows + 0.5))
+    axes = fig.subplots(rows, columns, squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, frame, window in zip(axes.ravel(), frames, windows):
@@ -117,7 +119,8 @@ def save_cam(clip, cam, path, title, frames=8):
     from stres_jax.explain import upsample_cam
     heat = upsample_cam(cam, clip.shape[:3])
     shown = np.linspace(0, len(clip) - 1, frames).round().astype(int)
-    fig, axes = plt.subplots(2, frames, figsize=(1.8 * frames, 4.0))
+    fig = Figure(figsize=(1.8 * frames, 4.0))
+    axes = fig.subplots(2, frames)
     for column, t in enumerate(shown):
         for row in range(2):
             axes[row, column].imshow(clip[t])
@@ -132,4 +135,3 @@ def save_cam(clip, cam, path, title, frames=8):
 def _save(fig, path):
     with atomic_path(path) as staging:
         fig.savefig(staging, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)

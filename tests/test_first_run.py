@@ -114,6 +114,8 @@ def test_a_demo_out_of_the_box(capsys):
     listing = capsys.readouterr().out
     assert all(command in listing for command in ("predict", "prepare", "embed", "fetch"))
     assert DEMO_CLIP.stat().st_size < 500_000 and (DEMO_CLIP.parent / "LICENSE.txt").exists()
+    from stres_jax.data.decode import probe
+    assert len(probe(DEMO_CLIP).resampled(15)) == 79  # 5.28 s at 25 fps, timestamps intact
     assert main(["predict", "--random-init", "--clips", "1", "--format", "json"]) == 0
     captured = capsys.readouterr()
     assert "no VIDEO given: predicting the demo clip" in captured.err and "CC-BY" in captured.err
