@@ -22,9 +22,11 @@ def convert_file(checkpoint, arch, out, labels_file=None):
     return save_checkpoint(out, arch, variables, read_label_file(labels_file, num_classes), source)
 
 
-def fetch(arch, out=None, source=None):
+def fetch(arch, out=None, source=None, timeout=60):
     """Convert torchvision's published weights for `arch` (downloaded, or the local copy
-    `source`, checked by its sha256) into `out` (default: the cache later commands read)."""
+    `source`, checked by its sha256) into `out` (default: the cache later commands read);
+    `timeout`: seconds a download may wait for the network."""
     arch = canonical_arch(arch)
     out = out or default_checkpoint_dir(arch)
-    return convert_file(check_published(arch, source) if source else download_published(arch), arch, out)
+    return convert_file(check_published(arch, source) if source else download_published(arch, timeout=timeout),
+                        arch, out)

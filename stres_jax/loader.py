@@ -5,6 +5,7 @@ Eval, embed, predict, explain, the exports and training all start here, so the n
 option is added in `ModelOptions` alone: its config key, its check, its place in a workdir's
 identity and its effect on the loaded net."""
 import dataclasses
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -120,7 +121,18 @@ def default_checkpoint(arch):
     """The checkpoint directory `stres-jax fetch ARCH` cached, or a UserError saying how to get it."""
     arch = canonical_arch(arch)
     checkpoint = default_checkpoint_dir(arch)
-    if not checkpoint.is_dir():
-        raise UserError(f"no checkpoint given and none cached for {arch}: run `stres-jax fetch {arch}` "
-                        f"(offline: `stres-jax fetch {arch} --from FILE.pth`) or name a checkpoint directory")
-    return checkpoint
+    if checkpoint.is_dir():
+        return checkpoint
+    from stres_jax.checkpoints.fetch import PUBLISHED_FILES, FetchError, cache_dir
+    from stres_jax.convert import fetch
+    if sys.stderr.isatty():  # with the download's progress bar; in a log, one line when it is done
+        print(f"stres_jax: no {arch} weights cached: downloading torchvision's {PUBLISHED_FILES[arch]}", file=sys.stderr)
+    try:
+        checkpoint = fetch(arch, timeout=10)  # offline, the one-line answer comes at once, not after a minute
+        print(f"stres_jax: downloaded torchvision's {arch} weights into {cache_dir()} (once, as `stres-jax fetch "
+              f"{arch}` does)", file=sys.stderr)
+        return checkpoint
+    except FetchError as err:
+        raise UserError(f"no checkpoint given and none cached for {arch}, and {err}: offline, download "
+                        f"{PUBLISHED_FILES[arch]} elsewhere and run `stres-jax fetch {arch} --from FILE.pth`; "
+                        "or pass --random-init to run with random weights, or name a checkpoint directory") from None

@@ -195,3 +195,21 @@ def test_fetch_from_a_local_copy_fills_the_cache_offline(tmp_path, monkeypatch, 
     assert main(["fetch", "mc3_18", "--from", str(served / "other.pth")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "is not that of torchvision's" in err
+
+
+def test_weights_download_on_first_use(tmp_path, monkeypatch, weights_server, capsys):
+    """As torchvision's: a command that needs the published weights and finds none cached
+    downloads, checks and converts them once (here from a local server)."""
+    url, name, _ = weights_server
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv(fetch.BASE_URL_ENV, url)
+    monkeypatch.setitem(fetch.PUBLISHED_FILES, "mc3_18", name)
+    from stres_jax.cli import main
+    from stres_jax.demo import DEMO_CLIP
+    assert main(["predict", str(DEMO_CLIP), "--arch", "mc3", "--clips", "1", "--format", "json"]) == 0
+    captured = capsys.readouterr()
+    assert "downloaded torchvision's mc3_18 weights" in captured.err
+    assert fetch.default_checkpoint_dir("mc3_18").is_dir() and "top" in json.loads(captured.out)[0]
+    monkeypatch.setenv(fetch.BASE_URL_ENV, "http://127.0.0.1:9")  # offline now: the cache serves
+    assert main(["predict", str(DEMO_CLIP), "--arch", "mc3", "--clips", "1"]) == 0
+    assert "downloaded" not in capsys.readouterr().err

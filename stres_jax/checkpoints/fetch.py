@@ -59,7 +59,7 @@ def check_published(arch, path):
     return Path(path)
 
 
-def download_published(arch, base_url=None, progress=None):
+def download_published(arch, base_url=None, progress=None, timeout=60):
     """Path of torchvision's published file for `arch`, downloaded into the cache if needed."""
     filename = PUBLISHED_FILES[arch]
     prefix = expected_sha256_prefix(filename)
@@ -71,7 +71,7 @@ def download_published(arch, base_url=None, progress=None):
     show = sys.stderr.isatty() if progress is None else progress
     try:
         with atomic_path(target) as partial:
-            with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as out:
+            with urllib.request.urlopen(url, timeout=timeout) as response, open(partial, "wb") as out:
                 total = int(response.headers.get("Content-Length") or 0) or None
                 with tqdm(total=total, unit="B", unit_scale=True, desc=filename, disable=not show) as bar:
                     for chunk in iter(lambda: response.read(1 << 20), b""):
