@@ -95,11 +95,45 @@ def save_summary(info, path):
 def save_action_strip(frames, windows, path, title="", columns=10):
     """The action over time: one thumbnail per window (the middle frame the net saw) with its
     time, top label and probability under it, `columns` per row."""
+    fig = Figure(figsize=(1.9 * min(columns, len(frames)), 2.35 * -(-len(frames) // columns) + 0.5))
+    _draw_strip(fig, frames, windows, columns)
+    fig.suptitle(title or f"the action over {len(frames)} windows", fontsize=10)
+    _save(fig, path)
+
+
+def save_action_curve(windows, curves, path, title=""):
+    """The action over time as curves: `curves` {label: probability per window}, drawn at each
+    window's middle."""
+    fig = Figure(figsize=(8, 3.2))
+    _draw_curves(fig, windows, curves)
+    fig.suptitle(title or "probability over time", fontsize=10)
+    _save(fig, path)
+
+
+def save_action_over_time(frames, windows, curves, path, title="", columns=10):
+    """The strip (for a talk) above the curves (for a paper), in one picture."""
+    rows = -(-len(frames) // columns)
+    fig = Figure(figsize=(max(8, 1.9 * min(columns, len(frames))), 2.35 * rows + 3.6))
+    strip, curve = fig.subfigures(2, 1, height_ratios=[2.35 * rows + 0.4, 3.2])
+    _draw_strip(strip, frames, windows, columns)
+    _draw_curves(curve, windows, curves)
+    fig.suptitle(title or f"the action over {len(frames)} windows", fontsize=10)
+    _save(fig, path)
+
+
+def window_curves(windows, probs, labels, top_label, most=5):
+    """{label: probabilities (windows,)} of the classes that lead some window, and the video's top
+    class, the `most` highest peaks first: what a curve over time should show."""
+    leaders = {top_label, *(w["label"] for w in windows)}
+    index = {label: labels.index(label) for label in leaders}
+    chosen = sorted(leaders, key=lambda label: -float(np.max(probs[:, index[label]])))[:most]
+    return {label: np.asarray(probs[:, index[label]], dtype=float) for label in chosen}
+
+
+def _draw_strip(fig, frames, windows, columns):
     count = len(frames)
     columns = max(1, min(columns, count))
-    rows = -(-count // columns)
-    fig = Figure(figsize=(1.9 * columns, 2.35 * rows + 0.5))
-    axes = fig.subplots(rows, columns, squeeze=False)
+    axes = fig.subplots(-(-count // columns), columns, squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, frame, window in zip(axes.ravel(), frames, windows):
@@ -108,9 +142,19 @@ def save_action_strip(frames, windows, path, title="", columns=10):
         ax.set_title(f"{window['start']:.1f}-{window['end']:.1f} s", fontsize=8, pad=2)
         ax.text(0.5, -0.04, f"{label}\n{window['probability']:.2f}", transform=ax.transAxes,
                 ha="center", va="top", fontsize=8)
-    fig.suptitle(title or f"the action over {count} windows", fontsize=10)
     fig.subplots_adjust(hspace=0.55, wspace=0.08)
-    _save(fig, path)
+
+
+def _draw_curves(fig, windows, curves):
+    ax = fig.subplots()
+    middles = [(w["start"] + w["end"]) / 2 for w in windows]
+    for label, probs in curves.items():
+        ax.plot(middles, probs, marker="o", markersize=3, label=label)
+    ax.set_xlabel("time (s), middle of each window")
+    ax.set_ylabel("probability")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
 
 
 def save_cam(clip, cam, path, title, frames=8):

@@ -65,7 +65,8 @@ def run_plan(runner, path, plan=ClipPlan(), progress=False, main=True, workers=N
 def predict_video(runner, path, plan=ClipPlan(), top=5, progress=False, plot=None, workers=None):
     """{"video", "top", "clips", "crops", "duration"[, "windows"]} for one video by a
     `ClipPlan`, with a `ClipRunner`; the score is the mean softmax over every clip and crop.
-    `plot`: a PNG path for the action over time (the windows' thumbnails and labels)."""
+    `plot`: a PNG path for the action over time (the windows' thumbnails and labels, and the
+    probabilities of the leading classes as curves)."""
     out = run_plan(runner, path, plan, progress, workers=workers)
     result = {"video": str(path), "top": runner.top(out.main_probs.mean(axis=0), top),
               "clips": len(out.main_probs) // plan.crops, "crops": plan.crops, "duration": round(out.info.duration, 3)}
@@ -73,10 +74,11 @@ def predict_video(runner, path, plan=ClipPlan(), top=5, progress=False, plot=Non
         result["windows"] = [{"start": start, "end": end, **runner.top(p, 1)[0]}
                              for (start, end), p in zip(out.window_times(), out.window_probs)]
         if plot:
-            from stres_jax.figures import save_action_strip  # matplotlib only when drawing
+            from stres_jax.figures import save_action_over_time, window_curves  # matplotlib only when drawing
             best = result["top"][0]
-            save_action_strip(out.window_frames, result["windows"], plot,
-                              f"{Path(path).name}: {best['label']} ({best['probability']:.3f}) overall; per window:")
+            curves = window_curves(result["windows"], out.window_probs, list(runner.labels), best["label"])
+            save_action_over_time(out.window_frames, result["windows"], curves, plot,
+                                  f"{Path(path).name}: {best['label']} ({best['probability']:.3f}) overall; per window:")
             result["plot"] = str(plot)
     return result
 

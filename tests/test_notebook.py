@@ -13,5 +13,6 @@ def test_the_tour_notebook_runs(tmp_path):
     outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     text = "".join(o.get("text", "") for o in outputs)
-    assert "r2plus1d_18" in text and "nodes" in text and "(1, 400)" in text
-    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 3  # frames, filters, feature space
+    assert "r2plus1d_18" in text and "nodes" in text and "(1, 400)" in text and "the same weights: True" in text
+    pictures = sum("image/png" in o.get("data", {}) for o in outputs)
+    assert pictures >= 5, pictures  # frames, the action over time, filters, summary graphic, feature space

@@ -40,7 +40,7 @@ def register(subparsers):
                         "frames (the action over time)")
     parser.add_argument("--stride", type=positive_int, metavar="S", help="frames between window starts (default W)")
     parser.add_argument("--plot", metavar="FILE.png", help="with --window and one VIDEO: draw the action over "
-                        "time, a thumbnail per window with its label")
+                        "time: a thumbnail per window with its label, and the leading classes' probabilities as curves")
     parser.add_argument("--batch-size", type=positive_int, help="clips per forward pass (default: 1 on CPU, "
                         "where larger batches only cost memory, about 240 MB a clip; 8 elsewhere)")
     add_cpu_library_flag(parser)

@@ -174,6 +174,13 @@ class Store:
 
 
 @functools.lru_cache(maxsize=4)
+def prepare(data, out, **options):
+    """Write the videos of a config's `data` block to the clip store `out`: see
+    `stres_jax.data.prepare.prepare` (the same function, imported on use: it imports this module)."""
+    from stres_jax.data.prepare import prepare as write_store
+    return write_store(data, out, **options)
+
+
 def _cached_store(root, stamp):
     return Store(root)
 

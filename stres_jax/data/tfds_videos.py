@@ -1,8 +1,12 @@
 """TFDS video datasets (e.g. `ucf101/ucf101_1`): read in order through tf.data (tfrecord, as
 TFDS prepares by default), or by example index from array_record files (training's random
 order, and eval of a dataset prepared that way). Frames are decoded by TFDS's own decoders."""
+import contextlib
 import functools
 import importlib.util
+import os
+import sys
+import tempfile
 
 import numpy as np
 
@@ -18,8 +22,32 @@ def import_tfds():
         if importlib.util.find_spec(name) is None:
             raise UserError(f"the TFDS source needs {name}: pip install -e \".[tfds]\" "
                             "(or pip install tensorflow-datasets importlib_resources)")
-    import tensorflow_datasets
+    with _without_tensorflow_info_lines():
+        import tensorflow_datasets
+        if importlib.util.find_spec("tensorflow"):
+            import tensorflow  # noqa: F401  (loaded here, not later outside the filter)
     return tensorflow_datasets
+
+
+@contextlib.contextmanager
+def _without_tensorflow_info_lines():
+    """TensorFlow 2.21 writes INFO lines from C++ as it loads ("oneDNN custom operations are on",
+    on CPUs with AVX-512 VNNI), whatever TF_CPP_MIN_LOG_LEVEL says; they would turn one-line
+    errors into five. Stderr (fd 2) goes to a file meanwhile and all but those lines are shown."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            lines = captured.read().decode(errors="replace").splitlines(keepends=True)
+            sys.stderr.write("".join(line for line in lines if not line.startswith("I0000 ")
+                                     and "before absl::InitializeLog() is called" not in line))
 
 
 def prepared_builder(name, data_dir="", file_format=None):

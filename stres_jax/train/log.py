@@ -3,7 +3,7 @@ import json
 import sys
 from pathlib import Path
 
-from stres_jax.progress import progress
+from stres_jax.progress import LogLines, progress
 
 
 class RunLog:
@@ -14,7 +14,7 @@ class RunLog:
 
     def __init__(self, workdir, start, total_steps, lead=True):
         self.lead = lead
-        self.bar = progress(total_steps, "train", "step", show=lead, initial=start)
+        self.bar = progress(total_steps, "train", "step", show=lead, initial=start, timed=False)
         self.file = self.writer = None
         if not lead:
             return
@@ -32,6 +32,8 @@ class RunLog:
     def train(self, step, epoch, values):
         self.bar.set_postfix(loss=f"{values['loss']:.3f}", acc=f"{values['accuracy']:.2f}",
                              lr=f"{values['learning_rate']:.2g}", clips_s=f"{values['clips_per_second']:.1f}")
+        if isinstance(self.bar, LogLines):  # not a terminal (a cluster log): one line per log_every_steps
+            self.bar.line()
         self._write("train", {"step": step, "epoch": epoch, **values})
 
     def validation(self, step, epoch, values):
