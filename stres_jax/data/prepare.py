@@ -66,6 +66,21 @@ def prepare(data, out, encoding=DEFAULT_ENCODING, quality=DEFAULT_QUALITY, worke
     return skipped
 
 
+def _flat(tree, prefix=""):
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    return {k: v for key, value in tree.items() for k, v in _flat(value, f"{prefix}{key}.").items()}
+
+
+def _difference(there, wanted):
+    """'identity.encoding: lossless there, jpeg asked for', the first field that differs."""
+    if not isinstance(there, dict):
+        return "its store.json is damaged"
+    there, wanted = _flat(there), _flat(wanted)
+    key = next(k for k in sorted(set(there) | set(wanted)) if there.get(k) != wanted.get(k))
+    return f"{key.strip('.').removeprefix('identity.')}: {there.get(key)!r} there, {wanted.get(key)!r} asked for"
+
+
 def _name(shard, suffix):
     return f"shard-{shard:05d}.{suffix}"
 
@@ -78,8 +93,9 @@ def _claim(out, header):
             there = json.loads(path.read_text())
         except ValueError:
             there = None
-        if there != json.loads(json.dumps(header)):
-            raise UserError(f"{out}: holds another clip store (other videos, encoding or version); use another "
+        wanted = json.loads(json.dumps(header))
+        if there != wanted:
+            raise UserError(f"{out}: holds another clip store ({_difference(there, wanted)}); use another "
                             "--out, or delete it to start again")
         return
     if out.exists() and any(out.iterdir()):

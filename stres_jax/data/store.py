@@ -173,7 +173,6 @@ class Store:
         return blobs
 
 
-@functools.lru_cache(maxsize=4)
 def prepare(data, out, **options):
     """Write the videos of a config's `data` block to the clip store `out`: see
     `stres_jax.data.prepare.prepare` (the same function, imported on use: it imports this module)."""
@@ -181,6 +180,7 @@ def prepare(data, out, **options):
     return write_store(data, out, **options)
 
 
+@functools.lru_cache(maxsize=4)
 def _cached_store(root, stamp):
     return Store(root)
 
