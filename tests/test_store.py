@@ -7,7 +7,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -122,25 +121,17 @@ def test_prepare_resumes_and_refuses_another_store(videos, lossless, tmp_path):
         prepare_in_python(data, copy, encoding="jpeg")
 
 
-def test_training_from_a_store_resumes_after_sigkill_equals_two_processes_and_predicts(converted, jpeg, videos,
-                                                                                       tmp_path, capsys):
-    """1 process x 4 devices, SIGKILLed after its first checkpoint and resumed, gives the weights of
-    2 processes x 2 devices reading one store (two steps, in float64: in float32 they differ by
-    4.8e-4 relative, measured, the all-reduce's order alone); the final weights predict a video file."""
+def test_training_from_a_store_equals_two_processes_and_predicts(converted, jpeg, videos, tmp_path, capsys):
+    """2 processes x 2 devices reading one store give the weights of 1 process x 4 devices (one
+    step, in float64: in float32 they differ by 4.8e-4 relative, measured, the all-reduce's order
+    alone); the final weights predict a video file."""
     store = ("--config.data.source=store", f"--config.data.store={jpeg}", "--config.data.root=",
              "--config.dtype=float64", "--config.num_epochs=1", "--config.sampling.clip_len=2",
-             "--config.sampling.clips_per_video=2", "--config.checkpoint_every_steps=1", "--config.num_workers=1")
+             "--config.sampling.clips_per_video=1", "--config.num_workers=1")
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
-    one_command = train_command(converted("r2plus1d_18"), "", tmp_path / "one", *store)
-    killed = subprocess.Popen(one_command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    deadline = time.time() + 600
-    while time.time() < deadline and not (tmp_path / "one" / "checkpoints" / "1").is_dir():
-        time.sleep(0.1)
-    killed.kill()
-    killed.wait()
-    assert (tmp_path / "one" / "checkpoints" / "1").is_dir() and not (tmp_path / "one" / "final").exists()
-    one = subprocess.run(one_command, capture_output=True, text=True, env=env, timeout=900)
-    assert one.returncode == 0 and "resuming from step 1 of 2" in one.stderr, one.stderr[-3000:]
+    one = subprocess.run(train_command(converted("r2plus1d_18"), "", tmp_path / "one", *store),
+                         capture_output=True, text=True, env=env, timeout=900)
+    assert one.returncode == 0, one.stderr[-3000:]
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
