@@ -55,6 +55,30 @@ def test_conv_and_its_gradients_match_nn_conv(shape, kernel, strides, padding):
     assert relative_error(dk1, dk0) < 1e-5
 
 
+BF16 = {"avx512_bf16", "amx_bf16"} & onednn.cpu_flags()
+
+
+@needs_onednn
+@pytest.mark.skipif(not BF16, reason="this CPU has no bf16 instructions: bfloat16 keeps the tap lowering")
+@pytest.mark.parametrize("shape, kernel, strides, padding", CONVS)
+def test_bfloat16_conv_rounds_only_its_output(shape, kernel, strides, padding):
+    """oneDNN's bf16 conv equals XLA's float32 conv of the bf16-rounded operands, but for the
+    rounding of its output to bf16 (2^-9 relative); gradients (the taps') within bf16's reach."""
+    assert onednn.runs_dtype(jnp.bfloat16)
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal(shape), jnp.bfloat16)
+    k = jnp.asarray(rng.standard_normal(kernel) / np.sqrt(np.prod(kernel[:4])), jnp.bfloat16)
+    pads = tuple((p, p) for p in padding)
+    reference = CONV_IMPLS["xla"](kernel[-1], kernel[:3], strides=strides, padding=pads, use_bias=False)
+    y0, vjp0 = jax.vjp(lambda k, x: reference.apply({"params": {"kernel": k}}, x), k.astype(jnp.float32),
+                       x.astype(jnp.float32))
+    y1, vjp1 = jax.vjp(lambda k, x: onednn.onednn_conv3d(x, k, strides, pads), k, x)
+    assert y1.dtype == jnp.bfloat16 and relative_error(y1.astype(jnp.float32), y0) < 2**-8
+    dy = jnp.asarray(np.random.default_rng(1).standard_normal(y0.shape), jnp.bfloat16)
+    (dk0, dx0), (dk1, dx1) = vjp0(dy.astype(jnp.float32)), vjp1(dy)
+    assert relative_error(dx1.astype(jnp.float32), dx0) < 2e-2 and relative_error(dk1.astype(jnp.float32), dk0) < 2e-2
+
+
 @needs_onednn
 @pytest.mark.parametrize("arch", ARCHS)
 def test_logits_match_torchvision(arch, converted, torch_models):

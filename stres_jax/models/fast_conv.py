@@ -49,13 +49,13 @@ class TapConv(nn.Module):
 
 class OneDNNConv(TapConv):
     """TapConv whose float32 convolutions run on oneDNN's kernels (`models.onednn`; their
-    gradients too where the kernel spans time and space). Other dtypes, and machines where the
-    extension is missing, keep the tap lowering."""
+    gradients too where the kernel spans time and space), and bfloat16 ones where the CPU has
+    bf16 instructions. float64, and machines where the extension is missing, keep the tap lowering."""
 
     @staticmethod
     def convolve(x, kernel, strides, padding):
         from stres_jax.models import onednn
-        if x.dtype == jnp.float32 and onednn.available():
+        if onednn.runs_dtype(x.dtype):
             return onednn.onednn_conv3d(x, kernel, strides, padding)
         return tap_conv(x, kernel, strides, padding)
 

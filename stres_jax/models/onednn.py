@@ -2,10 +2,11 @@
 
 jaxlib's CPU backend has no oneDNN; torchvision's 3-D convolutions run on it. The handlers in
 `stres_jax/native/onednn_conv.cc` (forward, input gradient, kernel gradient; NDHWC activations,
-DHWIO kernels, float32) are compiled on first use with g++ against the `onednn-cpu-gomp` wheel
+DHWIO kernels, float32 or bfloat16) are compiled on first use with g++ against the `onednn-cpu-gomp` wheel
 (the `onednn` extra) and jaxlib's FFI headers, into the cache directory, then registered with
 `jax.ffi.register_ffi_target`. Where that cannot happen, `status()` says why and
-`conv_impl="auto"` keeps the tap lowering. Other dtypes (float64, bfloat16) use the tap lowering.
+`conv_impl="auto"` keeps the tap lowering. float64 uses the tap lowering, and so does bfloat16
+on CPUs without bf16 instructions (`runs_dtype`).
 
 An FFI call has no partitioning rule: under a data-parallel mesh the caller names the mesh with
 `conv_mesh(mesh)` while tracing, and each device's rows call oneDNN through `shard_map`.
@@ -113,6 +114,28 @@ def available():
     return _load()[0] is not None
 
 
+@functools.cache
+def cpu_flags():
+    """The instruction-set flags of this CPU (/proc/cpuinfo), empty where unknown."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    line = next((line for line in text.splitlines() if line.startswith("flags")), "")
+    return frozenset(line.partition(":")[2].split())
+
+
+def runs_dtype(dtype):
+    """Whether oneDNN computes convolutions of `dtype` here: float32 wherever it is built;
+    bfloat16 where the CPU has bf16 instructions (avx512_bf16, or AMX), where it measured
+    faster than the taps (BENCHMARKS.md); on other CPUs oneDNN would emulate it, slower."""
+    if not available():
+        return False
+    if dtype == jnp.float32:
+        return True
+    return dtype == jnp.bfloat16 and bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
+
+
 @contextlib.contextmanager
 def conv_mesh(mesh):
     """While tracing inside, oneDNN convolutions run per device over `mesh`'s first axis."""
@@ -124,7 +147,7 @@ def conv_mesh(mesh):
 
 
 def _call(name, a, b, shape, strides, padding):
-    return jax.ffi.ffi_call(f"stres_onednn_conv_{name}", jax.ShapeDtypeStruct(shape, jnp.float32),
+    return jax.ffi.ffi_call(f"stres_onednn_conv_{name}", jax.ShapeDtypeStruct(shape, a.dtype),
                             vmap_method="sequential")(
         a, b, strides=np.asarray(strides, np.int64), padding=np.asarray(padding, np.int64).reshape(-1))
 
@@ -145,11 +168,11 @@ def _conv_fwd(x, kernel, strides, padding):
 
 
 def _conv_bwd(strides, padding, residuals, dy):
-    """oneDNN's gradients for kernels spanning time and space (3x3x3, 3x7x7); XLA's gradients of
-    the tap lowering for the rest: oneDNN's made (2+1)D's training step 0.88x torchvision's
+    """oneDNN's gradients for float32 kernels spanning time and space (3x3x3, 3x7x7); XLA's
+    gradients of the tap lowering for the rest (and for bfloat16): oneDNN's made (2+1)D's training step 0.88x torchvision's
     against the taps' 1.38x (BENCHMARKS.md), while its forward is as fast as theirs everywhere."""
     x, kernel = residuals
-    if kernel.shape[0] == 1 or max(kernel.shape[1:3]) == 1:
+    if x.dtype != jnp.float32 or kernel.shape[0] == 1 or max(kernel.shape[1:3]) == 1:
         from stres_jax.models.fast_conv import tap_conv
         return jax.vjp(lambda x, k: tap_conv(x, k, strides, padding), x, kernel)[1](dy)
     return (_call("input_grad", dy, kernel, x.shape, strides, padding),

@@ -1,7 +1,7 @@
 // oneDNN's 3-D convolutions as XLA FFI handlers: forward, input gradient, kernel gradient.
 //
 // Activations are NDHWC (XLA's row-major (N, T, H, W, C)), kernels DHWIO (Flax's
-// (kt, kh, kw, in, out)), float32. oneDNN picks its own kernel layout ("any"); the kernel is
+// (kt, kh, kw, in, out)), float32 or bfloat16 (all operands alike). oneDNN picks its own kernel layout ("any"); the kernel is
 // reordered to it on each call. Primitives are cached by shape. Built on first use by
 // stres_jax/models/onednn.py (g++, the onednn-devel-cpu-gomp headers, jaxlib's FFI headers).
 #include <cstdint>
@@ -9,6 +9,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <stdexcept>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -31,8 +32,10 @@ dnnl::engine& cpu_engine() {
 
 struct Geometry {
   memory::dims src, weights, dst, strides, pad_l, pad_r;
+  memory::data_type type;
   std::string key(const char* kind) const {
     std::string k(kind);
+    k += type == memory::data_type::bf16 ? ":bf16;" : ":f32;";
     for (const auto* d : {&src, &weights, &dst, &strides, &pad_l, &pad_r}) {
       for (auto v : *d) k += "," + std::to_string(v);
       k += ";";
@@ -43,8 +46,11 @@ struct Geometry {
 
 // (N, D, H, W, C) activations, (KD, KH, KW, I, O) kernel -> oneDNN's logical dims.
 Geometry geometry(ffi::Span<const int64_t> x, ffi::Span<const int64_t> w, ffi::Span<const int64_t> y,
-                  ffi::Span<const int64_t> strides, ffi::Span<const int64_t> padding) {
+                  ffi::Span<const int64_t> strides, ffi::Span<const int64_t> padding, ffi::DataType type) {
+  if (type != ffi::DataType::F32 && type != ffi::DataType::BF16)
+    throw std::invalid_argument("oneDNN convolutions take float32 or bfloat16 operands");
   Geometry g;
+  g.type = type == ffi::DataType::BF16 ? memory::data_type::bf16 : memory::data_type::f32;
   g.src = {x[0], x[4], x[1], x[2], x[3]};
   g.weights = {w[4], w[3], w[0], w[1], w[2]};
   g.dst = {y[0], y[4], y[1], y[2], y[3]};
@@ -54,9 +60,9 @@ Geometry geometry(ffi::Span<const int64_t> x, ffi::Span<const int64_t> w, ffi::S
   return g;
 }
 
-memory::desc act_md(const memory::dims& d) { return memory::desc(d, memory::data_type::f32, tag::ndhwc); }
-memory::desc any_md(const memory::dims& d) { return memory::desc(d, memory::data_type::f32, tag::any); }
-memory::desc user_w_md(const memory::dims& d) { return memory::desc(d, memory::data_type::f32, tag::dhwio); }
+memory::desc act_md(const memory::dims& d, memory::data_type t) { return memory::desc(d, t, tag::ndhwc); }
+memory::desc any_md(const memory::dims& d, memory::data_type t) { return memory::desc(d, t, tag::any); }
+memory::desc user_w_md(const memory::dims& d, memory::data_type t) { return memory::desc(d, t, tag::dhwio); }
 
 // Scratchpads are the caller's: XLA runs the devices of a host mesh on concurrent threads, and a
 // primitive's own (library-mode) scratchpad would be shared between them.
@@ -68,8 +74,9 @@ dnnl::primitive_attr user_scratchpad() {
 
 dnnl::convolution_forward::primitive_desc forward_pd(const Geometry& g, prop_kind kind) {
   return dnnl::convolution_forward::primitive_desc(cpu_engine(), kind, algorithm::convolution_direct,
-                                                   act_md(g.src), any_md(g.weights), act_md(g.dst),
-                                                   g.strides, g.pad_l, g.pad_r, user_scratchpad());
+                                                   act_md(g.src, g.type), any_md(g.weights, g.type),
+                                                   act_md(g.dst, g.type), g.strides, g.pad_l, g.pad_r,
+                                                   user_scratchpad());
 }
 
 struct Entry {
@@ -101,9 +108,9 @@ Entry make_entry(dnnl::primitive conv, const memory::desc& weights_md, const mem
   e.conv = conv;
   e.scratchpad_md = scratchpad_md;
   e.weights_md = weights_md;
-  e.reorder = weights_md != user_w_md(weights_md.get_dims());
+  auto user = user_w_md(weights_md.get_dims(), weights_md.get_data_type());
+  e.reorder = weights_md != user;
   if (e.reorder) {
-    auto user = user_w_md(weights_md.get_dims());
     e.weights_reorder = to_user ? dnnl::reorder(dnnl::reorder::primitive_desc(cpu_engine(), weights_md, cpu_engine(), user))
                                 : dnnl::reorder(dnnl::reorder::primitive_desc(cpu_engine(), user, cpu_engine(), weights_md));
   }
@@ -125,8 +132,8 @@ memory scratchpad(const Entry& entry) {
 }
 
 // The DHWIO kernel at `data`, reordered (into a per-thread buffer) to the primitive's layout.
-memory kernel_for(const Entry& entry, dnnl::stream& stream, const Geometry& g, float* data) {
-  memory user(user_w_md(g.weights), cpu_engine(), data);
+memory kernel_for(const Entry& entry, dnnl::stream& stream, const Geometry& g, void* data) {
+  memory user(user_w_md(g.weights, g.type), cpu_engine(), data);
   if (!entry.reorder) return user;
   memory weights(entry.weights_md, cpu_engine(), scratch(entry.scratch_bytes));
   entry.weights_reorder.execute(stream, user, weights);
@@ -144,18 +151,18 @@ ffi::Error run(const std::function<void()>& body) {
   return ffi::Error::Success();
 }
 
-ffi::Error ConvForwardImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w, ffi::ResultBuffer<ffi::F32> y,
+ffi::Error ConvForwardImpl(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::Result<ffi::AnyBuffer> y,
                            ffi::Span<const int64_t> strides, ffi::Span<const int64_t> padding) {
   return run([&] {
-    Geometry g = geometry(x.dimensions(), w.dimensions(), y->dimensions(), strides, padding);
+    Geometry g = geometry(x.dimensions(), w.dimensions(), y->dimensions(), strides, padding, x.element_type());
     auto entry = cached(g.key("fwd"), [&] {
       auto pd = forward_pd(g, prop_kind::forward_inference);
       return make_entry(dnnl::convolution_forward(pd), pd.weights_desc(), pd.scratchpad_desc(), false);
     });
     dnnl::stream stream(cpu_engine());
-    memory weights = kernel_for(*entry, stream, g, w.typed_data());
-    memory src(act_md(g.src), cpu_engine(), x.typed_data());
-    memory dst(act_md(g.dst), cpu_engine(), y->typed_data());
+    memory weights = kernel_for(*entry, stream, g, w.untyped_data());
+    memory src(act_md(g.src, g.type), cpu_engine(), x.untyped_data());
+    memory dst(act_md(g.dst, g.type), cpu_engine(), y->untyped_data());
     entry->conv.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst},
                                  {DNNL_ARG_SCRATCHPAD, scratchpad(*entry)}});
     stream.wait();
@@ -163,44 +170,44 @@ ffi::Error ConvForwardImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w, ffi
 }
 
 // dx from dy and the kernel; `x_shape` gives the input's shape (its values are not read).
-ffi::Error ConvInputGradImpl(ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> w, ffi::ResultBuffer<ffi::F32> dx,
+ffi::Error ConvInputGradImpl(ffi::AnyBuffer dy, ffi::AnyBuffer w, ffi::Result<ffi::AnyBuffer> dx,
                              ffi::Span<const int64_t> strides, ffi::Span<const int64_t> padding) {
   return run([&] {
-    Geometry g = geometry(dx->dimensions(), w.dimensions(), dy.dimensions(), strides, padding);
+    Geometry g = geometry(dx->dimensions(), w.dimensions(), dy.dimensions(), strides, padding, dy.element_type());
     auto entry = cached(g.key("bwd_data"), [&] {
       auto hint = forward_pd(g, prop_kind::forward_training);
       dnnl::convolution_backward_data::primitive_desc pd(cpu_engine(), algorithm::convolution_direct,
-                                                         act_md(g.src), any_md(g.weights), act_md(g.dst),
+                                                         act_md(g.src, g.type), any_md(g.weights, g.type), act_md(g.dst, g.type),
                                                          g.strides, g.pad_l, g.pad_r, hint, user_scratchpad());
       return make_entry(dnnl::convolution_backward_data(pd), pd.weights_desc(), pd.scratchpad_desc(), false);
     });
     dnnl::stream stream(cpu_engine());
-    memory weights = kernel_for(*entry, stream, g, w.typed_data());
-    memory diff_dst(act_md(g.dst), cpu_engine(), dy.typed_data());
-    memory diff_src(act_md(g.src), cpu_engine(), dx->typed_data());
+    memory weights = kernel_for(*entry, stream, g, w.untyped_data());
+    memory diff_dst(act_md(g.dst, g.type), cpu_engine(), dy.untyped_data());
+    memory diff_src(act_md(g.src, g.type), cpu_engine(), dx->untyped_data());
     entry->conv.execute(stream, {{DNNL_ARG_DIFF_DST, diff_dst}, {DNNL_ARG_WEIGHTS, weights},
                                  {DNNL_ARG_DIFF_SRC, diff_src}, {DNNL_ARG_SCRATCHPAD, scratchpad(*entry)}});
     stream.wait();
   });
 }
 
-ffi::Error ConvKernelGradImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy, ffi::ResultBuffer<ffi::F32> dw,
+ffi::Error ConvKernelGradImpl(ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::Result<ffi::AnyBuffer> dw,
                               ffi::Span<const int64_t> strides, ffi::Span<const int64_t> padding) {
   return run([&] {
-    Geometry g = geometry(x.dimensions(), dw->dimensions(), dy.dimensions(), strides, padding);
+    Geometry g = geometry(x.dimensions(), dw->dimensions(), dy.dimensions(), strides, padding, x.element_type());
     auto entry = cached(g.key("bwd_weights"), [&] {
       auto hint = forward_pd(g, prop_kind::forward_training);
       dnnl::convolution_backward_weights::primitive_desc pd(cpu_engine(), algorithm::convolution_direct,
-                                                            act_md(g.src), any_md(g.weights), act_md(g.dst),
+                                                            act_md(g.src, g.type), any_md(g.weights, g.type), act_md(g.dst, g.type),
                                                             g.strides, g.pad_l, g.pad_r, hint, user_scratchpad());
       return make_entry(dnnl::convolution_backward_weights(pd), pd.diff_weights_desc(), pd.scratchpad_desc(), true);
     });
     dnnl::stream stream(cpu_engine());
-    memory user_dw(user_w_md(g.weights), cpu_engine(), dw->typed_data());
+    memory user_dw(user_w_md(g.weights, g.type), cpu_engine(), dw->untyped_data());
     memory diff_weights = entry->reorder ? memory(entry->weights_md, cpu_engine(), scratch(entry->scratch_bytes))
                                          : user_dw;
-    memory src(act_md(g.src), cpu_engine(), x.typed_data());
-    memory diff_dst(act_md(g.dst), cpu_engine(), dy.typed_data());
+    memory src(act_md(g.src, g.type), cpu_engine(), x.untyped_data());
+    memory diff_dst(act_md(g.dst, g.type), cpu_engine(), dy.untyped_data());
     entry->conv.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, diff_dst},
                                  {DNNL_ARG_DIFF_WEIGHTS, diff_weights}, {DNNL_ARG_SCRATCHPAD, scratchpad(*entry)}});
     if (entry->reorder) entry->weights_reorder.execute(stream, diff_weights, user_dw);
@@ -212,9 +219,9 @@ ffi::Error ConvKernelGradImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
 
 #define CONV_BINDING(FIRST, SECOND)                                      \
   ffi::Ffi::Bind()                                                       \
-      .Arg<ffi::Buffer<ffi::F32>>()                                      \
-      .Arg<ffi::Buffer<ffi::F32>>()                                      \
-      .Ret<ffi::Buffer<ffi::F32>>()                                      \
+      .Arg<ffi::AnyBuffer>()                                             \
+      .Arg<ffi::AnyBuffer>()                                             \
+      .Ret<ffi::AnyBuffer>()                                             \
       .Attr<ffi::Span<const int64_t>>("strides")                         \
       .Attr<ffi::Span<const int64_t>>("padding")
 
