@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -119,6 +120,34 @@ def test_prepare_resumes_and_refuses_another_store(videos, lossless, tmp_path):
     data.root = str(videos)
     with pytest.raises(UserError, match="jpeg"):
         prepare_in_python(data, copy, encoding="jpeg")
+
+
+def test_training_from_a_store_resumes_after_sigkill_to_the_same_weights(converted, jpeg, tmp_path):
+    """One process, SIGKILLed once its first checkpoint is complete and started again, ends with
+    the weights of the same run left alone, bit for bit (float32, one device)."""
+    store = ("--config.data.source=store", f"--config.data.store={jpeg}", "--config.data.root=",
+             "--config.num_epochs=1", "--config.sampling.clip_len=2", "--config.sampling.clips_per_video=2",
+             "--config.checkpoint_every_steps=1", "--config.num_workers=1")
+    reference = subprocess.run(train_command(converted("r2plus1d_18"), "", tmp_path / "alone", *store),
+                               capture_output=True, text=True, timeout=900)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    command = train_command(converted("r2plus1d_18"), "", tmp_path / "killed", *store)
+    with open(tmp_path / "killed.log", "w+") as log:
+        killed = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
+        deadline = time.time() + 600
+        while time.time() < deadline and not (tmp_path / "killed" / "checkpoints" / "1").is_dir() and killed.poll() is None:
+            time.sleep(0.05)
+        killed.kill()
+        killed.wait()
+        log.seek(0)
+        assert (tmp_path / "killed" / "checkpoints" / "1").is_dir(), log.read()[-3000:]
+    assert not (tmp_path / "killed" / "final").exists()  # killed within 50 ms of checkpoint 1; step 2 takes seconds
+    resumed = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert resumed.returncode == 0 and "resuming from step 1 of 2" in resumed.stderr, resumed.stderr[-3000:]
+    alone, _ = final_params(tmp_path / "alone")
+    again, _ = final_params(tmp_path / "killed")
+    for key in alone:
+        np.testing.assert_array_equal(again[key], alone[key], err_msg="/".join(key))
 
 
 def test_training_from_a_store_equals_two_processes_and_predicts(converted, jpeg, videos, tmp_path, capsys):

@@ -164,12 +164,13 @@ def local_indices(step, local_batch, process_index, process_count):
     return range(start, start + local_batch)
 
 
-def train_batches(sampler, total_steps, local_batch, process_index=0, process_count=1, workers=0):
-    """A grain IterDataset of this process's batches for steps [0, total_steps). One element is
-    one step, so worker processes take whole steps and the order never depends on their
-    number; the iterator's `get_state()` / `set_state()` give exact resume."""
+def train_batches(sampler, total_steps, local_batch, process_index=0, process_count=1, workers=0, first_step=0):
+    """A grain IterDataset of this process's batches for steps [first_step, total_steps). One
+    element is one step and depends only on its index, so worker processes take whole steps, the
+    order never depends on their number, and a run resumed after `first_step` steps starts here
+    (no iterator state to restore into workers that may already be prefetching)."""
     loader = BatchLoader(sampler, local_batch, process_index, process_count)
-    dataset = grain.MapDataset.range(total_steps).map(loader).to_iter_dataset()
+    dataset = grain.MapDataset.range(first_step, total_steps).map(loader).to_iter_dataset()
     if workers > 0:
         from absl import flags
         if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; outside an absl program

@@ -118,22 +118,18 @@ def train(config, workdir):
     step_fn = jax.jit(traced_on(make_train_step(model, optimizer, trainable_filter(config.frozen_stages)), rows),
                       in_shardings=(replicated, rows, rows), out_shardings=(replicated, replicated),
                       donate_argnums=0, compiler_options=compiler_options(config.cpu_library))
-    iterator = iter(train_batches(sampler, total_steps, local_batch, jax.process_index(),
-                                  jax.process_count(), config.num_workers))
     manager = ocp.CheckpointManager(workdir / "checkpoints", options=ocp.CheckpointManagerOptions(
         max_to_keep=config.keep_checkpoints, create=True))
     start = manager.latest_step() or 0
     if start:
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-        restored = manager.restore(start, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
-        state = restored.state
-        iterator.set_state(restored.data[f"process_{jax.process_index()}"])
+        state = manager.restore(start, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))).state
+    iterator = iter(train_batches(sampler, total_steps, local_batch, jax.process_index(),
+                                  jax.process_count(), config.num_workers, first_step=start))
 
     def save(step):
         manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
-            data=ocp.args.JsonSave({f"process_{jax.process_index()}": iterator.get_state()})), force=True)
+            state=ocp.args.StandardSave(state), data=ocp.args.JsonSave({"steps_done": step})), force=True)
         manager.wait_until_finished()
 
     validator = Validator(model, config, classes, state) if has_validation(config.validation.data) else None
