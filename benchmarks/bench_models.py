@@ -49,11 +49,19 @@ def parse_variant(name):
     return impl, fold == "fold", library or "default"
 
 
-def jax_runner(arch, variables, variant, dtype):
+def jax_runner(arch, variables, variant, dtype, x):
+    """The variant's forward, compiled on `x`. "onednn-reorder" is "onednn" reordering every
+    kernel on each call (the inference forward otherwise keeps them in oneDNN's layout)."""
     impl, fold, library = parse_variant(variant)
-    model = create_model(arch, conv=conv_factory(impl), fold_batchnorm=fold, dtype=dtype)
+    reorder = impl == "onednn-reorder"
+    model = create_model(arch, conv=conv_factory("onednn" if reorder else impl), fold_batchnorm=fold, dtype=dtype)
     variables = fold_batchnorm(variables, model.spec) if fold else variables
     forward = jax.jit(model.apply, compiler_options=compiler_options(library))
+    if reorder:
+        from stres_jax.models import onednn
+        onednn.INFERENCE_TARGET, target = "forward", onednn.INFERENCE_TARGET
+        forward = forward.lower(variables, x).compile()  # traced now, with the per-call reorder
+        onednn.INFERENCE_TARGET = target
     return lambda x: forward(variables, x).block_until_ready()
 
 
@@ -83,7 +91,7 @@ def bench(arch, batch, variants, repeats, dtype, with_onnx):
     runners = {"torch": torch_run}
     compile_s = {}
     for variant in variants:
-        runners[variant] = jax_runner(arch, variables, variant, dtype)
+        runners[variant] = jax_runner(arch, variables, variant, dtype, x)
         start = time.perf_counter()
         runners[variant](x)
         compile_s[variant] = time.perf_counter() - start

@@ -55,6 +55,20 @@ def test_conv_and_its_gradients_match_nn_conv(shape, kernel, strides, padding):
     assert relative_error(dk1, dk0) < 1e-5
 
 
+@needs_onednn
+def test_inference_reuses_a_reordered_kernel_only_while_its_bytes_are_the_same():
+    """The forward keeps kernels in oneDNN's layout, found by their exact bytes: a kernel seen
+    before, another one, then the first again and a copy with one weight changed, each against XLA."""
+    rng = np.random.default_rng(2)
+    x = jnp.asarray(rng.standard_normal((1, 3, 6, 7, 64)), jnp.float32)
+    first = jnp.asarray(rng.standard_normal((3, 3, 3, 64, 64)), jnp.float32)
+    pads = ((1, 1), (1, 1), (1, 1))
+    conv = jax.jit(lambda x, k: onednn.onednn_conv3d(x, k, (1, 1, 1), pads))
+    for kernel in (first, first, 2 * first, first, first.at[2, 1, 0, 5, 7].add(3.0)):
+        expected = jax.lax.conv_general_dilated(x, kernel, (1, 1, 1), pads, dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
+        assert relative_error(conv(x, kernel), expected) < 1e-5
+
+
 BF16 = {"avx512_bf16", "amx_bf16"} & onednn.cpu_flags()
 
 

@@ -2,11 +2,13 @@
 //
 // Activations are NDHWC (XLA's row-major (N, T, H, W, C)), kernels DHWIO (Flax's
 // (kt, kh, kw, in, out)), float32 or bfloat16 (all operands alike). oneDNN picks its own kernel layout ("any"); the kernel is
-// reordered to it on each call. Primitives are cached by shape. Built on first use by
+// reordered to it on each call, except by the inference forward (`StresOnednnConvForwardReuse`), which
+// keeps reordered kernels keyed by their exact bytes. Primitives are cached by shape. Built on first use by
 // stres_jax/models/onednn.py (g++, the onednn-devel-cpu-gomp headers, jaxlib's FFI headers).
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <list>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
@@ -140,6 +142,51 @@ memory kernel_for(const Entry& entry, dnnl::stream& stream, const Geometry& g, v
   return weights;
 }
 
+// Reordered kernels of the inference forward, found by content: an entry is used only when the
+// caller's DHWIO bytes equal the copy it was made from (memcmp, exact; a changed kernel at the
+// same address, or the same kernel at another, is told apart). Comparing reads twice the
+// kernel's bytes in order, cheaper than the strided reorder; least recently used entries go
+// beyond kKernelCacheBytes.
+struct KernelCopy {
+  std::string key;            // the primitive's key: shape, type and blocked layout
+  std::vector<char> source;   // the DHWIO bytes it was reordered from
+  std::vector<char> blocked;  // the kernel in the primitive's layout (only read once made)
+};
+
+constexpr size_t kKernelCacheBytes = size_t(1) << 30;
+std::mutex kernels_mutex;
+std::list<std::shared_ptr<KernelCopy>> kernels;  // most recently used first
+size_t kernels_bytes = 0;
+
+std::shared_ptr<KernelCopy> kernel_copy(const std::string& key, const Entry& entry, dnnl::stream& stream,
+                                        const Geometry& g, const void* data, size_t bytes) {
+  {
+    std::lock_guard<std::mutex> lock(kernels_mutex);
+    for (auto it = kernels.begin(); it != kernels.end(); ++it) {
+      if ((*it)->key == key && std::memcmp((*it)->source.data(), data, bytes) == 0) {
+        kernels.splice(kernels.begin(), kernels, it);
+        return kernels.front();
+      }
+    }
+  }
+  auto copy = std::make_shared<KernelCopy>();
+  copy->key = key;
+  copy->source.assign(static_cast<const char*>(data), static_cast<const char*>(data) + bytes);
+  copy->blocked.resize(entry.scratch_bytes);
+  memory user(user_w_md(g.weights, g.type), cpu_engine(), const_cast<void*>(data));
+  memory blocked(entry.weights_md, cpu_engine(), copy->blocked.data());
+  entry.weights_reorder.execute(stream, user, blocked);
+  stream.wait();
+  std::lock_guard<std::mutex> lock(kernels_mutex);
+  kernels.push_front(copy);
+  kernels_bytes += copy->source.size() + copy->blocked.size();
+  while (kernels_bytes > kKernelCacheBytes && kernels.size() > 1) {
+    kernels_bytes -= kernels.back()->source.size() + kernels.back()->blocked.size();
+    kernels.pop_back();
+  }
+  return copy;
+}
+
 ffi::Error run(const std::function<void()>& body) {
   try {
     body();
@@ -151,22 +198,40 @@ ffi::Error run(const std::function<void()>& body) {
   return ffi::Error::Success();
 }
 
-ffi::Error ConvForwardImpl(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::Result<ffi::AnyBuffer> y,
-                           ffi::Span<const int64_t> strides, ffi::Span<const int64_t> padding) {
+ffi::Error ConvForward(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::Result<ffi::AnyBuffer> y,
+                       ffi::Span<const int64_t> strides, ffi::Span<const int64_t> padding, bool reuse) {
   return run([&] {
     Geometry g = geometry(x.dimensions(), w.dimensions(), y->dimensions(), strides, padding, x.element_type());
-    auto entry = cached(g.key("fwd"), [&] {
+    std::string key = g.key("fwd");
+    auto entry = cached(key, [&] {
       auto pd = forward_pd(g, prop_kind::forward_inference);
       return make_entry(dnnl::convolution_forward(pd), pd.weights_desc(), pd.scratchpad_desc(), false);
     });
     dnnl::stream stream(cpu_engine());
-    memory weights = kernel_for(*entry, stream, g, w.untyped_data());
     memory src(act_md(g.src, g.type), cpu_engine(), x.untyped_data());
     memory dst(act_md(g.dst, g.type), cpu_engine(), y->untyped_data());
-    entry->conv.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst},
-                                 {DNNL_ARG_SCRATCHPAD, scratchpad(*entry)}});
-    stream.wait();
+    auto execute = [&](const memory& weights) {
+      entry->conv.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst},
+                                   {DNNL_ARG_SCRATCHPAD, scratchpad(*entry)}});
+      stream.wait();
+    };
+    if (reuse && entry->reorder) {
+      auto copy = kernel_copy(key, *entry, stream, g, w.untyped_data(), w.size_bytes());
+      execute(memory(entry->weights_md, cpu_engine(), copy->blocked.data()));
+    } else {
+      execute(kernel_for(*entry, stream, g, w.untyped_data()));
+    }
   });
+}
+
+ffi::Error ConvForwardImpl(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::Result<ffi::AnyBuffer> y,
+                           ffi::Span<const int64_t> strides, ffi::Span<const int64_t> padding) {
+  return ConvForward(x, w, y, strides, padding, false);
+}
+
+ffi::Error ConvForwardReuseImpl(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::Result<ffi::AnyBuffer> y,
+                                ffi::Span<const int64_t> strides, ffi::Span<const int64_t> padding) {
+  return ConvForward(x, w, y, strides, padding, true);
 }
 
 // dx from dy and the kernel; `x_shape` gives the input's shape (its values are not read).
@@ -226,6 +291,7 @@ ffi::Error ConvKernelGradImpl(ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::Result<f
       .Attr<ffi::Span<const int64_t>>("padding")
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(StresOnednnConvForward, ConvForwardImpl, CONV_BINDING(x, w));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(StresOnednnConvForwardReuse, ConvForwardReuseImpl, CONV_BINDING(x, w));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(StresOnednnConvInputGrad, ConvInputGradImpl, CONV_BINDING(dy, w));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(StresOnednnConvKernelGrad, ConvKernelGradImpl, CONV_BINDING(x, dy));
 
