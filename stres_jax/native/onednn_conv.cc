@@ -133,13 +133,18 @@ memory scratchpad(const Entry& entry) {
   return memory(entry.scratchpad_md, cpu_engine(), primitive_scratch.data());
 }
 
-// The DHWIO kernel at `data`, reordered (into a per-thread buffer) to the primitive's layout.
-memory kernel_for(const Entry& entry, dnnl::stream& stream, const Geometry& g, void* data) {
-  memory user(user_w_md(g.weights, g.type), cpu_engine(), data);
-  if (!entry.reorder) return user;
-  memory weights(entry.weights_md, cpu_engine(), scratch(entry.scratch_bytes));
+// Reorders the DHWIO kernel at `data` into `dest`, in the primitive's layout.
+memory reorder_kernel(const Entry& entry, dnnl::stream& stream, const Geometry& g, const void* data, void* dest) {
+  memory user(user_w_md(g.weights, g.type), cpu_engine(), const_cast<void*>(data));
+  memory weights(entry.weights_md, cpu_engine(), dest);
   entry.weights_reorder.execute(stream, user, weights);
   return weights;
+}
+
+// The DHWIO kernel at `data`, reordered (into a per-thread buffer) to the primitive's layout.
+memory kernel_for(const Entry& entry, dnnl::stream& stream, const Geometry& g, void* data) {
+  if (!entry.reorder) return memory(user_w_md(g.weights, g.type), cpu_engine(), data);
+  return reorder_kernel(entry, stream, g, data, scratch(entry.scratch_bytes));
 }
 
 // Reordered kernels of the inference forward, found by content: an entry is used only when the
@@ -148,7 +153,7 @@ memory kernel_for(const Entry& entry, dnnl::stream& stream, const Geometry& g, v
 // kernel's bytes in order, cheaper than the strided reorder; least recently used entries go
 // beyond kKernelCacheBytes.
 struct KernelCopy {
-  std::string key;            // the primitive's key: shape, type and blocked layout
+  std::string key;            // the primitive's key (shape and type, hence its kernel layout)
   std::vector<char> source;   // the DHWIO bytes it was reordered from
   std::vector<char> blocked;  // the kernel in the primitive's layout (only read once made)
 };
@@ -160,22 +165,28 @@ size_t kernels_bytes = 0;
 
 std::shared_ptr<KernelCopy> kernel_copy(const std::string& key, const Entry& entry, dnnl::stream& stream,
                                         const Geometry& g, const void* data, size_t bytes) {
+  std::vector<std::shared_ptr<KernelCopy>> candidates;
   {
     std::lock_guard<std::mutex> lock(kernels_mutex);
-    for (auto it = kernels.begin(); it != kernels.end(); ++it) {
-      if ((*it)->key == key && std::memcmp((*it)->source.data(), data, bytes) == 0) {
+    for (const auto& copy : kernels)
+      if (copy->key == key) candidates.push_back(copy);
+  }
+  // Compared outside the lock: the devices of a host mesh check their kernels at the same time.
+  for (const auto& copy : candidates) {
+    if (std::memcmp(copy->source.data(), data, bytes) != 0) continue;
+    std::lock_guard<std::mutex> lock(kernels_mutex);
+    for (auto it = kernels.begin(); it != kernels.end(); ++it)
+      if (*it == copy) {
         kernels.splice(kernels.begin(), kernels, it);
-        return kernels.front();
+        break;
       }
-    }
+    return copy;
   }
   auto copy = std::make_shared<KernelCopy>();
   copy->key = key;
   copy->source.assign(static_cast<const char*>(data), static_cast<const char*>(data) + bytes);
   copy->blocked.resize(entry.scratch_bytes);
-  memory user(user_w_md(g.weights, g.type), cpu_engine(), const_cast<void*>(data));
-  memory blocked(entry.weights_md, cpu_engine(), copy->blocked.data());
-  entry.weights_reorder.execute(stream, user, blocked);
+  reorder_kernel(entry, stream, g, data, copy->blocked.data());
   stream.wait();
   std::lock_guard<std::mutex> lock(kernels_mutex);
   kernels.push_front(copy);
