@@ -128,8 +128,7 @@ def train(config, workdir):
                                   jax.process_count(), config.num_workers, first_step=start))
 
     def save(step):
-        manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), data=ocp.args.JsonSave({"steps_done": step})), force=True)
+        manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)), force=True)
         manager.wait_until_finished()
 
     validator = Validator(model, config, classes, state) if has_validation(config.validation.data) else None
