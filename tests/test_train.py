@@ -48,6 +48,16 @@ def run_train(ckpt, root, workdir, *extra, env=None):
     return result
 
 
+def kill_at_checkpoint(command, checkpoint, log=subprocess.DEVNULL):
+    """Run `command` and SIGKILL it as soon as the (complete) checkpoint directory appears."""
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
+    deadline = time.time() + 600
+    while time.time() < deadline and not checkpoint.is_dir() and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
 def final_params(workdir):
     _, variables, meta = stres_jax.load_checkpoint(Path(workdir) / "final")
     return traverse_util.flatten_dict(variables), meta
@@ -101,13 +111,7 @@ def test_validation_each_epoch_matches_eval_and_keeps_the_best(finetuned, folder
 
 def test_killed_run_resumes_to_the_same_weights(finetuned, converted, folder, tmp_path):
     reference, _ = final_params(finetuned[0])
-    proc = subprocess.Popen(train_command(converted(ARCH), folder, tmp_path),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 600
-    while time.time() < deadline and not (tmp_path / "checkpoints" / "2").is_dir():
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_at_checkpoint(train_command(converted(ARCH), folder, tmp_path), tmp_path / "checkpoints" / "2")
     assert not (tmp_path / "final").exists()
     run_train(converted(ARCH), folder, tmp_path)
     resumed, _ = final_params(tmp_path)
