@@ -29,18 +29,24 @@ class TapConv(nn.Module):
     param_dtype: Any = jnp.float32
     kernel_init: Any = nn.initializers.lecun_normal()
 
+    fuses_epilogue = True  # takes a residual and ReLU after its bias (`models.layers.epilogue_plan`)
+
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, residual=None, relu=False):
         kernel = self.param("kernel", self.kernel_init, (*self.kernel_size, x.shape[-1], self.features),
                             self.param_dtype)
         dtype = self.dtype or x.dtype
         x, kernel = x.astype(dtype), kernel.astype(dtype)
-        padding = ((0, 0),) * 3 if self.padding == "VALID" else tuple(map(tuple, self.padding))
-        total = self.convolve(x, kernel, tuple(self.strides), padding)
+        bias = None
         if self.use_bias:
-            total = total + self.param("bias", nn.initializers.zeros, (self.features,),
-                                       self.param_dtype).astype(dtype)
-        return total
+            bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype).astype(dtype)
+        padding = ((0, 0),) * 3 if self.padding == "VALID" else tuple(map(tuple, self.padding))
+        return self.convolve_with_epilogue(x, kernel, bias, residual, relu, tuple(self.strides), padding)
+
+    @classmethod
+    def convolve_with_epilogue(cls, x, kernel, bias, residual, relu, strides, padding):
+        """conv(x) [+ bias] [+ residual] [then ReLU], in that order."""
+        return epilogue(cls.convolve(x, kernel, strides, padding), bias, residual, relu)
 
     @staticmethod
     def convolve(x, kernel, strides, padding):
@@ -50,7 +56,16 @@ class TapConv(nn.Module):
 class OneDNNConv(TapConv):
     """TapConv whose float32 convolutions run on oneDNN's kernels (`models.onednn`; their
     gradients too where the kernel spans time and space), and bfloat16 ones where the CPU has
-    bf16 instructions. float64, and machines where the extension is missing, keep the tap lowering."""
+    bf16 instructions. With a bias (BN folded: inference) the bias, residual and ReLU run as
+    oneDNN post-ops of the conv. float64, and machines where the extension is missing, keep the
+    tap lowering."""
+
+    @classmethod
+    def convolve_with_epilogue(cls, x, kernel, bias, residual, relu, strides, padding):
+        from stres_jax.models import onednn
+        if bias is not None and onednn.runs_dtype(x.dtype):
+            return onednn.onednn_conv3d_fused(x, kernel, bias, residual, relu, strides, padding)
+        return super().convolve_with_epilogue(x, kernel, bias, residual, relu, strides, padding)
 
     @staticmethod
     def convolve(x, kernel, strides, padding):
@@ -58,6 +73,13 @@ class OneDNNConv(TapConv):
         if onednn.runs_dtype(x.dtype):
             return onednn.onednn_conv3d(x, kernel, strides, padding)
         return tap_conv(x, kernel, strides, padding)
+
+
+def epilogue(y, bias=None, residual=None, relu=False):
+    """y [+ bias] [+ residual] [then ReLU]: what follows a conv whose BatchNorm was folded into it."""
+    y = y if bias is None else y + bias
+    y = y if residual is None else y + residual
+    return nn.relu(y) if relu else y
 
 
 def tap_conv(x, kernel, strides, padding):

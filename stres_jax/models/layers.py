@@ -33,16 +33,45 @@ class NormLayer:
     relu: bool
 
 
-def run_layers(layers, x, conv, norm):
-    """Apply `layers` (ConvLayer / NormLayer rows) in order; call inside a compact module."""
-    for layer in layers:
+def run_layers(layers, x, conv, norm, plan=None, residual=None):
+    """Apply `layers` (ConvLayer / NormLayer rows) in order; call inside a compact module.
+
+    `plan` (from `epilogue_plan`) says, per row, whether it adds `residual` and applies ReLU:
+    a conv that fuses its epilogue takes them after its bias, a norm row applies its ReLU."""
+    plan = plan or epilogue_plan(layers, conv, norm)
+    for layer, (add_residual, relu) in zip(layers, plan):
         if isinstance(layer, ConvLayer):
-            x = conv(layer.features, layer.kernel, strides=layer.stride,
-                     padding=tuple((p, p) for p in layer.padding), name=layer.name)(x)
+            module = conv(layer.features, layer.kernel, strides=layer.stride,
+                          padding=tuple((p, p) for p in layer.padding), name=layer.name)
+            x = module(x, residual if add_residual else None, relu) if add_residual or relu else module(x)
         else:
             x = norm(name=layer.name)(x)
-            x = nn.relu(x) if layer.relu else x
+            x = nn.relu(x) if relu else x
     return x
+
+
+def fuses_epilogue(conv):
+    """Whether the `conv` factory's modules take `(x, residual, relu)` (`fast_conv.TapConv`)."""
+    while isinstance(conv, functools.partial):
+        conv = conv.func
+    return getattr(conv, "fuses_epilogue", False)
+
+
+def epilogue_plan(layers, conv, norm, residual=False):
+    """Per row, (adds the residual, applies ReLU). Unfused: norms apply their ReLU, nothing adds
+    the residual (the caller does, then ReLU). With BN folded (norms are identities) and a conv
+    that fuses its epilogue (oneDNN post-ops), each conv takes the ReLU of the norm after it,
+    and the last conv takes `residual` and the block's ReLU."""
+    plan = [(False, isinstance(layer, NormLayer) and layer.relu) for layer in layers]
+    if norm is not FoldedNorm or not fuses_epilogue(conv):
+        return tuple(plan)
+    convs = [i for i, layer in enumerate(layers) if isinstance(layer, ConvLayer)]
+    for i, end in zip(convs, convs[1:] + [len(layers)]):
+        relu = any(layers[j].relu for j in range(i + 1, end))
+        last = i == convs[-1] and residual and not relu  # ReLU before the add cannot fuse it
+        plan[i] = (last, relu or last)
+        plan[i + 1: end] = [(False, False)] * (end - i - 1)
+    return tuple(plan)
 
 
 class _ConvBuilder(nn.Module):
@@ -173,20 +202,30 @@ class Layers(nn.Module):
     layers: tuple
     conv: ModuleDef = Conv
     norm: ModuleDef = nn.BatchNorm
+    plan: tuple = None
 
     @nn.compact
-    def __call__(self, x):
-        return run_layers(self.layers, x, self.conv, self.norm)
+    def __call__(self, x, residual=None):
+        return run_layers(self.layers, x, self.conv, self.norm, self.plan, residual)
 
 
-def run_groups(groups, x, conv, norm):
-    """Apply `LayerGroup`s in order; call inside a compact module (the block)."""
+def run_groups(groups, x, conv, norm, residual=None):
+    """Apply `LayerGroup`s in order, then add `residual` and ReLU (a block's end); call inside
+    a compact module (the block). The epilogue is planned over all the groups' rows at once:
+    a conv's folded norm may sit in the next group (torchvision's `conv2.0` / `conv2.1`)."""
+    plan = epilogue_plan(tuple(layer for group in groups for layer in group.layers), conv, norm,
+                         residual is not None)
+    start = 0
     for group in groups:
+        rows = plan[start: start + len(group.layers)]
+        start += len(group.layers)
         if group.path:
             (name,) = group.path
-            x = Layers(group.layers, conv, norm, name=name)(x)
+            x = Layers(group.layers, conv, norm, rows, name=name)(x, residual)
         else:
-            x = run_layers(group.layers, x, conv, norm)
+            x = run_layers(group.layers, x, conv, norm, rows, residual)
+    if residual is not None and not any(adds for adds, _ in plan):
+        x = nn.relu(x + residual)
     return x
 
 
@@ -220,5 +259,5 @@ class BasicBlock(nn.Module):
     @nn.compact
     def __call__(self, x):
         rows = self.rows(self.builder, x.shape[-1], self.features, self.stride)
-        y = run_groups(rows.main, x, self.conv, self.norm)
-        return nn.relu(y + run_groups(rows.shortcut, x, self.conv, self.norm))
+        shortcut = run_groups(rows.shortcut, x, self.conv, self.norm)
+        return run_groups(rows.main, x, self.conv, self.norm, residual=shortcut)

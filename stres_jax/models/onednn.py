@@ -30,7 +30,8 @@ import numpy as np
 from jax.sharding import PartitionSpec
 
 SOURCE = Path(__file__).resolve().parents[1] / "native" / "onednn_conv.cc"
-TARGETS = {"forward": "StresOnednnConvForward", "forward_reuse": "StresOnednnConvForwardReuse", "input_grad": "StresOnednnConvInputGrad",
+TARGETS = {"forward": "StresOnednnConvForward", "forward_reuse": "StresOnednnConvForwardReuse",
+           "forward_fused": "StresOnednnConvForwardFused", "input_grad": "StresOnednnConvInputGrad",
            "kernel_grad": "StresOnednnConvKernelGrad"}
 _MESH = contextvars.ContextVar("stres_jax_conv_mesh", default=None)
 INFERENCE_TARGET = "forward_reuse"  # the primal's handler; benchmarks set "forward" to compare
@@ -185,6 +186,52 @@ def _conv_bwd(strides, padding, residuals, dy):
 
 
 _conv.defvjp(_conv_fwd, _conv_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
+def _fused(x, kernel, bias, residual, strides, padding, relu):
+    """conv + bias [+ residual] [then ReLU] in one oneDNN call (post-ops), the kernel kept in
+    oneDNN's layout as by `_conv`; differentiated (Grad-CAM on a folded net) as its parts."""
+    operands = (x, kernel, bias) + (() if residual is None else (residual,))
+    return jax.ffi.ffi_call("stres_onednn_conv_forward_fused",
+                            jax.ShapeDtypeStruct(_out_shape(x.shape, kernel.shape, strides, padding), x.dtype),
+                            vmap_method="sequential")(
+        *operands, strides=np.asarray(strides, np.int64), padding=np.asarray(padding, np.int64).reshape(-1),
+        relu=bool(relu))
+
+
+def _fused_parts(x, kernel, bias, residual, strides, padding, relu):
+    from stres_jax.models.fast_conv import epilogue
+    return epilogue(_conv(x, kernel, strides, padding), bias, residual, relu)
+
+
+def _fused_fwd(x, kernel, bias, residual, strides, padding, relu):
+    return jax.vjp(lambda *a: _fused_parts(*a, strides, padding, relu), x, kernel, bias, residual)
+
+
+def _fused_bwd(strides, padding, relu, vjp_parts, dy):
+    return vjp_parts(dy)
+
+
+_fused.defvjp(_fused_fwd, _fused_bwd)
+
+
+def onednn_conv3d_fused(x, kernel, bias, residual, relu, strides, padding):
+    """`epilogue(conv(x), bias, residual, relu)` as one oneDNN convolution with post-ops; the
+    arguments as `onednn_conv3d`'s, `bias` (out,), `residual` like the output or None."""
+    if not available():
+        raise OneDNNUnavailable(status()[1])
+    strides, padding = tuple(int(s) for s in strides), tuple(tuple(int(p) for p in pair) for pair in padding)
+
+    def fn(x, kernel, bias, *residual):
+        return _fused(x, kernel, bias, residual[0] if residual else None, strides, padding, bool(relu))
+    operands = (x, kernel, bias) + (() if residual is None else (residual,))
+    mesh = _MESH.get()
+    if mesh is not None and mesh.size > 1:
+        rows = PartitionSpec(mesh.axis_names[0])
+        specs = (rows, PartitionSpec(), PartitionSpec()) + (() if residual is None else (rows,))
+        fn = jax.shard_map(fn, mesh=mesh, in_specs=specs, out_specs=rows, check_vma=False)
+    return fn(*operands)
 
 
 def onednn_conv3d(x, kernel, strides, padding):

@@ -235,6 +235,51 @@ ffi::Error ConvForward(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::Result<ffi::AnyB
   });
 }
 
+// The inference forward of a conv whose BatchNorm was folded into it, with what follows it as
+// oneDNN post-ops: y = conv(x) + bias [+ residual] [then ReLU]; a block's shortcut is the residual.
+ffi::Error ConvForwardFusedImpl(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::AnyBuffer bias, ffi::RemainingArgs rest,
+                                ffi::Result<ffi::AnyBuffer> y, ffi::Span<const int64_t> strides,
+                                ffi::Span<const int64_t> padding, bool relu) {
+  return run([&] {
+    Geometry g = geometry(x.dimensions(), w.dimensions(), y->dimensions(), strides, padding, x.element_type());
+    bool residual = rest.size() > 0;
+    std::string key = g.key(residual ? (relu ? "fwd+b+r+relu" : "fwd+b+r") : (relu ? "fwd+b+relu" : "fwd+b"));
+    memory::desc bias_md({g.dst[1]}, g.type, tag::x);
+    auto entry = cached(key, [&] {
+      dnnl::post_ops ops;
+      if (residual) ops.append_binary(algorithm::binary_add, act_md(g.dst, g.type));
+      if (relu) ops.append_eltwise(algorithm::eltwise_relu, 0.f, 0.f);
+      auto attr = user_scratchpad();
+      attr.set_post_ops(ops);
+      dnnl::convolution_forward::primitive_desc pd(cpu_engine(), prop_kind::forward_inference, algorithm::convolution_direct,
+                                                   act_md(g.src, g.type), any_md(g.weights, g.type), bias_md,
+                                                   act_md(g.dst, g.type), g.strides, g.pad_l, g.pad_r, attr);
+      return make_entry(dnnl::convolution_forward(pd), pd.weights_desc(), pd.scratchpad_desc(), false);
+    });
+    dnnl::stream stream(cpu_engine());
+    std::shared_ptr<KernelCopy> copy;
+    memory weights = memory(user_w_md(g.weights, g.type), cpu_engine(), w.untyped_data());
+    if (entry->reorder) {
+      copy = kernel_copy(key, *entry, stream, g, w.untyped_data(), w.size_bytes());
+      weights = memory(entry->weights_md, cpu_engine(), copy->blocked.data());
+    }
+    std::unordered_map<int, memory> args{
+        {DNNL_ARG_SRC, memory(act_md(g.src, g.type), cpu_engine(), x.untyped_data())},
+        {DNNL_ARG_WEIGHTS, weights},
+        {DNNL_ARG_BIAS, memory(bias_md, cpu_engine(), bias.untyped_data())},
+        {DNNL_ARG_DST, memory(act_md(g.dst, g.type), cpu_engine(), y->untyped_data())},
+        {DNNL_ARG_SCRATCHPAD, scratchpad(*entry)}};
+    if (residual) {
+      auto shortcut = rest.get<ffi::AnyBuffer>(0);
+      if (shortcut.has_error()) throw std::invalid_argument("the residual operand is not a buffer");
+      args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1,
+                   memory(act_md(g.dst, g.type), cpu_engine(), shortcut.value().untyped_data()));
+    }
+    entry->conv.execute(stream, args);
+    stream.wait();
+  });
+}
+
 ffi::Error ConvForwardImpl(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::Result<ffi::AnyBuffer> y,
                            ffi::Span<const int64_t> strides, ffi::Span<const int64_t> padding) {
   return ConvForward(x, w, y, strides, padding, false);
@@ -303,6 +348,16 @@ ffi::Error ConvKernelGradImpl(ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::Result<f
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(StresOnednnConvForward, ConvForwardImpl, CONV_BINDING(x, w));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(StresOnednnConvForwardReuse, ConvForwardReuseImpl, CONV_BINDING(x, w));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(StresOnednnConvForwardFused, ConvForwardFusedImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .RemainingArgs()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Attr<ffi::Span<const int64_t>>("strides")
+                                  .Attr<ffi::Span<const int64_t>>("padding")
+                                  .Attr<bool>("relu"));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(StresOnednnConvInputGrad, ConvInputGradImpl, CONV_BINDING(dy, w));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(StresOnednnConvKernelGrad, ConvKernelGradImpl, CONV_BINDING(x, dy));
 
