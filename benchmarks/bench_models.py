@@ -51,17 +51,20 @@ def parse_variant(name):
 
 def jax_runner(arch, variables, variant, dtype, x):
     """The variant's forward, compiled on `x`. "onednn-reorder" is "onednn" reordering every
-    kernel on each call (the inference forward otherwise keeps them in oneDNN's layout)."""
+    kernel on each call (the inference forward otherwise keeps them in oneDNN's layout);
+    "onednn-unfused" leaves bias, residual and ReLU to XLA instead of oneDNN's post-ops."""
     impl, fold, library = parse_variant(variant)
-    reorder = impl == "onednn-reorder"
-    model = create_model(arch, conv=conv_factory("onednn" if reorder else impl), fold_batchnorm=fold, dtype=dtype)
+    switch = {"onednn-reorder": ("INFERENCE_TARGET", "forward"), "onednn-unfused": ("FUSE_EPILOGUE", False)}.get(impl)
+    model = create_model(arch, conv=conv_factory("onednn" if switch else impl), fold_batchnorm=fold, dtype=dtype)
     variables = fold_batchnorm(variables, model.spec) if fold else variables
     forward = jax.jit(model.apply, compiler_options=compiler_options(library))
-    if reorder:
+    if switch:
         from stres_jax.models import onednn
-        onednn.INFERENCE_TARGET, target = "forward", onednn.INFERENCE_TARGET
-        forward = forward.lower(variables, x).compile()  # traced now, with the per-call reorder
-        onednn.INFERENCE_TARGET = target
+        name, value = switch
+        saved = getattr(onednn, name)
+        setattr(onednn, name, value)
+        forward = forward.lower(variables, x).compile()  # traced now, with the switch set
+        setattr(onednn, name, saved)
     return lambda x: forward(variables, x).block_until_ready()
 
 

@@ -12,7 +12,7 @@ import pytest
 
 import stres_jax
 from stres_jax.models import create_model, onednn
-from stres_jax.models.fast_conv import CONV_IMPLS, ConvImplError, resolve_conv_impl
+from stres_jax.models.fast_conv import CONV_IMPLS, ConvImplError, epilogue, resolve_conv_impl
 from stres_jax.train.step import init_state, make_train_step, sgd
 from tests.torch_reference import ARCHS, relative_error, torch_forward
 
@@ -53,6 +53,32 @@ def test_conv_and_its_gradients_match_nn_conv(shape, kernel, strides, padding):
     assert relative_error(y1, y0) < 1e-5
     assert relative_error(dx1, dx0) < 1e-5
     assert relative_error(dk1, dk0) < 1e-5
+
+
+@needs_onednn
+@pytest.mark.parametrize("shape, kernel, strides, padding", CONVS[::2])
+def test_fused_epilogue_and_its_gradient_match_xla(shape, kernel, strides, padding):
+    """conv + bias [+ residual] [then ReLU] as one oneDNN call with post-ops (inference with BN
+    folded), and its gradient (Grad-CAM on a folded net), against XLA's conv and jnp."""
+    rng = np.random.default_rng(3)
+    x, k = (jnp.asarray(rng.standard_normal(s), jnp.float32) for s in (shape, kernel))
+    bias = jnp.asarray(rng.standard_normal(kernel[-1]), jnp.float32)
+    pads = tuple((p, p) for p in padding)
+
+    def xla(x, k, bias, residual, relu):
+        y = jax.lax.conv_general_dilated(x, k, strides, pads, dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
+        return epilogue(y, bias, residual, relu)
+    residual = jnp.asarray(rng.standard_normal(xla(x, k, bias, None, False).shape), jnp.float32)
+    for res, relu in ((None, False), (None, True), (residual, False), (residual, True)):
+        def fused(x, k, bias):
+            return onednn.onednn_conv3d_fused(x, k, bias, res, relu, strides, pads)
+        expected, got = xla(x, k, bias, res, relu), jax.jit(fused)(x, k, bias)
+        assert relative_error(got, expected) < 1e-5, (res is not None, relu)
+        dy = jnp.asarray(rng.standard_normal(expected.shape), jnp.float32)
+        grads = jax.grad(lambda *a: jnp.vdot(fused(*a), dy), argnums=(0, 1, 2))(x, k, bias)
+        expected_grads = jax.grad(lambda *a: jnp.vdot(xla(*a, res, relu), dy), argnums=(0, 1, 2))(x, k, bias)
+        for g, e in zip(grads, expected_grads):
+            assert relative_error(g, e) < 1e-5, (res is not None, relu)
 
 
 @needs_onednn

@@ -63,7 +63,7 @@ class OneDNNConv(TapConv):
     @classmethod
     def convolve_with_epilogue(cls, x, kernel, bias, residual, relu, strides, padding):
         from stres_jax.models import onednn
-        if bias is not None and onednn.runs_dtype(x.dtype):
+        if bias is not None and onednn.FUSE_EPILOGUE and onednn.runs_dtype(x.dtype):
             return onednn.onednn_conv3d_fused(x, kernel, bias, residual, relu, strides, padding)
         return super().convolve_with_epilogue(x, kernel, bias, residual, relu, strides, padding)
 

@@ -35,6 +35,7 @@ TARGETS = {"forward": "StresOnednnConvForward", "forward_reuse": "StresOnednnCon
            "kernel_grad": "StresOnednnConvKernelGrad"}
 _MESH = contextvars.ContextVar("stres_jax_conv_mesh", default=None)
 INFERENCE_TARGET = "forward_reuse"  # the primal's handler; benchmarks set "forward" to compare
+FUSE_EPILOGUE = True  # bias/residual/ReLU as post-ops; benchmarks set False to compare
 
 
 class OneDNNUnavailable(RuntimeError):
