@@ -114,10 +114,7 @@ def train(config, workdir):
                     config.optimizer.momentum, config.optimizer.weight_decay)
     check_identity(workdir, config)  # every check passed: the workdir is this run's
     local_batch = config.batch_size // jax.process_count()
-    # may_alias=False: a host array put on the mesh can come back as ONE buffer shared by all
-    # devices (seen for a (64,) float64 leaf); the step donates the state, so the devices
-    # would update it in place concurrently
-    state = jax.device_put(init_state(model, variables, optimizer), replicated, may_alias=False)
+    state = jax.device_put(init_state(model, variables, optimizer), replicated)
     step_fn = jax.jit(traced_on(make_train_step(model, optimizer, trainable_filter(config.frozen_stages)), rows),
                       in_shardings=(replicated, rows, rows), out_shardings=(replicated, replicated),
                       donate_argnums=0, compiler_options=compiler_options(config.cpu_library))
