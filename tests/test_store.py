@@ -88,6 +88,38 @@ def test_jpeg_frames_stay_close_and_the_store_is_smaller(jpeg, lossless):
     assert size(jpeg) * 3 < size(lossless)
 
 
+def test_threads_reading_a_fresh_store_all_get_frames(jpeg, monkeypatch):
+    """Threads (grain's, in a training worker) reading a store opened a moment ago: the one that
+    sets the store up imports the JPEG decoder, which under load took long enough for the others
+    to call a decoder not yet set (a run lost 7 clips to "'NoneType' object is not callable")."""
+    import threading
+    import time
+    from stres_jax.data import store as store_module
+    real = store_module.decoder
+
+    def slow_decoder(encoding):  # what a slow first `import simplejpeg` looks like to the others
+        time.sleep(0.3)
+        return real(encoding)
+    monkeypatch.setattr(store_module, "decoder", slow_decoder)
+    fresh = store_module.Store(Path(jpeg))
+    expected = open_store(jpeg).frames(0, [0, 1])
+    results, errors = [], []
+
+    def read():
+        try:
+            results.append(fresh.frames(0, [0, 1]))
+        except Exception as err:  # noqa: BLE001 (the test counts them)
+            errors.append(repr(err))
+    threads = [threading.Thread(target=read) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.05)
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    assert len(results) == 4 and all(np.array_equal(r, expected) for r in results)
+
+
 def test_flipped_bytes_cost_only_their_video(lossless, tmp_path):
     copy = shutil.copytree(lossless, tmp_path / "store")
     store, rows = open_store(copy), np.load(copy / "frames.npy")

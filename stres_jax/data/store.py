@@ -147,8 +147,10 @@ class Store:
         if indices.size and (indices.min() < 0 or indices.max() >= count):
             raise IndexError(f"{self.key(i)}: frame indices must lie in [0, {count}), got {indices.min()}..{indices.max()}")
         if self._frames is None:
-            self._frames = np.load(self.root / FRAMES_FILE, mmap_mode="r")
+            # the decoder before the table: a thread that finds the table must find the decoder too
+            # (another thread's slow `import simplejpeg` under load once cost a training run 7 clips)
             self._decode = decoder(self.encoding)
+            self._frames = np.load(self.root / FRAMES_FILE, mmap_mode="r")
         unique, where = np.unique(indices, return_inverse=True)
         rows = self._frames[int(self._value("first", i)) + unique] if unique.size else self._frames[:0]
         decoded = [self._decode(blob) for blob in self._read(i, rows)]
