@@ -22,6 +22,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 import jax
 import numpy as np
@@ -60,11 +61,8 @@ def jax_runner(arch, variables, variant, dtype, x):
     forward = jax.jit(model.apply, compiler_options=compiler_options(library))
     if switch:
         from stres_jax.models import onednn
-        name, value = switch
-        saved = getattr(onednn, name)
-        setattr(onednn, name, value)
-        forward = forward.lower(variables, x).compile()  # traced now, with the switch set
-        setattr(onednn, name, saved)
+        with mock.patch.object(onednn, *switch):
+            forward = forward.lower(variables, x).compile()  # traced now, with the switch set
     return lambda x: forward(variables, x).block_until_ready()
 
 

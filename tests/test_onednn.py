@@ -20,6 +20,11 @@ DISABLED = bool(os.environ.get("STRES_JAX_DISABLE_ONEDNN"))
 needs_onednn = pytest.mark.skipif(DISABLED, reason="STRES_JAX_DISABLE_ONEDNN is set")
 
 
+def xla_conv(x, kernel, strides, pads):
+    """XLA's own 3-D convolution, NDHWC x DHWIO: the reference for oneDNN's."""
+    return jax.lax.conv_general_dilated(x, kernel, strides, pads, dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
+
+
 def test_extension_builds_where_the_wheels_are():
     """The test extra installs the oneDNN wheels: a missing build here is a defect, not a skip."""
     available, why = onednn.status()
@@ -66,8 +71,7 @@ def test_fused_epilogue_and_its_gradient_match_xla(shape, kernel, strides, paddi
     pads = tuple((p, p) for p in padding)
 
     def xla(x, k, bias, residual, relu):
-        y = jax.lax.conv_general_dilated(x, k, strides, pads, dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
-        return epilogue(y, bias, residual, relu)
+        return epilogue(xla_conv(x, k, strides, pads), bias, residual, relu)
     residual = jnp.asarray(rng.standard_normal(xla(x, k, bias, None, False).shape), jnp.float32)
     for res, relu in ((None, False), (None, True), (residual, False), (residual, True)):
         def fused(x, k, bias):
@@ -91,8 +95,7 @@ def test_inference_reuses_a_reordered_kernel_only_while_its_bytes_are_the_same()
     pads = ((1, 1), (1, 1), (1, 1))
     conv = jax.jit(lambda x, k: onednn.onednn_conv3d(x, k, (1, 1, 1), pads))
     for kernel in (first, first, 2 * first, first, first.at[2, 1, 0, 5, 7].add(3.0)):
-        expected = jax.lax.conv_general_dilated(x, kernel, (1, 1, 1), pads, dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
-        assert relative_error(conv(x, kernel), expected) < 1e-5
+        assert relative_error(conv(x, kernel), xla_conv(x, kernel, (1, 1, 1), pads)) < 1e-5
 
 
 BF16 = {"avx512_bf16", "amx_bf16"} & onednn.cpu_flags()
