@@ -107,16 +107,16 @@ def speed_report():
     from stres_jax.models import onednn
     from stres_jax.models.fast_conv import resolve_conv_impl
     from stres_jax.xla_options import DEFAULT_CPU_LIBRARY
-    flags = set()
-    if os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo") as cpuinfo:
-            flags = next((set(line.split(":", 1)[1].split()) for line in cpuinfo if line.startswith("flags")), set())
+    flags = onednn.cpu_flags()
     available, why = onednn.status()
+    bf16 = ("oneDNN forward, tap gradients (this CPU has bf16 instructions)" if onednn.runs_dtype(jnp.bfloat16)
+            else "taps (no oneDNN, or no bf16 instructions on this CPU)")
     return {"backend": f"{jax.default_backend()} ({jax.device_count()} devices)",
             "cpu": ", ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags) or "unknown",
             "conv lowering": resolve_conv_impl("auto") + ' (conv_impl="auto")',
             "oneDNN": why if available else f"not used: {why}",
-            "float64, bfloat16": "taps (oneDNN runs the float32 convolutions only)",
+            "float64": "taps (oneDNN runs float32 and bfloat16 only)",
+            "bfloat16": bf16,
             "cpu kernels": f"{DEFAULT_CPU_LIBRARY} (stres_jax.compiler_options())",
             "threads": f"{os.cpu_count()} cores; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"}
 
