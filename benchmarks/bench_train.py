@@ -17,6 +17,7 @@ import statistics
 import sys
 import tempfile
 import time
+from unittest import mock
 from pathlib import Path
 
 import jax
@@ -57,13 +58,20 @@ def torch_stepper(net, clips, labels):
 
 
 def jax_stepper(arch, net, clips, labels, dtype, impl="auto"):
-    model = create_model(arch, dtype=dtype, conv_impl=impl)
+    """The train step of lowering `impl`; "onednn-allgrads" is "onednn" with oneDNN's gradients for
+    every kernel (1x3x3 and 3x1x1 too), not only those spanning time and space."""
+    switch = {"onednn-allgrads": ("GRADIENT_KERNELS", "all")}.get(impl)
+    model = create_model(arch, dtype=dtype, conv_impl="onednn" if switch else impl)
     variables = torch_to_flax({k: v.numpy() for k, v in net.state_dict().items()}, arch,
                               abstract_variables(model))
     optimizer = sgd(LR, MOMENTUM, WEIGHT_DECAY)
     holder = {"state": init_state(model, variables, optimizer)}
     step_fn = jax.jit(make_train_step(model, optimizer), donate_argnums=0, compiler_options=compiler_options())
     clips, labels = jnp.asarray(clips), jnp.asarray(labels)
+    if switch:
+        from stres_jax.models import onednn
+        with mock.patch.object(onednn, *switch):
+            step_fn = step_fn.lower(holder["state"], clips, labels).compile()  # traced now, with the switch set
 
     def step():
         holder["state"], metrics = step_fn(holder["state"], clips, labels)
@@ -120,7 +128,7 @@ def bench_decoding(batch, workers, steps):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--archs", nargs="+", default=["r3d_18", "mc3_18", "r2plus1d_18"])
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
@@ -129,7 +137,7 @@ def main():
     parser.add_argument("--decode-steps", type=int, default=40)
     parser.add_argument("--skip-steps", action="store_true", help="only the decoding part")
     parser.add_argument("--impls", nargs="+", default=["auto"], help="JAX conv lowerings to time, interleaved "
-                        "(auto, taps, onednn, xla; default auto)")
+                        "(auto, taps, onednn, onednn-allgrads, xla; default auto)")
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, torch {torch.__version__}, "

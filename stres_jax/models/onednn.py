@@ -36,6 +36,7 @@ TARGETS = {"forward": "StresOnednnConvForward", "forward_reuse": "StresOnednnCon
 _MESH = contextvars.ContextVar("stres_jax_conv_mesh", default=None)
 INFERENCE_TARGET = "forward_reuse"  # the primal's handler; benchmarks set "forward" to compare
 FUSE_EPILOGUE = True  # bias/residual/ReLU as post-ops; benchmarks set False to compare
+GRADIENT_KERNELS = "spacetime"  # oneDNN's gradients for kernels spanning time and space; benchmarks set "all"
 
 
 class OneDNNUnavailable(RuntimeError):
@@ -179,7 +180,8 @@ def _conv_bwd(strides, padding, residuals, dy):
     gradients of the tap lowering for the rest (and for bfloat16): oneDNN's made (2+1)D's training step 0.88x torchvision's
     against the taps' 1.38x (BENCHMARKS.md), while its forward is as fast as theirs everywhere."""
     x, kernel = residuals
-    if x.dtype != jnp.float32 or kernel.shape[0] == 1 or max(kernel.shape[1:3]) == 1:
+    spacetime = kernel.shape[0] > 1 and max(kernel.shape[1:3]) > 1
+    if x.dtype != jnp.float32 or not (spacetime or GRADIENT_KERNELS == "all"):
         from stres_jax.models.fast_conv import tap_conv
         return jax.vjp(lambda x, k: tap_conv(x, k, strides, padding), x, kernel)[1](dy)
     return (_call("input_grad", dy, kernel, x.shape, strides, padding),
