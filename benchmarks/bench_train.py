@@ -17,8 +17,8 @@ import statistics
 import sys
 import tempfile
 import time
-from unittest import mock
 from pathlib import Path
+from unittest import mock
 
 import jax
 import jax.numpy as jnp
