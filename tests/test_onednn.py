@@ -43,9 +43,12 @@ CONVS = [  # (input shape, kernel (kt, kh, kw, in, out), strides, padding): ever
 
 
 @needs_onednn
+@pytest.mark.parametrize("rule", ["spacetime", "all"])
 @pytest.mark.parametrize("shape, kernel, strides, padding", CONVS)
-def test_conv_and_its_gradients_match_nn_conv(shape, kernel, strides, padding):
-    """Every kernel kind of the nets (gradients: oneDNN's for 3x3x3 and 3x7x7, the taps' else)."""
+def test_conv_and_its_gradients_match_nn_conv(shape, kernel, strides, padding, rule, monkeypatch):
+    """Every kernel kind of the nets, with either gradient rule (oneDNN's gradients for 3x3x3 and
+    3x7x7 only, the AVX2 default, or for every kernel, the AVX-512 default), on any CPU."""
+    monkeypatch.setattr(onednn, "GRADIENT_KERNELS", rule)
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal(shape), jnp.float32)
     pads = tuple((p, p) for p in padding)

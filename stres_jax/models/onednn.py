@@ -36,7 +36,7 @@ TARGETS = {"forward": "StresOnednnConvForward", "forward_reuse": "StresOnednnCon
 _MESH = contextvars.ContextVar("stres_jax_conv_mesh", default=None)
 INFERENCE_TARGET = "forward_reuse"  # the primal's handler; benchmarks set "forward" to compare
 FUSE_EPILOGUE = True  # bias/residual/ReLU as post-ops; benchmarks set False to compare
-GRADIENT_KERNELS = "spacetime"  # oneDNN's gradients for kernels spanning time and space; benchmarks set "all"
+GRADIENT_KERNELS = None  # None: by instruction set (gradient_rule); benchmarks set "spacetime" or "all"
 
 
 class OneDNNUnavailable(RuntimeError):
@@ -129,6 +129,17 @@ def cpu_flags():
     return frozenset(line.partition(":")[2].split())
 
 
+def gradient_rule():
+    """Which float32 kernels get oneDNN's gradients: "all" on AVX-512 CPUs, "spacetime" (only
+    those spanning time and space: 3x3x3, 3x7x7) on the others, where the taps' gradients of the
+    1x3x3 and 3x1x1 kernels are faster. Measured (BENCHMARKS.md), training step at batch 4 against
+    torchvision: AVX2 (2+1)D 1.38x with "spacetime", 0.88x with "all"; AVX-512 mc3_18 0.84x with
+    "spacetime", 1.19x with "all"."""
+    if GRADIENT_KERNELS:
+        return GRADIENT_KERNELS
+    return "all" if "avx512f" in cpu_flags() else "spacetime"
+
+
 def runs_dtype(dtype):
     """Whether oneDNN computes convolutions of `dtype` here: float32 wherever it is built;
     bfloat16 where the CPU has bf16 instructions (avx512_bf16, or AMX), where it measured
@@ -176,12 +187,11 @@ def _conv_fwd(x, kernel, strides, padding):
 
 
 def _conv_bwd(strides, padding, residuals, dy):
-    """oneDNN's gradients for float32 kernels spanning time and space (3x3x3, 3x7x7); XLA's
-    gradients of the tap lowering for the rest (and for bfloat16): oneDNN's made (2+1)D's training step 0.88x torchvision's
-    against the taps' 1.38x (BENCHMARKS.md), while its forward is as fast as theirs everywhere."""
+    """oneDNN's gradients for the float32 kernels `gradient_rule()` names; XLA's gradients of the
+    tap lowering for the rest (and for bfloat16)."""
     x, kernel = residuals
     spacetime = kernel.shape[0] > 1 and max(kernel.shape[1:3]) > 1
-    if x.dtype != jnp.float32 or not (spacetime or GRADIENT_KERNELS == "all"):
+    if x.dtype != jnp.float32 or not (spacetime or gradient_rule() == "all"):
         from stres_jax.models.fast_conv import tap_conv
         return jax.vjp(lambda x, k: tap_conv(x, k, strides, padding), x, kernel)[1](dy)
     return (_call("input_grad", dy, kernel, x.shape, strides, padding),
