@@ -115,6 +115,9 @@ def speed_report():
             "cpu": ", ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags) or "unknown",
             "conv lowering": resolve_conv_impl("auto") + ' (conv_impl="auto")',
             "oneDNN": why if available else f"not used: {why}",
+            "float32 gradients": ({"all": "oneDNN for every kernel (AVX-512)",
+                                   "spacetime": "oneDNN for 3x3x3 and 3x7x7 kernels, taps for the rest"}
+                                  [onednn.gradient_rule()] if available else "taps"),
             "float64": "taps (oneDNN runs float32 and bfloat16 only)",
             "bfloat16": bf16,
             "cpu kernels": f"{DEFAULT_CPU_LIBRARY} (stres_jax.compiler_options())",
