@@ -60,9 +60,11 @@ def torch_stepper(net, clips, labels):
 def jax_stepper(arch, net, clips, labels, dtype, impl="auto"):
     """The train step of lowering `impl`; "onednn-allgrads" / "onednn-spacetime" are "onednn" with
     oneDNN's gradients for every kernel / only those spanning time and space (3x3x3, 3x7x7),
-    whatever `onednn.gradient_rule()` picks on this CPU."""
+    whatever `onednn.gradient_rule()` picks on this CPU; "onednn-ndhwc-kgrad" never reorders
+    the kernel gradient's activations to the blocked layout (`onednn.blocked_kernel_gradient`)."""
     switch = {"onednn-allgrads": ("GRADIENT_KERNELS", "all"),
-              "onednn-spacetime": ("GRADIENT_KERNELS", "spacetime")}.get(impl)
+              "onednn-spacetime": ("GRADIENT_KERNELS", "spacetime"),
+              "onednn-ndhwc-kgrad": ("BLOCKED_KERNEL_GRADIENT", False)}.get(impl)
     model = create_model(arch, dtype=dtype, conv_impl="onednn" if switch else impl)
     variables = torch_to_flax({k: v.numpy() for k, v in net.state_dict().items()}, arch,
                               abstract_variables(model))
@@ -139,7 +141,7 @@ def main():
     parser.add_argument("--decode-steps", type=int, default=40)
     parser.add_argument("--skip-steps", action="store_true", help="only the decoding part")
     parser.add_argument("--impls", nargs="+", default=["auto"], help="JAX conv lowerings to time, interleaved "
-                        "(auto, taps, onednn, onednn-allgrads, onednn-spacetime, xla; default auto)")
+                        "(auto, taps, onednn, onednn-allgrads, onednn-spacetime, onednn-ndhwc-kgrad, xla; default auto)")
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, torch {torch.__version__}, "

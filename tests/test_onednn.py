@@ -43,12 +43,14 @@ CONVS = [  # (input shape, kernel (kt, kh, kw, in, out), strides, padding): ever
 
 
 @needs_onednn
-@pytest.mark.parametrize("rule", ["spacetime", "all"])
+@pytest.mark.parametrize("rule, blocked", [("spacetime", False), ("all", False), ("all", True)])
 @pytest.mark.parametrize("shape, kernel, strides, padding", CONVS)
-def test_conv_and_its_gradients_match_nn_conv(shape, kernel, strides, padding, rule, monkeypatch):
+def test_conv_and_its_gradients_match_nn_conv(shape, kernel, strides, padding, rule, blocked, monkeypatch):
     """Every kernel kind of the nets, with either gradient rule (oneDNN's gradients for 3x3x3 and
-    3x7x7 only, the AVX2 default, or for every kernel, the AVX-512 default), on any CPU."""
+    3x7x7 only, the AVX2 default, or for every kernel, the AVX-512 default) and the kernel gradient
+    on NDHWC or blocked activations, on any CPU."""
     monkeypatch.setattr(onednn, "GRADIENT_KERNELS", rule)
+    monkeypatch.setattr(onednn, "BLOCKED_KERNEL_GRADIENT", blocked)
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal(shape), jnp.float32)
     pads = tuple((p, p) for p in padding)

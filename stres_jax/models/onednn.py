@@ -36,6 +36,7 @@ TARGETS = {"forward": "StresOnednnConvForward", "forward_reuse": "StresOnednnCon
 _MESH = contextvars.ContextVar("stres_jax_conv_mesh", default=None)
 INFERENCE_TARGET = "forward_reuse"  # the primal's handler; benchmarks set "forward" to compare
 FUSE_EPILOGUE = True  # bias/residual/ReLU as post-ops; benchmarks set False to compare
+BLOCKED_KERNEL_GRADIENT = None  # None: by instruction set (blocked_kernel_gradient); benchmarks set True/False
 GRADIENT_KERNELS = None  # None: by instruction set (gradient_rule); benchmarks set "spacetime" or "all"
 
 
@@ -140,6 +141,19 @@ def gradient_rule():
     return "all" if "avx512f" in cpu_flags() else "spacetime"
 
 
+def blocked_kernel_gradient(kernel_shape, strides):
+    """Whether this conv's kernel gradient reorders x and dy to oneDNN's blocked layout first. On
+    AVX-512 that measured 1.1-1.9x faster for spatial kernels with a stride (64 to 256 channels in)
+    and for layer1's 64-channel ones, 0.42-0.95x for 1x1x1 kernels, the 3-channel stem and 128+
+    channels at stride 1 (BENCHMARKS.md); AVX2 not measured, so never there.
+    `BLOCKED_KERNEL_GRADIENT` (True / False) overrides for the benchmarks."""
+    if BLOCKED_KERNEL_GRADIENT is not None:
+        return BLOCKED_KERNEL_GRADIENT
+    in_channels, spatial = kernel_shape[3], max(kernel_shape[1:3]) > 1
+    return ("avx512f" in cpu_flags() and spatial and in_channels >= 16
+            and (max(strides) > 1 or in_channels <= 64))
+
+
 def runs_dtype(dtype):
     """Whether oneDNN computes convolutions of `dtype` here: float32 wherever it is built;
     bfloat16 where the CPU has bf16 instructions (avx512_bf16, or AMX), where it measured
@@ -161,10 +175,10 @@ def conv_mesh(mesh):
         _MESH.reset(token)
 
 
-def _call(name, a, b, shape, strides, padding):
+def _call(name, a, b, shape, strides, padding, **attributes):
     return jax.ffi.ffi_call(f"stres_onednn_conv_{name}", jax.ShapeDtypeStruct(shape, a.dtype),
                             vmap_method="sequential")(
-        a, b, strides=np.asarray(strides, np.int64), padding=np.asarray(padding, np.int64).reshape(-1))
+        a, b, strides=np.asarray(strides, np.int64), padding=np.asarray(padding, np.int64).reshape(-1), **attributes)
 
 
 def _out_shape(x_shape, kernel_shape, strides, padding):
@@ -195,7 +209,7 @@ def _conv_bwd(strides, padding, residuals, dy):
         from stres_jax.models.fast_conv import tap_conv
         return jax.vjp(lambda x, k: tap_conv(x, k, strides, padding), x, kernel)[1](dy)
     return (_call("input_grad", dy, kernel, x.shape, strides, padding),
-            _call("kernel_grad", x, dy, kernel.shape, strides, padding))
+            _call("kernel_grad", x, dy, kernel.shape, strides, padding, blocked=blocked_kernel_gradient(kernel.shape, strides)))
 
 
 _conv.defvjp(_conv_fwd, _conv_bwd)

@@ -88,6 +88,7 @@ struct Entry {
   dnnl::reorder weights_reorder;
   size_t scratch_bytes;
   memory::desc scratchpad_md;
+  memory::desc src_md, diff_dst_md;  // the kernel gradient's activation layouts (NDHWC unless blocked)
 };
 
 std::mutex cache_mutex;
@@ -312,23 +313,46 @@ ffi::Error ConvInputGradImpl(ffi::AnyBuffer dy, ffi::AnyBuffer w, ffi::Result<ff
   });
 }
 
+// Reorders an NDHWC activation at `data` into `md`'s layout, in a per-thread buffer `slot`.
+memory blocked_activation(const memory::desc& md, const memory::dims& dims, memory::data_type type, const void* data,
+                          std::vector<char>& slot, dnnl::stream& stream) {
+  if (slot.size() < md.get_size()) slot.resize(md.get_size());
+  memory user(act_md(dims, type), cpu_engine(), const_cast<void*>(data)), blocked(md, cpu_engine(), slot.data());
+  dnnl::reorder(user, blocked).execute(stream, user, blocked);
+  return blocked;
+}
+
+thread_local std::vector<char> src_scratch, diff_dst_scratch;
+
+// dW from x and dy. `blocked`: oneDNN picks the activations' layout too (nCdhw16c on AVX-512) and
+// they are reordered to it first; on AVX-512 that measured faster than its NDHWC kernel (BENCHMARKS.md).
 ffi::Error ConvKernelGradImpl(ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::Result<ffi::AnyBuffer> dw,
-                              ffi::Span<const int64_t> strides, ffi::Span<const int64_t> padding) {
+                              ffi::Span<const int64_t> strides, ffi::Span<const int64_t> padding, bool blocked) {
   return run([&] {
     Geometry g = geometry(x.dimensions(), dw->dimensions(), dy.dimensions(), strides, padding, x.element_type());
-    auto entry = cached(g.key("bwd_weights"), [&] {
-      auto hint = forward_pd(g, prop_kind::forward_training);
+    auto entry = cached(g.key(blocked ? "bwd_weights_blocked" : "bwd_weights"), [&] {
+      auto act = [&](const memory::dims& d) { return blocked ? any_md(d, g.type) : act_md(d, g.type); };
+      auto hint = dnnl::convolution_forward::primitive_desc(
+          cpu_engine(), prop_kind::forward_training, algorithm::convolution_direct, act(g.src),
+          any_md(g.weights, g.type), act(g.dst), g.strides, g.pad_l, g.pad_r, user_scratchpad());
       dnnl::convolution_backward_weights::primitive_desc pd(cpu_engine(), algorithm::convolution_direct,
-                                                            act_md(g.src, g.type), any_md(g.weights, g.type), act_md(g.dst, g.type),
+                                                            act(g.src), any_md(g.weights, g.type), act(g.dst),
                                                             g.strides, g.pad_l, g.pad_r, hint, user_scratchpad());
-      return make_entry(dnnl::convolution_backward_weights(pd), pd.diff_weights_desc(), pd.scratchpad_desc(), true);
+      Entry e = make_entry(dnnl::convolution_backward_weights(pd), pd.diff_weights_desc(), pd.scratchpad_desc(), true);
+      e.src_md = pd.src_desc();
+      e.diff_dst_md = pd.diff_dst_desc();
+      return e;
     });
     dnnl::stream stream(cpu_engine());
     memory user_dw(user_w_md(g.weights, g.type), cpu_engine(), dw->untyped_data());
     memory diff_weights = entry->reorder ? memory(entry->weights_md, cpu_engine(), scratch(entry->scratch_bytes))
                                          : user_dw;
-    memory src(act_md(g.src, g.type), cpu_engine(), x.untyped_data());
-    memory diff_dst(act_md(g.dst, g.type), cpu_engine(), dy.untyped_data());
+    memory src = entry->src_md == act_md(g.src, g.type)
+                     ? memory(act_md(g.src, g.type), cpu_engine(), x.untyped_data())
+                     : blocked_activation(entry->src_md, g.src, g.type, x.untyped_data(), src_scratch, stream);
+    memory diff_dst = entry->diff_dst_md == act_md(g.dst, g.type)
+                          ? memory(act_md(g.dst, g.type), cpu_engine(), dy.untyped_data())
+                          : blocked_activation(entry->diff_dst_md, g.dst, g.type, dy.untyped_data(), diff_dst_scratch, stream);
     entry->conv.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, diff_dst},
                                  {DNNL_ARG_DIFF_WEIGHTS, diff_weights}, {DNNL_ARG_SCRATCHPAD, scratchpad(*entry)}});
     if (entry->reorder) entry->weights_reorder.execute(stream, diff_weights, user_dw);
@@ -359,7 +383,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(StresOnednnConvForwardFused, ConvForwardFusedImpl,
                                   .Attr<ffi::Span<const int64_t>>("padding")
                                   .Attr<bool>("relu"));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(StresOnednnConvInputGrad, ConvInputGradImpl, CONV_BINDING(dy, w));
-XLA_FFI_DEFINE_HANDLER_SYMBOL(StresOnednnConvKernelGrad, ConvKernelGradImpl, CONV_BINDING(x, dy));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(StresOnednnConvKernelGrad, ConvKernelGradImpl,
+                              CONV_BINDING(x, dy).Attr<bool>("blocked"));
 
 extern "C" int stres_onednn_version() {
   const dnnl_version_t* v = dnnl_version();
