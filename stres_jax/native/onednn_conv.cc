@@ -3,7 +3,8 @@
 // Activations are NDHWC (XLA's row-major (N, T, H, W, C)), kernels DHWIO (Flax's
 // (kt, kh, kw, in, out)), float32 or bfloat16 (all operands alike). oneDNN picks its own kernel layout ("any"); the kernel is
 // reordered to it on each call, except by the inference forward (`StresOnednnConvForwardReuse`), which
-// keeps reordered kernels keyed by their exact bytes. Primitives are cached by shape. Built on first use by
+// keeps reordered kernels keyed by their exact bytes; the kernel gradient may reorder x and dy to oneDNN's
+// blocked layout first (`blocked`). Primitives are cached by shape. Built on first use by
 // stres_jax/models/onednn.py (g++, the onednn-devel-cpu-gomp headers, jaxlib's FFI headers).
 #include <cstdint>
 #include <cstring>
