@@ -136,7 +136,7 @@ def gradient_rule():
     1x3x3 and 3x1x1 kernels are faster. Measured (BENCHMARKS.md), training step at batch 4 against
     torchvision: AVX2 (2+1)D 1.38x with "spacetime", 0.88x with "all"; AVX-512 mc3_18 0.84x with
     "spacetime", 1.19x with "all"."""
-    if GRADIENT_KERNELS:
+    if GRADIENT_KERNELS is not None:
         return GRADIENT_KERNELS
     return "all" if "avx512f" in cpu_flags() else "spacetime"
 

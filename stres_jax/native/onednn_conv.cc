@@ -90,6 +90,7 @@ struct Entry {
   size_t scratch_bytes;
   memory::desc scratchpad_md;
   memory::desc src_md, diff_dst_md;  // the kernel gradient's activation layouts (NDHWC unless blocked)
+  dnnl::reorder src_reorder, diff_dst_reorder;  // NDHWC to those, where they differ
 };
 
 std::mutex cache_mutex;
@@ -314,13 +315,23 @@ ffi::Error ConvInputGradImpl(ffi::AnyBuffer dy, ffi::AnyBuffer w, ffi::Result<ff
   });
 }
 
-// Reorders an NDHWC activation at `data` into `md`'s layout, in a per-thread buffer `slot`.
-memory blocked_activation(const memory::desc& md, const memory::dims& dims, memory::data_type type, const void* data,
-                          std::vector<char>& slot, dnnl::stream& stream) {
+// The NDHWC activation at `data` in layout `md`: itself where they agree, else reordered by `to_md`
+// into the per-thread buffer `slot`.
+memory activation_in(const memory::desc& md, const dnnl::reorder& to_md, const memory::dims& dims, memory::data_type type,
+                     const void* data, std::vector<char>& slot, dnnl::stream& stream) {
+  memory user(act_md(dims, type), cpu_engine(), const_cast<void*>(data));
+  if (md == user.get_desc()) return user;
   if (slot.size() < md.get_size()) slot.resize(md.get_size());
-  memory user(act_md(dims, type), cpu_engine(), const_cast<void*>(data)), blocked(md, cpu_engine(), slot.data());
-  dnnl::reorder(user, blocked).execute(stream, user, blocked);
-  return blocked;
+  memory laid_out(md, cpu_engine(), slot.data());
+  to_md.execute(stream, user, laid_out);
+  return laid_out;
+}
+
+// A reorder from NDHWC to `md`, or none where they agree.
+dnnl::reorder reorder_from_ndhwc(const memory::desc& md) {
+  auto user = act_md(md.get_dims(), md.get_data_type());
+  if (md == user) return dnnl::reorder();
+  return dnnl::reorder(dnnl::reorder::primitive_desc(cpu_engine(), user, cpu_engine(), md));
 }
 
 thread_local std::vector<char> src_scratch, diff_dst_scratch;
@@ -342,18 +353,17 @@ ffi::Error ConvKernelGradImpl(ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::Result<f
       Entry e = make_entry(dnnl::convolution_backward_weights(pd), pd.diff_weights_desc(), pd.scratchpad_desc(), true);
       e.src_md = pd.src_desc();
       e.diff_dst_md = pd.diff_dst_desc();
+      e.src_reorder = reorder_from_ndhwc(e.src_md);
+      e.diff_dst_reorder = reorder_from_ndhwc(e.diff_dst_md);
       return e;
     });
     dnnl::stream stream(cpu_engine());
     memory user_dw(user_w_md(g.weights, g.type), cpu_engine(), dw->untyped_data());
     memory diff_weights = entry->reorder ? memory(entry->weights_md, cpu_engine(), scratch(entry->scratch_bytes))
                                          : user_dw;
-    memory src = entry->src_md == act_md(g.src, g.type)
-                     ? memory(act_md(g.src, g.type), cpu_engine(), x.untyped_data())
-                     : blocked_activation(entry->src_md, g.src, g.type, x.untyped_data(), src_scratch, stream);
-    memory diff_dst = entry->diff_dst_md == act_md(g.dst, g.type)
-                          ? memory(act_md(g.dst, g.type), cpu_engine(), dy.untyped_data())
-                          : blocked_activation(entry->diff_dst_md, g.dst, g.type, dy.untyped_data(), diff_dst_scratch, stream);
+    memory src = activation_in(entry->src_md, entry->src_reorder, g.src, g.type, x.untyped_data(), src_scratch, stream);
+    memory diff_dst = activation_in(entry->diff_dst_md, entry->diff_dst_reorder, g.dst, g.type, dy.untyped_data(),
+                                    diff_dst_scratch, stream);
     entry->conv.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, diff_dst},
                                  {DNNL_ARG_DIFF_WEIGHTS, diff_weights}, {DNNL_ARG_SCRATCHPAD, scratchpad(*entry)}});
     if (entry->reorder) entry->weights_reorder.execute(stream, diff_weights, user_dw);
