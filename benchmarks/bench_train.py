@@ -140,8 +140,11 @@ def main():
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--decode-steps", type=int, default=40)
     parser.add_argument("--skip-steps", action="store_true", help="only the decoding part")
-    parser.add_argument("--impls", nargs="+", default=["auto"], help="JAX conv lowerings to time, interleaved "
-                        "(auto, taps, onednn, onednn-allgrads, onednn-spacetime, onednn-ndhwc-kgrad, xla; default auto)")
+    parser.add_argument("--impls", nargs="+", default=["auto"], metavar="IMPL",
+                        choices=["auto", "taps", "taps3d", "onednn", "onednn-allgrads", "onednn-spacetime",
+                                 "onednn-ndhwc-kgrad", "xla"],
+                        help="JAX conv lowerings to time, interleaved (auto, taps, taps3d, onednn, onednn-allgrads, "
+                        "onednn-spacetime, onednn-ndhwc-kgrad, xla; default auto)")
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, torch {torch.__version__}, "
