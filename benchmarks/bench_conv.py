@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from jax import lax
 
-from stres_jax.xla_options import CPU_LIBRARIES, DEFAULT_CPU_LIBRARY, compiler_options
+from stres_jax.runtime.xla_options import CPU_LIBRARIES, DEFAULT_CPU_LIBRARY, compiler_options
 
 
 def xla3d(x, w):

@@ -14,8 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
-from stres_jax.models.fast_conv import CONV_IMPLS
-from stres_jax.xla_options import compiler_options
+from stres_jax.models.conv_impls import CONV_IMPLS
+from stres_jax.runtime.xla_options import compiler_options
 
 
 def timed(fn, repeats):

@@ -16,7 +16,7 @@ import torch
 from bench_conv_grad import timed  # this script's folder is on sys.path
 from stres_jax.models import onednn
 from stres_jax.models.fast_conv import tap_conv
-from stres_jax.xla_options import compiler_options
+from stres_jax.runtime.xla_options import compiler_options
 
 SHAPES = [  # (name, input NTHWC, kernel, output channels, strides, padding)
     ("stem 3x7x7", (1, 16, 112, 112, 3), (3, 7, 7), 64, (1, 2, 2), (1, 3, 3)),

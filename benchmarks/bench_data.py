@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from stres_jax.config_base import get_base_config  # noqa: E402
+from stres_jax.config.base import get_base_config  # noqa: E402
 from stres_jax.data.clips import plan_clips_of  # noqa: E402
 from stres_jax.data.prepare import prepare  # noqa: E402
 from stres_jax.data.readers import FileReader  # noqa: E402

@@ -4,8 +4,8 @@
     python benchmarks/bench_models.py --archs r2plus1d_18 --batch-sizes 1 --repeats 7
     python benchmarks/bench_models.py --variants taps+fold@xla taps+fold@ynnpack xla@xla
 
-A variant is LOWERING[+fold][@CPU_LIBRARY]: the conv lowering (stres_jax.models.fast_conv),
-whether BN is folded, and the compile options (stres_jax.xla_options; default "default").
+A variant is LOWERING[+fold][@CPU_LIBRARY]: the conv lowering (stres_jax.models.conv_impls),
+whether BN is folded, and the compile options (stres_jax.runtime.xla_options; default "default").
 
 Runs are interleaved (torch, then each JAX variant, then onnxruntime, repeated), so the
 ratios compare like with like on a noisy machine. Compile time is reported separately.
@@ -22,7 +22,6 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from unittest import mock
 
 import jax
 import numpy as np
@@ -32,11 +31,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, f
 from tests.torch_reference import random_torchvision_model  # noqa: E402
 
 from stres_jax.checkpoints.key_table import torch_to_flax  # noqa: E402
-from stres_jax.checkpoints.store import abstract_variables  # noqa: E402
+from stres_jax.models.init import abstract_variables  # noqa: E402
 from stres_jax.models import create_model  # noqa: E402
-from stres_jax.models.fast_conv import conv_factory  # noqa: E402
+from stres_jax.models.conv_impls import conv_factory  # noqa: E402
 from stres_jax.models.fold import fold_batchnorm  # noqa: E402
-from stres_jax.xla_options import compiler_options  # noqa: E402
+from stres_jax.runtime.xla_options import compiler_options  # noqa: E402
 
 DEFAULT_VARIANTS = ["xla@xla", "taps+fold@ynnpack", "taps+fold@xla"]
 
@@ -55,13 +54,13 @@ def jax_runner(arch, variables, variant, dtype, x):
     kernel on each call (the inference forward otherwise keeps them in oneDNN's layout);
     "onednn-unfused" leaves bias, residual and ReLU to XLA instead of oneDNN's post-ops."""
     impl, fold, library = parse_variant(variant)
-    switch = {"onednn-reorder": ("INFERENCE_TARGET", "forward"), "onednn-unfused": ("FUSE_EPILOGUE", False)}.get(impl)
+    switch = {"onednn-reorder": {"inference_target": "forward"}, "onednn-unfused": {"fuse_epilogue": False}}.get(impl)
     model = create_model(arch, conv=conv_factory("onednn" if switch else impl), fold_batchnorm=fold, dtype=dtype)
     variables = fold_batchnorm(variables, model.spec) if fold else variables
     forward = jax.jit(model.apply, compiler_options=compiler_options(library))
     if switch:
         from stres_jax.models import onednn
-        with mock.patch.object(onednn, *switch):
+        with onednn.choosing(**switch):
             forward = forward.lower(variables, x).compile()  # traced now, with the switch set
     return lambda x: forward(variables, x).block_until_ready()
 
@@ -69,7 +68,7 @@ def jax_runner(arch, variables, variant, dtype, x):
 def onnx_runner(arch, variables):
     import onnxruntime
     from stres_jax.labels import kinetics400_labels
-    from stres_jax.onnx_io import to_onnx
+    from stres_jax.export.onnx_io import to_onnx
     session = onnxruntime.InferenceSession(to_onnx(arch, variables, kinetics400_labels()).SerializeToString())
     return lambda x: session.run(None, {"video": np.ascontiguousarray(x.transpose(0, 4, 1, 2, 3))})
 

@@ -47,7 +47,7 @@ def decode_throughput(path, max_frames):
 def model_throughput(arch, batch, repeats=3):
     from stres_jax.inference import ClipRunner
     from stres_jax.loader import ModelOptions, load_net
-    runner = ClipRunner(load_net(ModelOptions(arch=arch), random_init=True), batch_size=batch)
+    runner = ClipRunner(load_net(ModelOptions(arch=arch, random_init=True)), batch_size=batch)
     clips = np.zeros((batch, 16, 112, 112, 3), np.uint8)
     runner.run(clips)  # compile
     times = []

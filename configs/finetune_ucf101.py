@@ -9,7 +9,7 @@ array_record (training reads examples in random order); a copy already prepared 
 is refused with the command that converts it. The 101 classes get a new head; split 1's test
 videos are validated after each epoch with the eval protocol.
 """
-from stres_jax.config_base import get_train_config
+from stres_jax.config.base import get_train_config
 
 
 def get_config():

@@ -7,7 +7,7 @@ SGD momentum 0.9, weight decay 1e-4, lr 0.08 per 192 clips scaled linearly to ba
 45 epochs, 10 linear warm-up epochs from 0.001x, x0.1 at epochs 20, 30 and 40; 5 random clips
 per video and epoch (16 frames at 15 fps, resize 128x171, random crop 112, random flip).
 """
-from stres_jax.config_base import get_train_config
+from stres_jax.config.base import get_train_config
 
 
 def get_config():

@@ -4,9 +4,9 @@
         --config.checkpoint=ckpt/r2plus1d --config.data.root=/data/kinetics400/val
 
 Add --config.batch_size=32 and the like to override; a misspelt key is an error. Every field
-and its default: stres_jax/config_base.py.
+and its default: stres_jax/config/base.py.
 """
-from stres_jax.config_base import get_base_config
+from stres_jax.config.base import get_base_config
 
 
 def get_config():

@@ -8,7 +8,7 @@ downloads and prepares it on first use. The embeddings use torchvision's protoco
 """
 import ml_collections
 
-from stres_jax.config_base import get_base_config
+from stres_jax.config.base import get_base_config
 
 
 def get_config():

@@ -21,8 +21,9 @@ from PIL import Image  # noqa: E402
 from sklearn.decomposition import PCA  # noqa: E402
 from sklearn.manifold import TSNE  # noqa: E402
 
-from stres_jax.atomic import atomic_path  # noqa: E402
+from stres_jax.runtime.atomic import atomic_path  # noqa: E402
 from stres_jax.cli import run_guarded  # noqa: E402
+from stres_jax.cli.options import OneLineParser  # noqa: E402
 from stres_jax.data.decode import probe, read_frames  # noqa: E402
 from stres_jax.embed import load_npz  # noqa: E402
 from stres_jax.errors import UserError  # noqa: E402
@@ -91,7 +92,7 @@ def plot(embeddings, paths, labels, out, method="pca", thumb_size=64, roots=(Pat
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("embeddings", metavar="EMB.npz")
     parser.add_argument("--out", required=True, metavar="plot.png")
     parser.add_argument("--method", choices=("pca", "tsne"), default="pca")

@@ -19,7 +19,7 @@ cells = [
          "    spec = ARCH_SPECS[name]\n    print(f\"{name:12s} stem {spec.stem.__name__:14s} convolutions {[b.__name__ for b in spec.builders]}\")\n"
          "arch = \"r2plus1d_18\"\n"
          "random_init = not default_checkpoint_dir(arch).is_dir()\n"
-         "net = load_net(ModelOptions(arch=arch), random_init=random_init)\n"
+         "net = load_net(ModelOptions(arch=arch, random_init=random_init))\n"
          "print(net.arch, \"with random weights\" if random_init else f\"from {net.directory}\")"),
     md("## Basic usage\n\nA video (the demo clip shipped with the package) and some of its frames:"),
     code("import tempfile\n\nimport IPython.display\n\n"
@@ -71,15 +71,15 @@ cells = [
          "plt.scatter(*xy.T, c=arrays[\"window_start\"]); plt.colorbar(label=\"window start (s)\");"),
     md("## ONNX\n\nExport the net, check it with onnx, run it with onnxruntime (if installed) and import it back:"),
     code("import importlib.util\n\nimport jax\nimport onnx\n\n"
-         "from stres_jax.onnx_io import to_onnx\n\n"
-         "variables = load_net(ModelOptions(arch=arch, fold_batchnorm=False), random_init=random_init).variables\n"
+         "from stres_jax.export.onnx_io import to_onnx\n\n"
+         "variables = load_net(ModelOptions(arch=arch, fold_batchnorm=False, random_init=random_init)).variables\n"
          "model = to_onnx(arch, variables, net.labels)\nonnx.checker.check_model(model)\n"
          "print(len(model.graph.node), \"nodes\")\n"
          "if importlib.util.find_spec(\"onnxruntime\"):\n    import onnxruntime\n"
          "    session = onnxruntime.InferenceSession(model.SerializeToString())\n"
          "    clip = np.random.default_rng(0).standard_normal((1, 3, 16, 112, 112)).astype(np.float32)  # NCTHW\n"
          "    print(session.run(None, {session.get_inputs()[0].name: clip})[0].shape)"),
-    code("from stres_jax.onnx_io import from_onnx\n\n"
+    code("from stres_jax.export.onnx_io import from_onnx\n\n"
          "path = tempfile.mkdtemp() + \"/net.onnx\"\nonnx.save(model, path)\n"
          "imported_arch, imported, labels = from_onnx(path)\n"
          "same = all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(imported), jax.tree.leaves(variables)))\n"

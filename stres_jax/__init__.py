@@ -8,7 +8,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "ClipRunner": "stres_jax.inference", "predict_video": "stres_jax.predict",
-    "compiler_options": "stres_jax.xla_options", "create_model": "stres_jax.models",
+    "compiler_options": "stres_jax.runtime.xla_options", "create_model": "stres_jax.models",
     "forward_fn": "stres_jax.inference", "grad_cam": "stres_jax.explain", "jit_apply": "stres_jax.inference",
     "jit_forward": "stres_jax.inference", "kinetics400_labels": "stres_jax.labels",
     "load_checkpoint": "stres_jax.checkpoints.store", "load_net": "stres_jax.loader",

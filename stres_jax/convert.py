@@ -4,7 +4,8 @@ from pathlib import Path
 
 from stres_jax.checkpoints.fetch import check_published, default_checkpoint_dir, download_published, sha256_file
 from stres_jax.checkpoints.key_table import torch_to_flax
-from stres_jax.checkpoints.store import abstract_variables, save_checkpoint
+from stres_jax.checkpoints.store import save_checkpoint
+from stres_jax.models.init import abstract_variables
 from stres_jax.checkpoints.torch_file import read_state_dict
 from stres_jax.labels import read_label_file
 from stres_jax.models import canonical_arch, create_model

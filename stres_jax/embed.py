@@ -10,12 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
-from stres_jax.atomic import atomic_path
+from stres_jax.runtime.atomic import atomic_path
 from stres_jax.data.sources import VideoItem, folder_source
 from stres_jax.errors import UserError
-from stres_jax.eval import evaluate
+from stres_jax.eval.run import evaluate
 from stres_jax.labels import kinetics400_labels
-from stres_jax.records import read_records
+from stres_jax.eval.records import read_records
 
 
 def items_for(paths):
@@ -30,7 +30,7 @@ def items_for(paths):
 def store_items(path):
     """VideoItems of a clip store (`stres-jax prepare`), named by their source keys; class
     names spelt as the Kinetics class of that name where there is one."""
-    from stres_jax.config_base import get_base_config
+    from stres_jax.config.base import get_base_config
     from stres_jax.data.sources import make_source
     data = get_base_config().data
     data.source, data.store = "store", str(path)

@@ -3,7 +3,7 @@ import numpy as np
 from matplotlib.figure import Figure  # no pyplot: drawing here never changes the caller's backend
 from matplotlib.patches import Rectangle
 
-from stres_jax.atomic import atomic_path
+from stres_jax.runtime.atomic import atomic_path
 
 
 def stem_kernels(variables):

@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from stres_jax.data.transforms import normalize
-from stres_jax.metrics import top_k
-from stres_jax.xla_options import DEFAULT_CPU_LIBRARY, compiler_options
+from stres_jax.eval.metrics import top_k
+from stres_jax.runtime.xla_options import DEFAULT_CPU_LIBRARY, compiler_options
 
 
 def forward_fn(model):

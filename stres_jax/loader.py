@@ -16,9 +16,9 @@ from stres_jax.checkpoints.store import load_checkpoint, read_meta
 from stres_jax.errors import UserError
 from stres_jax.labels import kinetics400_labels
 from stres_jax.models import ARCH_SPECS, DEFAULT_ARCH, canonical_arch, create_model
-from stres_jax.models.fast_conv import CONV_IMPLS
+from stres_jax.models.conv_impls import CONV_IMPLS
 from stres_jax.models.init import torchvision_init
-from stres_jax.xla_options import CPU_LIBRARIES, DEFAULT_CPU_LIBRARY
+from stres_jax.runtime.xla_options import CPU_LIBRARIES, DEFAULT_CPU_LIBRARY
 
 INFERENCE_DTYPES = ("float32", "bfloat16")
 
@@ -28,10 +28,11 @@ class ModelOptions:
     """Which net, with which weights, computed how. Field names are the config keys."""
     arch: str = ""              # r3d_18, mc3_18, r2plus1d_18 or an alias; "" = the checkpoint's (or the default)
     checkpoint: str = ""        # checkpoint directory; "" = the one `stres-jax fetch ARCH` cached
-    conv_impl: str = "auto"     # conv lowering (models.fast_conv): same parameters, same results to ~1e-6
-    cpu_library: str = DEFAULT_CPU_LIBRARY  # CPU kernels (stres_jax.xla_options)
+    conv_impl: str = "auto"     # conv lowering (models.conv_impls): same parameters, same results to ~1e-6
+    cpu_library: str = DEFAULT_CPU_LIBRARY  # CPU kernels (stres_jax.runtime.xla_options)
     fold_batchnorm: bool = True  # fold BN into the convs (inference only; logits within 1e-6)
     dtype: str = "float32"      # compute dtype; "bfloat16": the net in bf16, softmax and logits in float32
+    random_init: bool = False   # torchvision's random initialisation instead of any checkpoint (for trying things)
 
     @classmethod
     def from_config(cls, config):
@@ -88,13 +89,18 @@ class LoadedNet:
     def arch(self):
         return self.meta["arch"]
 
+    @property
+    def random_weights(self):
+        """Whether the weights are torchvision's random initialisation (its answers mean nothing)."""
+        return bool(self.meta.get("source", {}).get("random_init"))
 
-def load_net(options=ModelOptions(), random_init=False):
+
+def load_net(options=ModelOptions()):
     """The net `options` ask for: from their checkpoint, the cached one for their arch, or
-    torchvision's random initialisation (`random_init`). A checkpoint of another arch than an
+    torchvision's random initialisation (`options.random_init`). A checkpoint of another arch than an
     explicitly asked one is refused in one line."""
     dtype = jnp.dtype(options.dtype)
-    if random_init:
+    if options.random_init:
         arch = canonical_arch(options.arch or DEFAULT_ARCH)
         model = create_model(arch, conv_impl=options.conv_impl, dtype=dtype)
         labels = kinetics400_labels()
@@ -123,7 +129,8 @@ def default_checkpoint(arch):
     checkpoint = default_checkpoint_dir(arch)
     if checkpoint.is_dir():
         return checkpoint
-    from stres_jax.checkpoints.fetch import PUBLISHED_FILES, FetchError, cache_dir
+    from stres_jax.checkpoints.fetch import PUBLISHED_FILES, FetchError
+    from stres_jax.runtime.cache import cache_dir
     from stres_jax.convert import fetch
     if sys.stderr.isatty():  # with the download's progress bar; in a log, one line when it is done
         print(f"stres_jax: no {arch} weights cached: downloading torchvision's {PUBLISHED_FILES[arch]}", file=sys.stderr)

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from stres_jax.checkpoints.store import abstract_variables
+from stres_jax.models.init import abstract_variables
 from stres_jax.data.transforms import clip_shape
 from stres_jax.models import TorchBatchNorm
 
@@ -57,7 +57,7 @@ def _macs(kind, in_shape, out_shape, kernel):
 
 def net_information(model, arch=None):
     """A JSON-ready dict: arrays, totals, layer types, GMACs per 16x112x112 clip, kernel sizes."""
-    from stres_jax.models.fast_conv import conv_factory
+    from stres_jax.models.conv_impls import conv_factory
     # The net as defined, whatever lowering or folding `model` runs with.
     calls, variables, jaxpr = _trace_layers(model.clone(conv=conv_factory("xla"), fold_batchnorm=False))
     arrays = {"/".join(path): int(np.prod(leaf.shape)) for path, leaf in
@@ -104,9 +104,9 @@ def speed_report():
     """What runs the nets here: backend, CPU instructions, the conv lowering "auto" picks and why."""
     import os
 
-    from stres_jax.models import onednn
-    from stres_jax.models.fast_conv import resolve_conv_impl
-    from stres_jax.xla_options import DEFAULT_CPU_LIBRARY
+    import stres_jax.models.onednn as onednn
+    from stres_jax.models.conv_impls import resolve_conv_impl
+    from stres_jax.runtime.xla_options import DEFAULT_CPU_LIBRARY
     flags = onednn.cpu_flags()
     available, why = onednn.status()
     bf16 = ("oneDNN forward, tap gradients (this CPU has bf16 instructions)" if onednn.runs_dtype(jnp.bfloat16)

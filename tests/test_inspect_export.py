@@ -15,7 +15,7 @@ import stres_jax
 from stres_jax.cli import main
 from stres_jax.netinfo import net_information
 from stres_jax.models import create_model
-from stres_jax.onnx_io import OnnxImportError, from_onnx
+from stres_jax.export.onnx_io import OnnxImportError, from_onnx
 from tests.torch_reference import ARCHS, relative_error
 
 WEIGHTS = {"r3d_18": tvm.R3D_18_Weights, "mc3_18": tvm.MC3_18_Weights, "r2plus1d_18": tvm.R2Plus1D_18_Weights}
@@ -105,7 +105,7 @@ def test_onnx_matches_torchvision_and_round_trips(arch, tmp_path, converted, tor
 
 def test_import_refuses_graphs_it_cannot_map(tmp_path, converted):
     _, variables, meta = stres_jax.load_checkpoint(converted("mc3_18"))
-    from stres_jax.onnx_io import to_onnx
+    from stres_jax.export.onnx_io import to_onnx
     model = to_onnx("mc3_18", jax.device_get(variables), meta["labels"])
     del model.graph.node[5]
     onnx.save(model, str(tmp_path / "edited.onnx"))

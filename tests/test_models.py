@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from stres_jax.checkpoints.key_table import key_table
-from stres_jax.checkpoints.store import abstract_variables
+from stres_jax.models.init import abstract_variables
 from stres_jax.models import (BasicBlock, Conv2Plus1D, Conv3DNoTemporal, Conv3DSimple, R2Plus1dStem,
                               create_model)
 from tests.torch_reference import ARCHS, random_torchvision_model

@@ -145,10 +145,12 @@ def readme_example(name):
 
 
 @pytest.fixture
-def readme_dir(converted, tmp_path, monkeypatch):
-    """A folder where the README's `ckpt/r2plus1d` is a converted checkpoint."""
-    (tmp_path / "ckpt").mkdir()
-    (tmp_path / "ckpt" / "r2plus1d").symlink_to(converted(ARCH))
+def readme_dir(converted, tmp_path, monkeypatch, empty_cache):
+    """A cache as the README's first command (`stres-jax fetch r2plus1d_18`) leaves it, with a
+    converted random checkpoint in place of the published one."""
+    from stres_jax.checkpoints.fetch import default_checkpoint_dir
+    default_checkpoint_dir(ARCH).parent.mkdir(parents=True)
+    default_checkpoint_dir(ARCH).symlink_to(converted(ARCH))
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -185,8 +187,8 @@ def bad_value(config, key):
 @pytest.mark.parametrize("program", ["eval", "train"])
 def test_every_config_key_with_a_bad_value_is_one_line(program):
     """The audit: each checked key, set to a bad value, is refused naming that key."""
-    from stres_jax.config_base import get_base_config, get_train_config
-    from stres_jax.config_check import EVAL, TRAIN, check_config
+    from stres_jax.config.base import get_base_config, get_train_config
+    from stres_jax.config.check import EVAL, TRAIN, check_config
     from stres_jax.errors import UserError
     rules = EVAL if program == "eval" else TRAIN
     for key in rules:

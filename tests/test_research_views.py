@@ -142,7 +142,7 @@ def test_eval_clips_take_the_same_three_crops_as_torchvision():
 
 def test_clip_hits_average_each_clips_crops():
     from stres_jax.data.sources import VideoItem
-    from stres_jax.metrics import video_record
+    from stres_jax.eval.metrics import video_record
     # one temporal clip, three crops: two lean weakly to "a", one strongly to "b"; the mean is "b"
     views = np.array([[0.5, 0.4, 0.1], [0.5, 0.4, 0.1], [0.0, 1.0, 0.0]])
     record = video_record(VideoItem("v", "b"), {"probabilities": views}, ["a", "b", "c"], crops=3)

@@ -144,8 +144,8 @@ def test_prepare_resumes_and_refuses_another_store(videos, lossless, tmp_path):
     assert main(["prepare", str(videos), "--out", str(copy), "--encoding", "lossless", "--workers", "1"]) == 1
     assert (copy / "shard-00000.frames").read_bytes() == (lossless / "shard-00000.frames").read_bytes()
     assert main(["prepare", str(videos), "--out", str(copy), "--encoding", "jpeg"]) == 2  # another store
-    from stres_jax.config_base import get_base_config
-    from stres_jax.data.store import prepare as prepare_in_python
+    from stres_jax.config.base import get_base_config
+    from stres_jax.data.prepare import prepare as prepare_in_python
     from stres_jax.errors import UserError
     data = get_base_config().data
     data.root = str(videos)

@@ -91,7 +91,7 @@ def test_finetune_skips_the_corrupt_file_and_predicts_a_folder_class(finetuned, 
 def test_validation_each_epoch_matches_eval_and_keeps_the_best(finetuned, folder, tmp_path):
     """Each epoch's validation line is what `stres_jax.eval` gives for those weights; W/best
     holds the weights of the best epoch."""
-    from stres_jax.config_base import get_base_config
+    from stres_jax.config.base import get_base_config
     from stres_jax.eval import evaluate
     workdir, _ = finetuned
     lines = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]

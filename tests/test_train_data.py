@@ -13,7 +13,7 @@ import torchvision.transforms as T
 import torchvision.transforms.functional as F
 
 from stres_jax.cli import main
-from stres_jax.config_base import get_train_config
+from stres_jax.config.base import get_train_config
 from stres_jax.data.sampling import ClipPlan
 from stres_jax.data.transforms import MEAN, STD, RESIZE, train_view
 from stres_jax.train.data import ClipSampler, training_videos
@@ -139,7 +139,7 @@ def test_training_on_tfds_validates_each_epoch_and_predicts_a_class(tfds_root, t
 
 @pytest.mark.parametrize("file_format", ["tfrecord", "array_record"])
 def test_eval_reads_tfds_in_either_format(tfds_root, file_format, converted, tmp_path):
-    from stres_jax.config_base import get_base_config
+    from stres_jax.config.base import get_base_config
     from stres_jax.eval import evaluate
     config = get_base_config()
     config.arch, config.checkpoint, config.batch_size = "r2plus1d_18", str(converted("r2plus1d_18")), 2
@@ -152,7 +152,7 @@ def test_eval_reads_tfds_in_either_format(tfds_root, file_format, converted, tmp
 def test_the_ucf101_config_reads_native_resolution():
     """The config's TFDS builder (its real code, no download) keeps UCF-101's own frame size."""
     tfds = pytest.importorskip("tensorflow_datasets")
-    from stres_jax.config_check import TRAIN, check_config
+    from stres_jax.config.check import TRAIN, check_config
     from tests.configs import load_config_file
     config = load_config_file(REPO / "configs" / "finetune_ucf101.py")
     check_config(config, TRAIN)

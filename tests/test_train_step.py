@@ -12,7 +12,7 @@ import torch
 from flax import traverse_util
 
 from stres_jax.checkpoints.key_table import torch_to_flax
-from stres_jax.checkpoints.store import abstract_variables
+from stres_jax.models.init import abstract_variables
 from stres_jax.models import create_model
 from stres_jax.train import init_state, make_train_step, sgd
 from tests.torch_reference import ARCHS, random_torchvision_model

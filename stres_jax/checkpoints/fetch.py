@@ -8,7 +8,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from stres_jax.atomic import atomic_path
+from stres_jax.runtime.atomic import atomic_path
+from stres_jax.runtime.cache import cache_dir
 from stres_jax.errors import UserError
 
 PUBLISHED_FILES = {
@@ -22,12 +23,6 @@ BASE_URL_ENV = "STRES_JAX_WEIGHTS_URL"  # a mirror, or a local server in tests
 
 class FetchError(UserError, RuntimeError):
     """A download that failed or did not verify."""
-
-
-def cache_dir():
-    """`$XDG_CACHE_HOME/stres_jax` (default `~/.cache/stres_jax`)."""
-    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(root) / "stres_jax"
 
 
 def default_checkpoint_dir(arch):

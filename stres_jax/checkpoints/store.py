@@ -3,12 +3,12 @@ import json
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 
-from stres_jax.atomic import atomic_path
-from stres_jax.data.transforms import PREPROCESSING, clip_shape
+from stres_jax.runtime.atomic import atomic_path
+from stres_jax.data.transforms import PREPROCESSING
 from stres_jax.errors import UserError, first_line
 from stres_jax.models import create_model
+from stres_jax.models.init import abstract_variables
 
 FORMAT_VERSION = 1
 META_FILE = "meta.json"
@@ -17,11 +17,6 @@ VARIABLES_DIR = "variables"
 
 class CheckpointError(UserError, ValueError):
     """A checkpoint directory that is missing, partial or from an incompatible version."""
-
-
-def abstract_variables(model):
-    """The model's variable tree as shapes only (nothing is computed)."""
-    return jax.eval_shape(model.init, jax.random.key(0), jnp.zeros(clip_shape(batch=1), jnp.float32))
 
 
 def _checkpointer():
@@ -45,9 +40,27 @@ def save_checkpoint(directory, arch, variables, labels, source=None):
     return Path(directory).absolute()
 
 
+def checkpoint_dir(name):
+    """The directory `name` names: a path, or an arch name (`r2plus1d_18`, `3D`, ...) that is not
+    a folder here, for the checkpoint `stres-jax fetch ARCH` cached."""
+    from stres_jax.models import canonical_arch
+    if not Path(name).exists():
+        try:
+            arch = canonical_arch(name)
+        except ValueError:
+            return Path(name)
+        from stres_jax.checkpoints.fetch import default_checkpoint_dir
+        cached = default_checkpoint_dir(arch)
+        if not cached.is_dir():
+            raise CheckpointError(f"no {arch} checkpoint cached; run `stres-jax fetch {arch}` "
+                                  f"(offline: `stres-jax fetch {arch} --from FILE.pth`)")
+        return cached
+    return Path(name)
+
+
 def read_meta(directory):
-    """The checkpoint's metadata, checked for presence and version."""
-    directory = Path(directory)
+    """The checkpoint's metadata, checked for presence and version (`directory` as `checkpoint_dir`)."""
+    directory = checkpoint_dir(directory)
     hint = "make one with `python convert_weights.py` or `stres-jax fetch ARCH`"
     if directory.is_file():
         from stres_jax.checkpoints.fetch import PUBLISHED_FILES
@@ -76,10 +89,11 @@ def read_meta(directory):
 
 
 def load_checkpoint(directory, fold_batchnorm=False, **model_kwargs):
-    """`(model, variables, meta)` from a checkpoint directory; kwargs (conv_impl, dtype, ...)
+    """`(model, variables, meta)` from a checkpoint directory, or from the one `stres-jax fetch`
+    cached for an arch name (`load_checkpoint("r2plus1d_18")`); kwargs (conv_impl, dtype, ...)
     go to `create_model`. `fold_batchnorm=True` gives a faster inference-only net whose convs
     absorb the BatchNorms (logits within 1e-6 relative; no `train=True`)."""
-    directory = Path(directory).absolute()
+    directory = checkpoint_dir(directory).absolute()
     meta = read_meta(directory)
     model = create_model(meta["arch"], num_classes=meta["num_classes"], **model_kwargs)
     if not (directory / VARIABLES_DIR).is_dir():

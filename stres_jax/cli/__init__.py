@@ -1,13 +1,16 @@
 """`stres-jax`: one command line over the package; each module here adds its subcommands."""
-import argparse
 import os
 import sys
 
 from stres_jax.cli import convert, embed, explain, jax_export, labels, netinfo, onnx_io, predict, prepare
+from stres_jax.cli import eval as eval_program
+from stres_jax.cli import train as train_program
+from stres_jax.cli.options import OneLineParser
 from stres_jax.errors import UserError
-from stres_jax.xla_options import use_compilation_cache
+from stres_jax.runtime.xla_options import use_compilation_cache
 
 COMMANDS = (convert, predict, explain, labels, netinfo, onnx_io, jax_export, embed, prepare)  # each has register(subparsers)
+CONFIG_PROGRAMS = {"eval": eval_program, "train": train_program}  # absl + ml_collections: `python -m stres_jax.NAME`
 
 
 def run_guarded(fn, prog="stres-jax"):
@@ -26,7 +29,7 @@ def run_guarded(fn, prog="stres-jax"):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="stres-jax",
         description="Spatiotemporal ResNet-18 action recognition (Kinetics-400) in JAX: "
         "3D (r3d_18), Mixed (mc3_18) and (2+1)D (r2plus1d_18), numerically identical to torchvision.",
@@ -34,6 +37,8 @@ def build_parser():
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in COMMANDS:
         command.register(subparsers)
+    for name, program in CONFIG_PROGRAMS.items():  # listed here; parsed by their own flags (`main`)
+        subparsers.add_parser(name, help=program.SUMMARY, add_help=False)
     return parser
 
 
@@ -42,6 +47,10 @@ def main(argv=None):
     if not (sys.argv[1:] if argv is None else argv):  # `stres-jax` alone: the commands, not an error
         parser.print_help()
         return 0
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[0] in CONFIG_PROGRAMS:  # the same program as `python -m stres_jax.eval` / `train`
+        sys.argv = [f"stres-jax {argv[0]}", *argv[1:]]
+        return CONFIG_PROGRAMS[argv[0]].run(f"stres-jax {argv[0]}")
     args = parser.parse_args(argv)
     use_compilation_cache()
     return run_guarded(lambda: args.func(args))

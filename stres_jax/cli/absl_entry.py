@@ -28,6 +28,17 @@ def fail(prog, message):
     sys.exit(2)
 
 
+def config_file():
+    """The --config value on the command line (before flags are parsed), or "--config"."""
+    args = sys.argv[1:]
+    for i, arg in enumerate(args):
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1].split(":")[0]
+        if arg == "--config" and i + 1 < len(args):
+            return args[i + 1].split(":")[0]
+    return "--config"
+
+
 def flags_parser(prog):
     """An `app.run(flags_parser=...)` that turns every flag or config-file mistake into one line."""
     def parse(argv):
@@ -39,7 +50,10 @@ def flags_parser(prog):
         except SyntaxError as err:  # in the config file
             fail(prog, f"{err.filename}:{err.lineno}: {err.msg}")
         except (flags.Error, AttributeError, KeyError, TypeError, ValueError, OSError) as err:
-            fail(prog, one_line(err))
+            message = one_line(err)
+            if "'config_config' has no attribute 'get_config'" in message:  # ml_collections' name for the file
+                message = f"{config_file()}: not a config file (it defines no get_config()); pass one from configs/"
+            fail(prog, message)
         except Exception as err:  # noqa: BLE001 (raised by the config file's own code)
             fail(prog, f"the config file failed: {type(err).__name__}: {one_line(err)}")
     return parse
@@ -60,9 +74,10 @@ def user_errors(prog):
         sys.stderr.close()
 
 
-def run_program(prog, config_help, workdir_help, body, usage=None, default_config=None):
+def run_program(prog, config_help, workdir_help, body, usage=None, default_config=None, random_init_key=None):
     """Define --config (locked) and --workdir, parse them, and call `body(config, workdir)`.
-    `--help` prints `usage` and every field of `default_config()` with its description."""
+    `--help` prints `usage` and every field of `default_config()` with its description.
+    `--random-init` (as every `stres-jax` command spells it) sets `config.<random_init_key>`."""
     if default_config is not None and any(arg in ("--help", "-h", "-help") for arg in sys.argv[1:]):
         from stres_jax.cli.config_help import help_text
         try:
@@ -72,6 +87,8 @@ def run_program(prog, config_help, workdir_help, body, usage=None, default_confi
         sys.exit(0)
     config_flags.DEFINE_config_file("config", None, config_help, lock_config=True)
     flags.DEFINE_string("workdir", None, workdir_help)
+    if random_init_key:
+        flags.DEFINE_boolean("random-init", False, f"torchvision's random weights (= --config.{random_init_key}=True)")
 
     def main(argv):
         if len(argv) > 1:
@@ -79,6 +96,8 @@ def run_program(prog, config_help, workdir_help, body, usage=None, default_confi
         config, workdir = flags.FLAGS.config, flags.FLAGS.workdir
         if config is None or not workdir:
             fail(prog, "--config and --workdir are required (see --help)")
+        if random_init_key and flags.FLAGS["random-init"].value:
+            config[random_init_key] = True
         with user_errors(prog):
             body(config, workdir)
     app.run(main, flags_parser=flags_parser(prog))

@@ -1,9 +1,9 @@
 """`--help` of the config programs: the command, then every config field with its default and
-the comment it has in `stres_jax/config_base.py` (the one place fields are described)."""
+the comment it has in `stres_jax/config/base.py` (the one place fields are described)."""
 import inspect
 import re
 
-from stres_jax import config_base
+from stres_jax.config import base as config_base
 
 _FIELD = re.compile(r"^\s*config((?:\.\w+)+)\s*=\s*[^#]*?(?:#\s*(.*))?$")
 _MORE = re.compile(r"^\s*#\s+(.*)$")
@@ -40,8 +40,9 @@ def help_text(prog, usage, config):
                          ("distributed", "distributed")):
         comments.update({f"{block}.{k[len(alias) + 1:]}": v for k, v in list(comments.items())
                          if k.startswith(alias + ".") and f"{block}.{k[len(alias) + 1:]}" not in comments})
+    command = f"python -m {prog}" if prog.startswith("stres_jax.") else prog  # or `stres-jax eval`
     rows = [f"  --config.{key}={value!r}" + (f"\n      {comments[key]}" if key in comments else "")
             for key, value in _flatten(config)]
-    return "\n".join([f"usage: python -m {prog} --config FILE --workdir DIR [--config.KEY=VALUE ...]", "",
-                      usage, "", "config fields (the defaults of stres_jax/config_base.py; a config file may "
+    return "\n".join([f"usage: {command} --config FILE --workdir DIR [--config.KEY=VALUE ...]", "",
+                      usage, "", "config fields (the defaults of stres_jax/config/base.py; a config file may "
                       "change them):", *rows, "", "absl's own flags: --helpfull"])

@@ -1,7 +1,6 @@
 """`stres-jax convert`, `stres-jax fetch` and `python convert_weights.py`: torchvision weights in."""
-import argparse
 
-from stres_jax.cli.options import ARCH_HELP, arch_name
+from stres_jax.cli.options import ARCH_HELP, OneLineParser, arch_name
 from stres_jax.checkpoints.fetch import PUBLISHED_FILES, FetchError
 from stres_jax.convert import convert_file, fetch
 from stres_jax.errors import UserError
@@ -63,6 +62,6 @@ def run(args):
 def main(argv=None):
     """`python convert_weights.py`."""
     from stres_jax.cli import run_guarded
-    parser = add_arguments(argparse.ArgumentParser(prog="convert_weights.py", description=DESCRIPTION))
+    parser = add_arguments(OneLineParser(prog="convert_weights.py", description=DESCRIPTION))
     args = parser.parse_args(argv)
     return run_guarded(lambda: run(args), prog="convert_weights.py")

@@ -3,7 +3,7 @@ import json
 import sys
 
 from stres_jax.cli.options import add_cpu_library_flag, add_model_flags, positive_int
-from stres_jax.config_base import get_base_config
+from stres_jax.config.base import get_base_config
 from stres_jax.data import sampling
 from stres_jax.embed import embed, items_for, save_npz, store_items
 from stres_jax.errors import UserError
@@ -36,7 +36,7 @@ def register(subparsers):
 
 
 def run(args):
-    net = load_net(ModelOptions.from_args(args), args.random_init)  # once, for the clips and the windows
+    net = load_net(ModelOptions.from_args(args))  # once, for the clips and the windows
     config = ModelOptions.from_args(args, arch=net.arch).write_to(get_base_config())
     config.batch_size, config.fresh = args.batch_size, args.fresh
     config.protocol.clips_per_video = args.clips

@@ -11,6 +11,7 @@ from stres_jax.data.sources import VideoItem
 from stres_jax.data.transforms import normalize
 from stres_jax.errors import UserError
 from stres_jax.loader import ModelOptions, load_net
+from stres_jax.predict import RANDOM_WEIGHTS, marked
 from stres_jax.models.spec import STAGE_NAMES
 
 
@@ -36,7 +37,7 @@ def run(args):
     from stres_jax.explain import grad_cam  # jax-heavy; only this command needs it
     if not 0 <= args.clip_index < 5:
         raise UserError(f"--clip-index must be 0-4, got {args.clip_index}")
-    net = load_net(ModelOptions.from_args(args, fold_batchnorm=False), args.random_init)  # Grad-CAM needs the BNs
+    net = load_net(ModelOptions.from_args(args, fold_batchnorm=False))  # Grad-CAM needs the BNs
     model, variables, labels = net.model, net.variables, net.labels
     if args.label is not None and args.label not in labels:
         raise UserError(f"--label {args.label!r} is not one of the net's classes (see `stres-jax labels`)")
@@ -45,13 +46,15 @@ def run(args):
                                          None if args.label is None else labels.index(args.label), args.layer)
     result = {"video": args.video, "label": labels[label], "probability": float(probabilities[label]),
               "layer": args.layer, "clip_index": args.clip_index, "shape": list(cam.shape)}
+    if net.random_weights:
+        result["weights"] = RANDOM_WEIGHTS
     if args.format == "json":
         print(json.dumps({**result, "cam": np.round(cam, 6).tolist()}))
     out = args.out or (args.format == "text" and f"{Path(args.video).name}.cam.png")
     if out:
         from stres_jax.figures import save_cam
-        save_cam(clip, cam, out, f"{Path(args.video).name}: {labels[label]} ({probabilities[label]:.3f}), "
-                 f"Grad-CAM of {args.layer}, clip {args.clip_index}")
+        save_cam(clip, cam, out, marked(f"{Path(args.video).name}: {labels[label]} ({probabilities[label]:.3f}), "
+                                        f"Grad-CAM of {args.layer}, clip {args.clip_index}", result))
     if args.format == "text":
-        print(f"{args.video}: {labels[label]} ({probabilities[label]:.3f}); wrote {out}")
+        print(marked(f"{args.video}: {labels[label]} ({probabilities[label]:.3f})", result) + f"; wrote {out}")
     return 0

@@ -1,7 +1,7 @@
 """`stres-jax export-jax`: a `jax.export` artefact that runs without this package."""
 from pathlib import Path
 
-from stres_jax.atomic import atomic_path
+from stres_jax.runtime.atomic import atomic_path
 from stres_jax.cli.options import add_model_flags, positive_int
 from stres_jax.data.transforms import CROP
 from stres_jax.loader import ModelOptions, load_net
@@ -25,12 +25,12 @@ def register(subparsers):
 
 def run(args):
     from stres_jax.errors import UserError
-    from stres_jax.jax_export import LOWERING, describe, export_net
+    from stres_jax.export.jax_export import LOWERING, describe, export_net
     platforms = tuple(p.strip() for p in args.platforms.split(",") if p.strip())
     unknown = [p for p in platforms if p not in LOWERING]
     if unknown or not platforms:
         raise UserError(f"--platforms {args.platforms!r}: choose from {', '.join(LOWERING)}")
-    net = load_net(ModelOptions.from_args(args, fold_batchnorm=False), args.random_init)
+    net = load_net(ModelOptions.from_args(args, fold_batchnorm=False))
     exported = export_net(net, args.frames, args.size, platforms)
     with atomic_path(args.out) as staging:
         staging.write_bytes(exported.serialize())

@@ -1,5 +1,6 @@
 """`stres-jax info` and `stres-jax show-filters`."""
 import json
+import sys
 
 from stres_jax.cli.options import add_model_flags
 from stres_jax.loader import ModelOptions, load_net
@@ -44,13 +45,14 @@ def run_info(args):
     if args.graphic:  # first: a reader that stops early (`| head`) must not cost the picture
         from stres_jax.figures import save_summary  # matplotlib: imported only when drawing
         save_summary(info, args.graphic)
+        print(f"wrote {args.graphic}", file=sys.stderr)  # stderr: stdout may be JSON
     print(json.dumps(info, indent=1) if args.format == "json" else format_information(info))
     return 0
 
 
 def run_show_filters(args):
     from stres_jax.figures import save_filters
-    net = load_net(ModelOptions.from_args(args, fold_batchnorm=False), args.random_init)
+    net = load_net(ModelOptions.from_args(args, fold_batchnorm=False))
     save_filters(net.variables, args.out)
     print(f"wrote {args.out}")
     return 0

@@ -1,11 +1,11 @@
 """`stres-jax export-onnx` and `stres-jax import-onnx`."""
 import onnx
 
-from stres_jax.atomic import atomic_path
+from stres_jax.runtime.atomic import atomic_path
 from stres_jax.checkpoints.store import save_checkpoint
 from stres_jax.cli.options import add_model_flags, positive_int
 from stres_jax.loader import ModelOptions, load_net
-from stres_jax.onnx_io import OPSET, from_onnx, to_onnx
+from stres_jax.export.onnx_io import OPSET, from_onnx, to_onnx
 
 
 def register(subparsers):
@@ -28,7 +28,7 @@ def register(subparsers):
 
 
 def run_export(args):
-    net = load_net(ModelOptions.from_args(args, fold_batchnorm=False), args.random_init)
+    net = load_net(ModelOptions.from_args(args, fold_batchnorm=False))
     model = to_onnx(net.arch, net.variables, net.labels, args.frames)
     with atomic_path(args.out) as staging:
         onnx.save(model, str(staging))

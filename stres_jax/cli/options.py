@@ -2,9 +2,17 @@
 import argparse
 
 from stres_jax.loader import INFERENCE_DTYPES
-from stres_jax.models.fast_conv import CONV_IMPLS
+from stres_jax.models.conv_impls import CONV_IMPLS
 from stres_jax.models import ARCH_SPECS, DEFAULT_ARCH, canonical_arch
-from stres_jax.xla_options import CPU_LIBRARIES, DEFAULT_CPU_LIBRARY
+from stres_jax.runtime.xla_options import CPU_LIBRARIES, DEFAULT_CPU_LIBRARY
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with its errors as one line (the usage block is what --help is for); the
+    subcommands' parsers are of the same class."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
 
 ARCH_HELP = f"{', '.join(ARCH_SPECS)} (or 3D, Mixed, (2+1)D)"
 

@@ -57,7 +57,7 @@ def run(args):
     if args.plot and (not args.window or len(args.videos) != 1):
         raise UserError("--plot draws the windows of one video: give one VIDEO and --window W")
     batch_size = args.batch_size or (1 if jax.default_backend() == "cpu" else 8)
-    runner = ClipRunner(load_net(ModelOptions.from_args(args), args.random_init), batch_size)
+    runner = ClipRunner(load_net(ModelOptions.from_args(args)), batch_size)
     progress = sys.stderr.isatty()
     results = []
     try:

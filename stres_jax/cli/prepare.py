@@ -3,7 +3,7 @@ import json
 import os
 
 from stres_jax.cli.options import positive_int
-from stres_jax.config_base import get_base_config
+from stres_jax.config.base import get_base_config
 from stres_jax.data.store import DEFAULT_ENCODING, DEFAULT_QUALITY, ENCODINGS
 
 

@@ -16,10 +16,14 @@ def train_and_report(config, workdir):
         print(f"wrote {final}")
 
 
-def run():
-    from stres_jax.config_base import get_train_config
-    run_program("stres_jax.train", "a training config, e.g. configs/finetune.py",
+SUMMARY = "fine-tune or train a net, resumable (= python -m stres_jax.train; --help lists the config)"
+
+
+def run(prog="stres_jax.train"):
+    from stres_jax.config.base import get_train_config
+    run_program(prog, "a training config, e.g. configs/finetune.py",
                 "checkpoints, metrics.jsonl, tensorboard/, best/ and final/ go here", train_and_report,
                 "Fine-tune or train a net as torchvision's references do; resumable (run it again with the same\n"
-                "workdir), SIGTERM saves first. Example: python -m stres_jax.train --config configs/finetune.py \\\n"
-                "    --workdir /tmp/ft --config.data.root=videos/ --config.checkpoint=ckpt/r2plus1d", get_train_config)
+                "workdir), SIGTERM saves first. Example: stres-jax train --config configs/finetune.py \\\n"
+                "    --workdir /tmp/ft --config.data.root=videos/ --config.checkpoint=ckpt/r2plus1d", get_train_config,
+                random_init_key="from_scratch")

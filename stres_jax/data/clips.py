@@ -79,3 +79,18 @@ def plan_clips_of(video, plan):
     bands = bands.reshape(indices.shape + bands.shape[1:])
     views = np.stack([_views(band, plan.crops) for band in bands])  # (clips, crops, T, 112, 112, 3)
     return views.reshape((-1,) + views.shape[2:])
+
+
+def clips_task(video, plan):
+    """Worker task: the main clips of a reader (or a file path) by a ClipPlan (eval, embed, validation)."""
+    yield plan_clips_of(video, plan)
+
+
+def stream_task(path, jobs, batch_size, crops):
+    """Worker task: predict's streamed clip batches, each as (last decoded frame, batch)."""
+    last = [0]
+
+    def seen(index):
+        last[0] = index
+    for batch in stream_clips(path, jobs, batch_size, on_frame=seen, views=main_views(crops)):
+        yield last[0], batch

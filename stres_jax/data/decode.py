@@ -64,6 +64,9 @@ def _open(path):
     if not container.streams.video:
         container.close()
         raise VideoError(f"{path}: has no video stream")
+    if container.format.name == "image2" or container.format.name.endswith("_pipe"):  # png_pipe, jpeg_pipe, ...
+        container.close()
+        raise VideoError(f"{path}: an image, not a video; give a video file")
     return container
 
 
@@ -75,7 +78,9 @@ def _unexpected(path, err):
     """Any other failure of PyAV or a damaged file's metadata, as this video's one-line error."""
     if isinstance(err, MemoryError):
         return VideoError(f"{path}: needs more memory than the decoder may use; skipped")
-    return VideoError(f"{path}: unreadable video ({type(err).__name__}: {str(err)[:200]})")
+    if isinstance(err, av.error.FFmpegError):
+        return VideoError(f"{path}: unreadable video ({_reason(err)})")
+    return VideoError(f"{path}: unreadable video (damaged or unsupported data the decoder could not handle)")
 
 
 def probe(path):
@@ -91,6 +96,8 @@ def probe(path):
 def _probe(path):
     with _open(path) as container:
         stream = container.streams.video[0]
+        if stream.codec_context is None:
+            raise VideoError(f"{path}: its video stream cannot be decoded (unknown or damaged codec)")
         width, height = stream.codec_context.width, stream.codec_context.height
         if width * height > MAX_PIXELS:
             raise VideoError(f"{path}: frame size {width}x{height} ({width * height:,} pixels) is larger than "

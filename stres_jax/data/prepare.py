@@ -11,16 +11,17 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
-from stres_jax.atomic import atomic_path
+from stres_jax.runtime.atomic import atomic_path, check_folder
 from stres_jax.data import sampling
 from stres_jax.data.sources import make_source, source_of
 from stres_jax.data.store import (COLUMNS, DEFAULT_ENCODING, DEFAULT_QUALITY, ENCODINGS, FORMAT_VERSION, FRAME_ROW,
-                                  FRAMES_FILE, INDEX_FILE, STORE_FILE, encode_video)
+                                  FRAMES_FILE, INDEX_FILE, STORE_FILE, encoder, whole_frame)
 from stres_jax.data.transforms import RESIZE
-from stres_jax.data.workers import DecodeWorkers, store_task
+from stres_jax.data.readers import as_reader
+from stres_jax.data.workers import DecodeWorkers
 from stres_jax.errors import UserError
-from stres_jax.pipeline import decoded_videos
-from stres_jax.progress import progress as progress_bar
+from stres_jax.data.pipeline import decoded_videos
+from stres_jax.runtime.progress import progress as progress_bar
 
 VIDEOS_PER_SHARD = 64
 
@@ -35,7 +36,7 @@ def prepare(data, out, encoding=DEFAULT_ENCODING, quality=DEFAULT_QUALITY, worke
         raise UserError(f"quality {quality}: must be 1 to 100")
     if not 0 <= process_index < process_count:
         raise UserError(f"process index {process_index}: must be below the process count {process_count}")
-    out = Path(out).absolute()
+    out = check_folder(Path(out).absolute(), "--out")
     source = source_of(data)
     data = ml_collections.ConfigDict(data.to_dict())  # keys are absolute paths, wherever the store is read
     for key in source.paths:
@@ -156,3 +157,20 @@ def _finish(out, num_shards):
     with atomic_path(out / INDEX_FILE) as staging:  # last: the store is finished
         staging.write_text(json.dumps(columns))
     return skipped
+
+
+def encode_video(video, encoding):
+    """(metadata, [encoded frame]) of a video (a reader or path) at the store's 15 fps;
+    `encoding` is (name, quality). A video too short for one 15 fps frame keeps its first."""
+    reader = as_reader(video)
+    info = reader.probe()
+    indices = info.resampled(sampling.FRAME_RATE)
+    indices = indices if len(indices) else np.zeros(1, np.int64)
+    encode = encoder(*encoding)
+    blobs = [encode(frame) for frame in reader.frames(indices, whole_frame)]
+    return {"num_frames": len(blobs), "source_fps": info.fps, "duration": info.duration}, blobs
+
+
+def store_task(video, encode):
+    """Worker task: a video decoded once for a clip store (`encode_video`)."""
+    yield encode_video(video, encode)

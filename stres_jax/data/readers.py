@@ -90,3 +90,8 @@ def as_reader(video):
     if hasattr(video, "reader"):
         return video.reader
     return FileReader(video)
+
+
+def probe_task(video):
+    """Worker task: the VideoInfo of a reader (or a file path)."""
+    yield as_reader(video).probe()

@@ -1,16 +1,16 @@
 """Where videos come from: a Kinetics-layout folder, Kinetics CSV annotations, TFDS, or a clip
 store (`data.store`). Each is a `Source` registered under its `data.source` name: it checks its
 config block, lists its VideoItems, says its identity (for the workdir checks) and gives each
-item a reader (`data.readers`). Adding a source is a Source subclass with `@register` in its
-module, that module named in `SOURCE_MODULES`, and its config field in `config_base`."""
+item a reader (`data.readers`). Adding a source is a Source subclass with `@register` in this
+module (its reader in `data.readers` or beside its format) and its config field in `config.base`."""
 import csv
 import dataclasses
-import importlib
 from pathlib import Path
 
 import tqdm
 
 from stres_jax.data.readers import FileReader, LoadingReader, TfdsExampleReader
+from stres_jax.data.store import RESIZE, SkippedReader, StoreReader, open_store
 from stres_jax.data.tfds_videos import tfds_examples
 from stres_jax.errors import UserError
 
@@ -106,8 +106,6 @@ def _bind(load, index):
 
 
 SOURCES = {}
-SOURCE_MODULES = ("stres_jax.data.store",)  # modules that register more sources
-
 
 def register(cls):
     """Class decorator: make a Source subclass available as `data.source = cls.name`."""
@@ -181,10 +179,37 @@ class TfdsSource(Source):
         return items, classes
 
 
+@register
+class StoreSource(Source):
+    """`data.source = "store"`, `data.store = DIR`: the videos of a clip store, named by their source keys."""
+    name, needs, fields, paths = "store", "store", ("store",), ("store",)
+
+    def items(self, data, labels, strict):
+        store = open_store(data.store)
+        lookup = _label_lookup(labels or [])
+        return [VideoItem(key, None if name is None else _match(name, lookup, f"{store.root}: {key}", strict),
+                          StoreReader(store, i) if isinstance(i, int) else SkippedReader(i))
+                for key, name, i in store.source_order()]
+
+    def identity(self, data):
+        return {**super().identity(data), "store_identity": open_store(data.store).identity}
+
+    def check_plan(self, data, plan):
+        store = open_store(data.store)
+        asked = ("clips of a target length" if plan.target_length else "windows in native frames" if plan.window
+                 else f"frames at {plan.frame_rate:g} fps" if plan.frame_rate else "frames at the native rate")
+        if plan.target_length or plan.window or plan.frame_rate != store.fps \
+                or list(store.identity["frame_size"]) != list(RESIZE):
+            raise UserError(f"{store.root} holds {store.identity['frame_size'][0]}x{store.identity['frame_size'][1]} "
+                            f"frames at {store.fps:g} fps, but the protocol asks for {asked}; use the videos "
+                            "themselves (data.source folder/csv/tfds) for this protocol")
+
+    def training_items(self, data):
+        return self.items(data, None, False), open_store(data.store).classes
+
+
 def source_of(data, block="data"):
     """The Source a `data` block names, after checking that the block names some videos."""
-    for module in SOURCE_MODULES:
-        importlib.import_module(module)
     if data.source not in SOURCES:
         raise UserError(f"config.{block}.source = {data.source!r}: must be one of {', '.join(map(repr, SOURCES))}")
     source = SOURCES[data.source]

@@ -20,8 +20,7 @@ import numpy as np
 
 from stres_jax.data import sampling
 from stres_jax.data.decode import VideoError
-from stres_jax.data.readers import as_reader, constant_rate_info
-from stres_jax.data.sources import Source, VideoItem, _label_lookup, _match, register
+from stres_jax.data.readers import constant_rate_info
 from stres_jax.data.transforms import RESIZE, resize_region_uint8
 from stres_jax.errors import UserError
 
@@ -67,18 +66,6 @@ def _unzstd(blob):
 def whole_frame(frame):
     """One frame resized to 128x171 as the eval preset does (bilinear, no antialias, uint8)."""
     return np.ascontiguousarray(resize_region_uint8(frame[None], RESIZE, (0, 0) + RESIZE)[0])
-
-
-def encode_video(video, encoding):
-    """(metadata, [encoded frame]) of a video (a reader or path) at the store's 15 fps;
-    `encoding` is (name, quality). A video too short for one 15 fps frame keeps its first."""
-    reader = as_reader(video)
-    info = reader.probe()
-    indices = info.resampled(sampling.FRAME_RATE)
-    indices = indices if len(indices) else np.zeros(1, np.int64)
-    encode = encoder(*encoding)
-    blobs = [encode(frame) for frame in reader.frames(indices, whole_frame)]
-    return {"num_frames": len(blobs), "source_fps": info.fps, "duration": info.duration}, blobs
 
 
 class Store:
@@ -175,13 +162,6 @@ class Store:
         return blobs
 
 
-def prepare(data, out, **options):
-    """Write the videos of a config's `data` block to the clip store `out`: see
-    `stres_jax.data.prepare.prepare` (the same function, imported on use: it imports this module)."""
-    from stres_jax.data.prepare import prepare as write_store
-    return write_store(data, out, **options)
-
-
 @functools.lru_cache(maxsize=4)
 def _cached_store(root, stamp):
     return Store(root)
@@ -225,35 +205,6 @@ class StoreReader:
     def frames(self, indices, transform=None):
         frames = self.store.frames(self.index, indices)
         return np.stack([transform(frame) for frame in frames]) if transform else frames
-
-
-@register
-class StoreSource(Source):
-    """`data.source = "store"`, `data.store = DIR`: the videos of a clip store, named by their source keys."""
-    name, needs, fields, paths = "store", "store", ("store",), ("store",)
-
-    def items(self, data, labels, strict):
-        store = open_store(data.store)
-        lookup = _label_lookup(labels or [])
-        return [VideoItem(key, None if name is None else _match(name, lookup, f"{store.root}: {key}", strict),
-                          StoreReader(store, i) if isinstance(i, int) else SkippedReader(i))
-                for key, name, i in store.source_order()]
-
-    def identity(self, data):
-        return {**super().identity(data), "store_identity": open_store(data.store).identity}
-
-    def check_plan(self, data, plan):
-        store = open_store(data.store)
-        asked = ("clips of a target length" if plan.target_length else "windows in native frames" if plan.window
-                 else f"frames at {plan.frame_rate:g} fps" if plan.frame_rate else "frames at the native rate")
-        if plan.target_length or plan.window or plan.frame_rate != store.fps \
-                or list(store.identity["frame_size"]) != list(RESIZE):
-            raise UserError(f"{store.root} holds {store.identity['frame_size'][0]}x{store.identity['frame_size'][1]} "
-                            f"frames at {store.fps:g} fps, but the protocol asks for {asked}; use the videos "
-                            "themselves (data.source folder/csv/tfds) for this protocol")
-
-    def training_items(self, data):
-        return self.items(data, None, False), open_store(data.store).classes
 
 
 def _read_json(path, message):

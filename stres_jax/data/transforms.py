@@ -156,3 +156,8 @@ def train_clip(video, indices, origin, flip):
 def preprocess(frames):
     """`(T, H, W, 3)` uint8 frames -> `(T, 112, 112, 3)` float32, as the torchvision preset."""
     return normalize(resize_crop_uint8(frames))
+
+
+def train_clip_task(video, indices, origin, flip):
+    """Worker task: one training clip of a reader (or a file path) (`transforms.train_clip`, float32)."""
+    yield train_clip(video, indices, origin, flip)

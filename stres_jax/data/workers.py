@@ -184,40 +184,5 @@ class DecodeWorkers:
         self.close()
 
 
-def probe_task(video):
-    """Worker task: the VideoInfo of a reader (or a file path)."""
-    from stres_jax.data.readers import as_reader
-    yield as_reader(video).probe()
-
-
-def clips_task(video, plan):
-    """Worker task: the main clips of a reader (or a file path) by a ClipPlan (eval, embed, validation)."""
-    from stres_jax.data.clips import plan_clips_of
-    yield plan_clips_of(video, plan)
-
-
-def stream_task(path, jobs, batch_size, crops):
-    """Worker task: predict's streamed clip batches, each as (last decoded frame, batch)."""
-    from stres_jax.data.clips import main_views, stream_clips
-    last = [0]
-
-    def seen(index):
-        last[0] = index
-    for batch in stream_clips(path, jobs, batch_size, on_frame=seen, views=main_views(crops)):
-        yield last[0], batch
-
-
-def train_clip_task(video, indices, origin, flip):
-    """Worker task: one training clip of a reader (or a file path) (`transforms.train_clip`, float32)."""
-    from stres_jax.data.transforms import train_clip
-    yield train_clip(video, indices, origin, flip)
-
-
-def store_task(video, encode):
-    """Worker task: a video decoded once for a clip store (`data.store.encode_video`)."""
-    from stres_jax.data.store import encode_video
-    yield encode_video(video, encode)
-
-
 if __name__ == "__main__":  # a worker: python -m stres_jax.data.workers FD MEMORY_BYTES
     _worker(Connection(int(sys.argv[1])), int(sys.argv[2]))

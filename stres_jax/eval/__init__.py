@@ -1,99 +1,11 @@
-"""Kinetics-400 evaluation, data-parallel over every device and host, resumable.
+"""Evaluation by torchvision's protocol (`python -m stres_jax.eval`): `evaluate` (the run),
+`metrics` (top-k, accuracies) and `records` (resumable per-video records).
 
-`python -m stres_jax.eval --config configs/r2plus1d.py --workdir W` runs `evaluate`, which
-writes `predictions.jsonl` (one line per video) and `results.json` to the workdir. Each process appends its videos to its own `predictions-PPPPP.jsonl` shard, flushed per
-video, so a killed run started again with the same workdir resumes where it stopped.
-"""
-import hashlib
-import json
-from pathlib import Path
-
-import jax
-import numpy as np
-
-from stres_jax.atomic import atomic_path
-from stres_jax.config_check import EVAL as EVAL_RULES
-from stres_jax.config_check import check_config
-from stres_jax.data.sampling import ClipPlan
-from stres_jax.data.sources import make_source, source_of
-from stres_jax.data.transforms import clip_shape
-from stres_jax.data.workers import DecodeWorkers
-from stres_jax.distributed import initialize_distributed
-from stres_jax.inference import forward_fn
-from stres_jax.loader import ModelOptions, load_net
-from stres_jax.mesh import DataParallel, data_shardings
-from stres_jax.metrics import summarize, video_record
-from stres_jax.pipeline import clip_loader, decoded_videos, run_videos
-from stres_jax.progress import progress
-from stres_jax.records import open_shard, read_records
-from stres_jax.workdir import claim_workdir, clear_workdir, weights_fingerprint
-from stres_jax.xla_options import compiler_options
-
-RESULT_FILES = ("predictions*.jsonl", "results.json")
+`evaluate` is imported on first use: `metrics` sits below the inference core, which `run` uses."""
 
 
-def evaluate(config, workdir, items=None, embeddings=False, net=None):
-    """Run the protocol over `items` (default: the config's source); on process 0 returns
-    the results dict. With `embeddings`, each record also holds the video's pooled
-    512-d features averaged over its clips. `net`: the `load_net` of the config's model
-    options, when the caller has loaded it already.
-    """
-    check_config(config, EVAL_RULES)
-    plan = ClipPlan.from_protocol(config.protocol)
-    if items is None:
-        source_of(config.data).check_plan(config.data, plan)
-    initialize_distributed(config.distributed)
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    data_shardings(config.batch_size)  # the batch divides among the devices, before anything slow
-    net = net or load_net(ModelOptions.from_config(config))
-    model, variables, labels = net.model, net.variables, net.labels
-    identity = run_identity(config, net, embeddings, given_items=items is not None)
-    if config.fresh:
-        clear_workdir(workdir, RESULT_FILES)
-    items = make_source(config.data, labels) if items is None else items  # its classes checked: before the claim
-    claim_workdir(workdir, identity, "predictions*.jsonl", "pass --config.fresh=True to start it afresh")
-    done = read_records(workdir)
-    mine = [item for item in items if item.key not in done][jax.process_index()::jax.process_count()]
-    parallel = DataParallel(forward_fn(model), variables, config.batch_size, compiler_options(config.cpu_library))
-    with DecodeWorkers(config.num_workers) as workers, open_shard(workdir, jax.process_index()) as shard, \
-            progress(len(mine), "eval", "video", show=jax.process_index() == 0) as bar:
-        def on_video(item, outputs):
-            record = video_record(item, outputs, labels, plan.crops)
-            if embeddings and "error" not in record:
-                record["embedding"] = np.asarray(outputs["features"], np.float32).mean(0).tolist()
-            shard.write(json.dumps(record) + "\n")
-            shard.flush()
-            bar.update()
-        videos = decoded_videos(mine, clip_loader(plan, workers), config.num_workers, config.prefetch)
-        run_videos(videos, parallel, clip_shape(plan.clip_len), on_video)
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-        multihost_utils.sync_global_devices("stres_jax.eval finished")
-    if jax.process_index() != 0:
-        return None
-    return write_results(workdir, [read_records(workdir).get(item.key) for item in items],
-                         {**identity, "checkpoint": str(net.directory or "random init")})
-
-
-def run_identity(config, net, embeddings, given_items):
-    """What makes a workdir's records: the net, its weights and options, labels, protocol and data."""
-    data = "videos given by the caller" if given_items else source_of(config.data).identity(config.data)
-    return {"kind": "embed" if embeddings else "eval", **net.options.identity(net.arch),
-            "weights_sha256": weights_fingerprint(net.variables),
-            "labels_sha256": hashlib.sha256(json.dumps(list(net.labels)).encode()).hexdigest(),
-            "protocol": config.protocol.to_dict(), "data": data}
-
-
-def write_results(workdir, records, run=None):
-    """predictions.jsonl (ordered as the source) and results.json (with `run`: what made
-    them), each written atomically."""
-    records = [r for r in records if r is not None]
-    with atomic_path(Path(workdir) / "predictions.jsonl") as staging:
-        staging.write_text("".join(json.dumps(r) + "\n" for r in records))
-    results = summarize(records)
-    if run is not None:
-        results["run"] = run
-    with atomic_path(Path(workdir) / "results.json") as staging:
-        staging.write_text(json.dumps(results, indent=1))
-    return results
+def __getattr__(name):
+    if name == "evaluate":
+        from stres_jax.eval.run import evaluate
+        return evaluate
+    raise AttributeError(f"module 'stres_jax.eval' has no attribute {name!r}")

@@ -1,7 +1,7 @@
 """Faster lowerings of the nets' convolutions, with the same parameters as `nn.Conv`.
 
 XLA's CPU backend runs a 3-D convolution at about a third of the speed it runs a 2-D one
-(BENCHMARKS.md), and hands only 2-D convolutions to YNNPACK (`stres_jax.xla_options`).
+(BENCHMARKS.md), and hands only 2-D convolutions to YNNPACK (`stres_jax.runtime.xla_options`).
 `TapConv` computes a kt x kh x kw convolution as kt 2-D convolutions over time offsets,
 summed (one 2-D convolution over frames when kt is 1), a kt x 1 x 1 one as a single 2-D
 convolution over (time, pixels), which needs no time-offset copies, and a 1x1x1 one as a
@@ -14,8 +14,6 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 from jax import lax
-
-from stres_jax.errors import UserError
 
 
 class TapConv(nn.Module):
@@ -50,28 +48,6 @@ class TapConv(nn.Module):
 
     @staticmethod
     def convolve(x, kernel, strides, padding):
-        return tap_conv(x, kernel, strides, padding)
-
-
-class OneDNNConv(TapConv):
-    """TapConv whose float32 convolutions run on oneDNN's kernels (`models.onednn`; their
-    gradients too where the kernel spans time and space), and bfloat16 ones where the CPU has
-    bf16 instructions. With a bias (BN folded: inference) the bias, residual and ReLU run as
-    oneDNN post-ops of the conv. float64, and machines where the extension is missing, keep the
-    tap lowering."""
-
-    @classmethod
-    def convolve_with_epilogue(cls, x, kernel, bias, residual, relu, strides, padding):
-        from stres_jax.models import onednn
-        if bias is not None and onednn.FUSE_EPILOGUE and onednn.runs_dtype(x.dtype):
-            return onednn.onednn_conv3d_fused(x, kernel, bias, residual, relu, strides, padding)
-        return super().convolve_with_epilogue(x, kernel, bias, residual, relu, strides, padding)
-
-    @staticmethod
-    def convolve(x, kernel, strides, padding):
-        from stres_jax.models import onednn
-        if onednn.runs_dtype(x.dtype):
-            return onednn.onednn_conv3d(x, kernel, strides, padding)
         return tap_conv(x, kernel, strides, padding)
 
 
@@ -138,49 +114,3 @@ def _sum_of_taps(x, kernel, strides, padding):
 def _pad(x, padding):
     """Zero-pad (N, T, H, W, C) by ((t0, t1), (h0, h1), (w0, w1))."""
     return jnp.pad(x, ((0, 0),) + tuple(padding) + ((0, 0),))
-
-
-def TapsFor3D(features, kernel_size, **kwargs):  # noqa: N802 (a module factory)
-    """TapConv for kernels that span time and space (3x3x3, 3x7x7), nn.Conv for the rest.
-
-    The CPU default before every conv became 2-D for the CPU libraries of
-    stres_jax.xla_options; kept as an explicit choice the benchmarks can compare.
-    """
-    spans_both = kernel_size[0] > 1 and max(kernel_size[1:]) > 1
-    return (TapConv if spans_both else nn.Conv)(features, kernel_size, **kwargs)
-
-
-CONV_IMPLS = {"xla": nn.Conv, "taps": TapConv, "taps3d": TapsFor3D, "onednn": OneDNNConv}
-
-
-class ConvImplError(UserError, ValueError):
-    """A conv lowering that cannot run here."""
-
-
-def resolve_conv_impl(impl):
-    """"auto" is "onednn" on the CPU when its extension is built (`models.onednn.status()`),
-    else "taps" on the CPU, and "xla" elsewhere.
-
-    Both CPU libraries (stres_jax.xla_options) run 2-D convolutions 3-4x faster than 3-D
-    ones (YNNPACK takes only 2-D ones), hence "taps"; oneDNN's 3-D kernels are faster still
-    (BENCHMARKS.md). An explicit "onednn" where it cannot run is a one-line error saying why.
-    """
-    import jax
-    if impl not in ("auto", "onednn"):
-        return impl
-    from stres_jax.models import onednn
-    if impl == "auto":
-        if jax.default_backend() != "cpu":
-            return "xla"
-        return "onednn" if onednn.available() else "taps"
-    available, why = onednn.status()
-    if not available:
-        raise ConvImplError(f"conv_impl 'onednn' cannot run here: {why}; use 'auto' or 'taps'")
-    return impl
-
-
-def conv_factory(impl="xla", bias=False):
-    """The `conv` factory for VideoResNet: which lowering, and whether convs carry a bias."""
-    if impl not in CONV_IMPLS:
-        raise ValueError(f"unknown conv implementation {impl!r}; choose one of {sorted(CONV_IMPLS)}")
-    return functools.partial(CONV_IMPLS[impl], use_bias=bias)

@@ -2,9 +2,8 @@
 
 jaxlib's CPU backend has no oneDNN; torchvision's 3-D convolutions run on it. The handlers in
 `stres_jax/native/onednn_conv.cc` (forward, input gradient, kernel gradient; NDHWC activations,
-DHWIO kernels, float32 or bfloat16) are compiled on first use with g++ against the `onednn-cpu-gomp` wheel
-(the `onednn` extra) and jaxlib's FFI headers, into the cache directory, then registered with
-`jax.ffi.register_ffi_target`. Where that cannot happen, `status()` says why and
+DHWIO kernels, float32 or bfloat16) are built and registered by `stres_jax.native.build`
+on first use. Where that cannot happen, `status()` says why and
 `conv_impl="auto"` keeps the tap lowering. float64 uses the tap lowering, and so does bfloat16
 on CPUs without bf16 instructions (`runs_dtype`).
 
@@ -13,121 +12,50 @@ An FFI call has no partitioning rule: under a data-parallel mesh the caller name
 """
 import contextlib
 import contextvars
-import ctypes
+import dataclasses
 import functools
-import hashlib
-import os
-import shutil
-import site
-import subprocess
-import sys
-import sysconfig
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec
 
-SOURCE = Path(__file__).resolve().parents[1] / "native" / "onednn_conv.cc"
-TARGETS = {"forward": "StresOnednnConvForward", "forward_reuse": "StresOnednnConvForwardReuse",
-           "forward_fused": "StresOnednnConvForwardFused", "input_grad": "StresOnednnConvInputGrad",
-           "kernel_grad": "StresOnednnConvKernelGrad"}
+from stres_jax.models.fast_conv import epilogue, tap_conv
+from stres_jax.native.build import available, cpu_flags, status  # noqa: F401 (this module's API)
+
 _MESH = contextvars.ContextVar("stres_jax_conv_mesh", default=None)
-INFERENCE_TARGET = "forward_reuse"  # the primal's handler; benchmarks set "forward" to compare
-FUSE_EPILOGUE = True  # bias/residual/ReLU as post-ops; benchmarks set False to compare
-BLOCKED_KERNEL_GRADIENT = None  # None: by instruction set (blocked_kernel_gradient); benchmarks set True/False
-GRADIENT_KERNELS = None  # None: by instruction set (gradient_rule); benchmarks set "spacetime" or "all"
 
 
-class OneDNNUnavailable(RuntimeError):
-    """The oneDNN extension could not be built or loaded here."""
+@dataclasses.dataclass(frozen=True)
+class Choices:
+    """What the oneDNN lowering does where more than one way was measured; read while tracing.
+
+    `inference_target`: the primal's handler ("forward_reuse" keeps kernels in oneDNN's layout,
+    "forward" reorders them per call); `fuse_epilogue`: bias/residual/ReLU as post-ops;
+    `gradient_kernels`: None (by instruction set, `gradient_rule`), "spacetime" or "all";
+    `blocked_kernel_gradient`: None (by instruction set and shape) or True / False."""
+    inference_target: str = "forward_reuse"
+    fuse_epilogue: bool = True
+    gradient_kernels: str = None
+    blocked_kernel_gradient: bool = None
 
 
-def _onednn_root():
-    """The prefix whose include/ and lib/ hold the oneDNN wheels' files, or None."""
-    candidates = [os.environ.get("STRES_JAX_ONEDNN_ROOT"), sysconfig.get_paths()["data"], sys.prefix,
-                  sys.base_prefix, site.USER_BASE]
-    for root in filter(None, candidates):
-        root = Path(root)
-        if (root / "include" / "oneapi" / "dnnl" / "dnnl.hpp").is_file() and any(root.glob("lib/libdnnl.so*")):
-            return root
-    return None
+_CHOICES = contextvars.ContextVar("stres_jax_onednn_choices", default=Choices())
 
 
-def cache_dir():
-    """Where compiled extensions go: $STRES_JAX_CACHE/native, else beside the fetched checkpoints
-    ($XDG_CACHE_HOME/stres_jax/native, by default ~/.cache/stres_jax/native)."""
-    root = os.environ.get("STRES_JAX_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "stres_jax"
-    return Path(root) / "native"
+def choices():
+    """The `Choices` in force (the defaults outside `choosing`)."""
+    return _CHOICES.get()
 
 
-def _build(root):
-    """Compile the handlers once per source, jaxlib and oneDNN install; returns the .so path."""
-    include = jax.ffi.include_dir()
-    digest = hashlib.sha256(SOURCE.read_bytes() + f"{jax.__version__}|{include}|{root}".encode()).hexdigest()[:16]
-    target = cache_dir() / f"onednn_conv-{digest}.so"
-    if target.is_file():
-        return target
-    compiler = shutil.which(os.environ.get("CXX", "g++"))
-    if compiler is None:
-        raise OneDNNUnavailable("no C++ compiler (g++ or $CXX) to build it")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    print(f"stres_jax: building the oneDNN convolutions into {target.parent} (once)", file=sys.stderr, flush=True)
-    staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    command = [compiler, "-O2", "-std=c++17", "-shared", "-fPIC", "-w", f"-I{include}", f"-I{root / 'include'}",
-               str(SOURCE), f"-L{root / 'lib'}", "-ldnnl", f"-Wl,-rpath,{root / 'lib'}", "-o", str(staging)]
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode:
-        staging.unlink(missing_ok=True)
-        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise OneDNNUnavailable(f"compiling {SOURCE.name} failed: {last}")
-    os.replace(staging, target)  # a reader never sees a half-written library
-    return target
-
-
-@functools.cache
-def _load():
-    """Build (first time), load and register the handlers; (library, None) or (None, reason)."""
-    if os.environ.get("STRES_JAX_DISABLE_ONEDNN"):
-        return None, "disabled by STRES_JAX_DISABLE_ONEDNN"
-    if sys.platform != "linux" or jax.default_backend() != "cpu":
-        return None, f"oneDNN runs on Linux CPUs only (here: {sys.platform}, {jax.default_backend()})"
-    root = _onednn_root()
-    if root is None:
-        return None, "the oneDNN wheels are not installed: pip install \"stres_jax[onednn]\""
+@contextlib.contextmanager
+def choosing(**overrides):
+    """Trace inside with other `Choices` (the benchmarks compare them): `with choosing(fuse_epilogue=False): ...`."""
+    token = _CHOICES.set(dataclasses.replace(_CHOICES.get(), **overrides))
     try:
-        library = ctypes.CDLL(str(_build(root)))
-    except (OneDNNUnavailable, OSError) as err:
-        return None, str(err)
-    for name, symbol in TARGETS.items():
-        jax.ffi.register_ffi_target(f"stres_onednn_conv_{name}", jax.ffi.pycapsule(getattr(library, symbol)),
-                                    platform="cpu")
-    return library, None
-
-
-def status():
-    """(available, why): whether the oneDNN lowering can run here, and the reason if not."""
-    library, reason = _load()
-    if library is None:
-        return False, reason
-    version = library.stres_onednn_version()
-    return True, f"oneDNN {version // 10000}.{version // 100 % 100}.{version % 100} (built in {cache_dir()})"
-
-
-def available():
-    return _load()[0] is not None
-
-
-@functools.cache
-def cpu_flags():
-    """The instruction-set flags of this CPU (/proc/cpuinfo), empty where unknown."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return frozenset()
-    line = next((line for line in text.splitlines() if line.startswith("flags")), "")
-    return frozenset(line.partition(":")[2].split())
+        yield
+    finally:
+        _CHOICES.reset(token)
 
 
 def gradient_rule():
@@ -136,8 +64,8 @@ def gradient_rule():
     1x3x3 and 3x1x1 kernels are faster. Measured (BENCHMARKS.md), training step at batch 4 against
     torchvision: AVX2 (2+1)D 1.38x with "spacetime", 0.88x with "all"; AVX-512 mc3_18 0.84x with
     "spacetime", 1.19x with "all"."""
-    if GRADIENT_KERNELS is not None:
-        return GRADIENT_KERNELS
+    if choices().gradient_kernels is not None:
+        return choices().gradient_kernels
     return "all" if "avx512f" in cpu_flags() else "spacetime"
 
 
@@ -146,9 +74,9 @@ def blocked_kernel_gradient(kernel_shape, strides):
     AVX-512 that measured 1.1-1.9x faster for spatial kernels with a stride (64 to 256 channels in)
     and for layer1's 64-channel ones, 0.42-0.95x for 1x1x1 kernels, the 3-channel stem and 128+
     channels at stride 1 (BENCHMARKS.md); AVX2 not measured, so never there.
-    `BLOCKED_KERNEL_GRADIENT` (True / False) overrides for the benchmarks."""
-    if BLOCKED_KERNEL_GRADIENT is not None:
-        return BLOCKED_KERNEL_GRADIENT
+    `choosing(blocked_kernel_gradient=True / False)` overrides it for the benchmarks."""
+    if choices().blocked_kernel_gradient is not None:
+        return choices().blocked_kernel_gradient
     in_channels, spatial = kernel_shape[3], max(kernel_shape[1:3]) > 1
     return ("avx512f" in cpu_flags() and spatial and in_channels >= 16
             and (max(strides) > 1 or in_channels <= 64))
@@ -191,7 +119,7 @@ def _out_shape(x_shape, kernel_shape, strides, padding):
 def _conv(x, kernel, strides, padding):
     """Not differentiated (inference): oneDNN keeps the kernel reordered to its layout while the
     kernel's bytes stay the same (the handler compares them), instead of reordering on each call."""
-    return _call(INFERENCE_TARGET, x, kernel, _out_shape(x.shape, kernel.shape, strides, padding), strides, padding)
+    return _call(choices().inference_target, x, kernel, _out_shape(x.shape, kernel.shape, strides, padding), strides, padding)
 
 
 def _conv_fwd(x, kernel, strides, padding):
@@ -206,7 +134,6 @@ def _conv_bwd(strides, padding, residuals, dy):
     x, kernel = residuals
     spacetime = kernel.shape[0] > 1 and max(kernel.shape[1:3]) > 1
     if x.dtype != jnp.float32 or not (spacetime or gradient_rule() == "all"):
-        from stres_jax.models.fast_conv import tap_conv
         return jax.vjp(lambda x, k: tap_conv(x, k, strides, padding), x, kernel)[1](dy)
     return (_call("input_grad", dy, kernel, x.shape, strides, padding),
             _call("kernel_grad", x, dy, kernel.shape, strides, padding, blocked=blocked_kernel_gradient(kernel.shape, strides)))
@@ -228,7 +155,6 @@ def _fused(x, kernel, bias, residual, strides, padding, relu):
 
 
 def _fused_parts(x, kernel, bias, residual, strides, padding, relu):
-    from stres_jax.models.fast_conv import epilogue
     return epilogue(_conv(x, kernel, strides, padding), bias, residual, relu)
 
 

@@ -6,7 +6,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from stres_jax.models.fast_conv import conv_factory, resolve_conv_impl
+from stres_jax.models.conv_impls import conv_factory, resolve_conv_impl
 from stres_jax.models.layers import BasicBlock, Conv, Conv2Plus1D, FoldedNorm, ModuleDef, R2Plus1dStem
 from stres_jax.models.norm import TorchBatchNorm
 from stres_jax.models.spec import ARCH_SPECS, DEFAULT_ARCH, STAGE_NAMES, ArchSpec, canonical_arch

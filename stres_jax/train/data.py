@@ -20,9 +20,11 @@ import numpy as np
 from stres_jax.data.readers import FileReader
 from stres_jax.data.sources import source_of
 from stres_jax.data.transforms import CROP, RESIZE, train_clip
-from stres_jax.data.workers import DecodeWorkers, probe_task, train_clip_task
+from stres_jax.data.readers import probe_task
+from stres_jax.data.transforms import train_clip_task
+from stres_jax.data.workers import DecodeWorkers
 from stres_jax.errors import UserError
-from stres_jax.progress import progress
+from stres_jax.runtime.progress import progress
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,7 +3,7 @@ import json
 import sys
 from pathlib import Path
 
-from stres_jax.progress import LogLines, progress
+from stres_jax.runtime.progress import LogLines, progress
 
 
 class RunLog:

@@ -11,23 +11,24 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from stres_jax.config_check import TRAIN as TRAIN_RULES
-from stres_jax.config_check import check_config
+from stres_jax.config.check import TRAIN as TRAIN_RULES
+from stres_jax.config.check import check_config
 from stres_jax.checkpoints.store import read_meta, save_checkpoint
 from stres_jax.data.sampling import ClipPlan
 from stres_jax.data.sources import check_data
-from stres_jax.distributed import initialize_distributed
+from stres_jax.runtime.distributed import initialize_distributed
 from stres_jax.errors import UserError
 from stres_jax.loader import ModelOptions, checked_checkpoint, load_net
-from stres_jax.mesh import data_shardings, global_rows, traced_on
+from stres_jax.runtime.mesh import data_shardings, global_rows, traced_on
 from stres_jax.models import canonical_arch, create_model
 from stres_jax.train.data import ClipSampler, close_batches, next_batch, train_batches, training_videos
 from stres_jax.train.init import new_head, torchvision_init, trainable_filter
 from stres_jax.train.log import RunLog
 from stres_jax.train.step import init_state, make_train_step, sgd
 from stres_jax.train.validate import Validator, has_validation
-from stres_jax.workdir import claim_workdir
-from stres_jax.xla_options import compiler_options
+from stres_jax.runtime.atomic import check_folder
+from stres_jax.runtime.workdir import claim_workdir
+from stres_jax.runtime.xla_options import compiler_options
 
 IDENTITY_KEYS = ("arch", "checkpoint", "from_scratch", "seed", "batch_size", "num_epochs", "frozen_stages",
                  "dtype", "data", "sampling", "optimizer", "validation")
@@ -87,7 +88,7 @@ def train(config, workdir):
     if has_validation(config.validation.data):
         check_data(config.validation.data, "validation.data")
     initialize_distributed(config.distributed)
-    workdir = Path(workdir).absolute()
+    workdir = check_folder(Path(workdir).absolute())
     workdir.mkdir(parents=True, exist_ok=True)
     check_identity(workdir, config, write=False)
     rows, replicated = data_shardings(config.batch_size)  # the cheap checks before any video is probed

@@ -8,10 +8,10 @@ from stres_jax.data.sources import make_source, source_of
 from stres_jax.data.transforms import clip_shape
 from stres_jax.data.workers import DecodeWorkers
 from stres_jax.inference import forward_fn
-from stres_jax.mesh import DataParallel
-from stres_jax.metrics import COUNTS, accuracies, record_counts, video_record
-from stres_jax.pipeline import clip_loader, decoded_videos, run_videos
-from stres_jax.xla_options import compiler_options
+from stres_jax.runtime.mesh import DataParallel
+from stres_jax.eval.metrics import COUNTS, accuracies, record_counts, video_record
+from stres_jax.data.pipeline import clip_loader, decoded_videos, run_videos
+from stres_jax.runtime.xla_options import compiler_options
 
 def has_validation(data):
     """Whether a config's `validation.data` block names any videos."""

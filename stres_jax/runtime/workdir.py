@@ -9,8 +9,8 @@ import jax
 import numpy as np
 from flax import traverse_util
 
-from stres_jax.atomic import atomic_path
-from stres_jax.distributed import sync_processes
+from stres_jax.runtime.atomic import atomic_path, check_folder
+from stres_jax.runtime.distributed import sync_processes
 from stres_jax.errors import UserError
 
 RUN_FILE = "run.json"
@@ -32,7 +32,7 @@ def claim_workdir(workdir, identity, results_glob, fresh_hint="delete it first",
     A workdir holding results (files matching `results_glob`) but no run.json is refused too:
     nobody can tell what made them. `fresh_hint` says how to start afresh instead. With
     `write=False` it only checks (a run checks first and claims once all its checks passed)."""
-    workdir = Path(workdir)
+    workdir = check_folder(workdir)
     identity = json.loads(json.dumps(identity))
     path = workdir / RUN_FILE
     if path.exists():

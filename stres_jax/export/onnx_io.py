@@ -10,7 +10,7 @@ import onnx
 from flax import traverse_util
 from onnx import TensorProto, helper, numpy_helper
 
-from stres_jax.checkpoints.store import abstract_variables
+from stres_jax.models.init import abstract_variables
 from stres_jax.data.transforms import CROP, PREPROCESSING
 from stres_jax.errors import UserError
 from stres_jax.models import ARCH_SPECS, ConvLayer, create_model

@@ -1,4 +1,5 @@
-"""Per-video prediction records: one append-only JSONL shard per process, read back on resume.
+"""Per-video prediction records: one append-only JSONL shard per process, read back on resume,
+and combined into `predictions.jsonl` when the run ends (the shards are then removed).
 
 A killed run leaves at most a half-written last line, which is cut before appending again,
 so a resumed run neither loses nor doubles a video.
@@ -6,13 +7,14 @@ so a resumed run neither loses nor doubles a video.
 import json
 from pathlib import Path
 
-SHARD_GLOB = "predictions-*.jsonl"
+SHARD_GLOB, COMBINED = "predictions-*.jsonl", "predictions.jsonl"
 
 
 def read_records(workdir):
-    """Every complete line of every shard in `workdir`, first occurrence of each video."""
+    """Every complete line of the combined file and every shard in `workdir`, first occurrence
+    of each video."""
     records = {}
-    for shard in sorted(Path(workdir).glob(SHARD_GLOB)):
+    for shard in [*Path(workdir).glob(COMBINED), *sorted(Path(workdir).glob(SHARD_GLOB))]:
         for line in shard.read_text().splitlines():
             try:
                 record = json.loads(line)
@@ -30,3 +32,9 @@ def open_shard(workdir, process):
         if data and not data.endswith(b"\n"):
             path.write_bytes(data[: data.rfind(b"\n") + 1])
     return open(path, "a")
+
+
+def remove_shards(workdir):
+    """Delete the per-process shards once `predictions.jsonl` holds their records."""
+    for shard in Path(workdir).glob(SHARD_GLOB):
+        shard.unlink()

@@ -54,7 +54,7 @@ def use_compilation_cache():
 
     import jax
 
-    from stres_jax.checkpoints.fetch import cache_dir
+    from stres_jax.runtime.cache import cache_dir
     if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
         jax.config.update("jax_compilation_cache_dir", str(cache_dir() / "jax"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)

@@ -6,8 +6,9 @@ import concurrent.futures
 import jax
 import numpy as np
 
+from stres_jax.data.clips import clips_task, plan_clips_of
 from stres_jax.data.transforms import normalize
-from stres_jax.distributed import any_process
+from stres_jax.runtime.distributed import any_process
 from stres_jax.errors import UserError
 
 
@@ -45,9 +46,6 @@ def _done(value):
 def clip_loader(plan, workers=None):
     """`load_clips(item, reader)` for `decoded_videos` by a ClipPlan: isolated readers (files,
     TFDS records) are read in the `workers` processes (data.workers.DecodeWorkers), the others here."""
-    from stres_jax.data.clips import plan_clips_of
-    from stres_jax.data.workers import clips_task
-
     def load(item, reader):
         if reader.isolated and workers is not None:
             return list(workers.run(item.key, clips_task, reader, plan))[0]

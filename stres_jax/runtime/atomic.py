@@ -31,3 +31,16 @@ def _remove(path):
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
+
+
+def check_folder(path, what="--workdir"):
+    """A one-line UserError when `path`, or a folder it would be made in, is a file."""
+    from stres_jax.errors import UserError
+    path = Path(path)
+    for place in (path, *path.parents):
+        if place.exists():
+            if not place.is_dir():
+                where = "" if place == path else f" (its parent {place} is)"
+                raise UserError(f"{path}: a file, not a folder{where}; give {what} a folder (it is made if missing)")
+            return path
+    return path

@@ -6,7 +6,7 @@ import ml_collections
 
 from stres_jax.data import sampling
 from stres_jax.models import DEFAULT_ARCH, canonical_arch
-from stres_jax.xla_options import DEFAULT_CPU_LIBRARY
+from stres_jax.runtime.xla_options import DEFAULT_CPU_LIBRARY
 
 
 def get_base_config(arch=DEFAULT_ARCH):
@@ -14,10 +14,12 @@ def get_base_config(arch=DEFAULT_ARCH):
     config = ml_collections.ConfigDict()
     config.arch = canonical_arch(arch)
     config.checkpoint = ""          # checkpoint directory; "" = the one `stres-jax fetch ARCH` cached
+    config.random_init = False      # True (or --random-init): torchvision's random weights, no checkpoint
     config.batch_size = 8           # clips per step over all devices and hosts
     config.num_workers = 2          # decoding threads per process
     config.prefetch = 8             # videos decoded ahead of the devices
-    config.conv_impl = "auto"       # conv lowering: "taps" (CPU default), "xla" (elsewhere); BENCHMARKS.md
+    config.conv_impl = "auto"       # conv lowering: "auto" = "onednn" on CPU where it builds, else "taps";
+    #                                 "xla" elsewhere; or name one: onednn, taps, taps3d, xla (BENCHMARKS.md)
     config.cpu_library = DEFAULT_CPU_LIBRARY  # CPU kernels: XLA's own ("xla") or "ynnpack"; xla_options.py
     config.fold_batchnorm = True    # fold BN into the convs for inference (logits within 1e-6)
     config.dtype = "float32"        # "bfloat16": the net computes in bf16, softmax in float32 (accelerators)
@@ -34,7 +36,7 @@ def get_base_config(arch=DEFAULT_ARCH):
     config.data.tfds_data_dir = ""  # where TFDS keeps its datasets ("" = TFDS's default)
     config.data.tfds_fps = 25.0     # frame rate of the TFDS videos (UCF-101: 25)
     config.data.store = ""          # clip store directory for source "store" (`stres-jax prepare`)
-    config.data.max_videos = 0      # evaluate only the first N videos (0 = all)
+    config.data.max_videos = 0      # use only the first N videos (0 = all)
 
     config.protocol = ml_collections.ConfigDict()
     config.protocol.frame_rate = float(sampling.FRAME_RATE)  # resample to this rate (0 = native)

@@ -1,0 +1,1 @@
+"""Runtime services below every job: processes and devices, compiler options, workdirs, progress."""
