@@ -1,7 +1,7 @@
 """Fine-tune the (2+1)D net (r2plus1d_18) from its Kinetics-400 checkpoint on a folder of videos.
 
     python -m stres_jax.train --config configs/finetune.py --workdir /tmp/finetune \
-        --config.data.root=videos/ --config.checkpoint=ckpt/r2plus1d
+        --config.data.root=videos/
 
 `videos/<class>/<video>`: the classes are the folder names, and a new head is made for them
 unless they equal the checkpoint's labels. Every field and its default:

@@ -1,8 +1,8 @@
 """Fine-tune the (2+1)D net from its Kinetics-400 checkpoint on UCF-101 split 1, read from TFDS
 at native resolution (`ucf101/ucf101_1`, not the default 256x256 `ucf101_1_256`).
 
-    python -m stres_jax.train --config configs/finetune_ucf101.py --workdir /tmp/ucf101 \
-        --config.checkpoint=ckpt/r2plus1d
+    stres-jax fetch r2plus1d_18    # once: the Kinetics-400 weights this starts from
+    python -m stres_jax.train --config configs/finetune_ucf101.py --workdir /tmp/ucf101
 
 Needs `pip install -e ".[tfds]"`. On first use TFDS downloads UCF-101 and prepares it as
 array_record (training reads examples in random order); a copy already prepared as tfrecord

@@ -1,7 +1,7 @@
 """Kinetics-400 video-level evaluation of the 3D net (r3d_18), torchvision's protocol.
 
     python -m stres_jax.eval --config configs/r3d.py --workdir /tmp/eval-r3d \
-        --config.checkpoint=ckpt/r3d --config.data.root=/data/kinetics400/val
+        --config.data.root=/data/kinetics400/val
 
 Add --config.batch_size=32 and the like to override; a misspelt key is an error. Every field
 and its default: stres_jax/config/base.py.

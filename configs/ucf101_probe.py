@@ -1,7 +1,7 @@
 """UCF-101 split-1 linear probe on frozen (2+1)D embeddings, end to end through TFDS.
 
     python experiments/linear_probe.py --config configs/ucf101_probe.py \
-        --config.checkpoint=ckpt/r2plus1d --config.workdir=/tmp/ucf101-probe
+        --config.workdir=/tmp/ucf101-probe
 
 TFDS's `ucf101` (builder config ucf101_1_256) is split 1 of the standard three; TFDS
 downloads and prepares it on first use. The embeddings use torchvision's protocol.

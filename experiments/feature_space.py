@@ -1,6 +1,6 @@
 """A 2-D map of video embeddings with each video's middle frame at its point (FeatureSpacePlot).
 
-    stres-jax embed videos/ --checkpoint ckpt/r2plus1d --out emb.npz
+    stres-jax embed videos/ --out emb.npz
     python experiments/feature_space.py emb.npz --out plot.png [--method tsne]
 
 Points and thumbnail frames are coloured by class (the .npz's `labels`), with a legend.

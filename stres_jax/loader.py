@@ -129,17 +129,18 @@ def default_checkpoint(arch):
     checkpoint = default_checkpoint_dir(arch)
     if checkpoint.is_dir():
         return checkpoint
-    from stres_jax.checkpoints.fetch import PUBLISHED_FILES, FetchError
+    from stres_jax.checkpoints.fetch import FetchError, published_file, publisher
     from stres_jax.runtime.cache import cache_dir
     from stres_jax.convert import fetch
+    filename = published_file(arch)  # a FetchError (one line) for an arch nobody publishes
     if sys.stderr.isatty():  # with the download's progress bar; in a log, one line when it is done
-        print(f"stres_jax: no {arch} weights cached: downloading torchvision's {PUBLISHED_FILES[arch]}", file=sys.stderr)
+        print(f"stres_jax: no {arch} weights cached: downloading {publisher(arch)}'s {filename}", file=sys.stderr)
     try:
         checkpoint = fetch(arch, timeout=10)  # offline, the one-line answer comes at once, not after a minute
-        print(f"stres_jax: downloaded torchvision's {arch} weights into {cache_dir()} (once, as `stres-jax fetch "
+        print(f"stres_jax: downloaded {publisher(arch)}'s {arch} weights into {cache_dir()} (once, as `stres-jax fetch "
               f"{arch}` does)", file=sys.stderr)
         return checkpoint
     except FetchError as err:
         raise UserError(f"no checkpoint given and none cached for {arch}, and {err}: offline, download "
-                        f"{PUBLISHED_FILES[arch]} elsewhere and run `stres-jax fetch {arch} --from FILE.pth`; "
+                        f"{filename} elsewhere and run `stres-jax fetch {arch} --from FILE.pth`; "
                         "or pass --random-init to run with random weights, or name a checkpoint directory") from None

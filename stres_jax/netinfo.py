@@ -7,11 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from stres_jax.models.init import abstract_variables
 from stres_jax.data.transforms import clip_shape
 from stres_jax.models import TorchBatchNorm
-
-CLIP_SHAPE = clip_shape(batch=1)
+from stres_jax.models.init import abstract_variables
 
 
 def _trace_layers(model):
@@ -32,7 +30,7 @@ def _trace_layers(model):
     def forward(v, x):
         with nn.intercept_methods(interceptor):
             return model.apply(v, x)
-    jaxpr = jax.make_jaxpr(forward)(variables, jnp.zeros(CLIP_SHAPE, jnp.float32))
+    jaxpr = jax.make_jaxpr(forward)(variables, jnp.zeros(clip_shape(model.clip_len, batch=1), jnp.float32))
     return calls, variables, jaxpr
 
 
@@ -56,7 +54,8 @@ def _macs(kind, in_shape, out_shape, kernel):
 
 
 def net_information(model, arch=None):
-    """A JSON-ready dict: arrays, totals, layer types, GMACs per 16x112x112 clip, kernel sizes."""
+    """A JSON-ready dict: arrays, totals, layer types, GMACs per clip of the net's length (16, or the
+    IG-65M nets' 8 or 32) at 112x112, kernel sizes."""
     from stres_jax.models.conv_impls import conv_factory
     # The net as defined, whatever lowering or folding `model` runs with.
     calls, variables, jaxpr = _trace_layers(model.clone(conv=conv_factory("xla"), fold_batchnorm=False))
@@ -78,7 +77,7 @@ def net_information(model, arch=None):
                        **({"kernel": list(kernel)} if kernel else {})})
     total = sum(arrays.values())
     return {"arch": arch or type(model).__name__,
-            "input": list(CLIP_SHAPE[1:]), "total_params": total, "trainable_params": total,
+            "input": list(clip_shape(model.clip_len)), "total_params": total, "trainable_params": total,
             "batch_norm_statistics": stats, "layer_types": layer_types,
             "gmacs": round(sum(_macs(k, i, o, kern) for _, k, i, o, kern in calls) / 1e9, 3),
             "kernel_sizes": dict(kernel_sizes), "arrays": arrays, "layers": layers}

@@ -22,7 +22,7 @@ class Bottleneck(BasicBlock):
     expansion = 4
 
     @staticmethod
-    def rows(builder, inplanes, features, stride):
+    def rows(builder, inplanes, features, stride, width_rule="torchvision"):
         out = features * Bottleneck.expansion
         pointwise = lambda width, s=1: ConvLayer("conv", width, (1, 1, 1), (s, s, s), (0, 0, 0))  # noqa: E731
         middle = builder.layers(features, midplanes(inplanes, features), stride)

@@ -22,6 +22,28 @@ def random_torchvision_model(arch, seed=0):
     return model.eval()
 
 
+def ig65m_r2plus1d_34(num_classes, seed=0):
+    """The publisher's R(2+1)D-34, assembled from torchvision's classes exactly as
+    moabitcoin/ig65m-pytorch's `ig65m/models.py` does (Caffe2's conv2 widths in the first block of
+    layers 2-4, every BatchNorm eps 1e-3 and momentum 0.9), with random weights and BN statistics."""
+    from torchvision.models.video.resnet import BasicBlock, Conv2Plus1D, R2Plus1dStem, VideoResNet
+    torch.manual_seed(seed)
+    model = VideoResNet(block=BasicBlock, conv_makers=[Conv2Plus1D] * 4, layers=[3, 4, 6, 3], stem=R2Plus1dStem)
+    model.fc = torch.nn.Linear(model.fc.in_features, out_features=num_classes)
+    model.layer2[0].conv2[0] = Conv2Plus1D(128, 128, 288)
+    model.layer3[0].conv2[0] = Conv2Plus1D(256, 256, 576)
+    model.layer4[0].conv2[0] = Conv2Plus1D(512, 512, 1152)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm3d):
+            module.eps = 1e-3
+            module.momentum = 0.9
+    randomise_batchnorm(model)
+    with torch.no_grad():
+        model.fc.weight.normal_(0, 0.05)
+        model.fc.bias.uniform_(-0.5, 0.5)
+    return model.eval()
+
+
 def randomise_batchnorm(model):
     """Random BatchNorm weights and running statistics (in place), so that BN is not the identity."""
     with torch.no_grad():

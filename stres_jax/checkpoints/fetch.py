@@ -1,4 +1,4 @@
-"""Download torchvision's published checkpoints: sha256-checked, atomic, cached."""
+"""Download the published checkpoints (torchvision's, ig65m-pytorch's): sha256-checked, atomic, cached."""
 import hashlib
 import os
 import sys
@@ -16,13 +16,33 @@ PUBLISHED_FILES = {
     "r3d_18": "r3d_18-b3b3357e.pth",
     "mc3_18": "mc3_18-a90a0ba3.pth",
     "r2plus1d_18": "r2plus1d_18-91a641e6.pth",
+    "r2plus1d_34_8_ig65m": "r2plus1d_34_clip8_ig65m_from_scratch-9bae36ae.pth",
+    "r2plus1d_34_8_kinetics": "r2plus1d_34_clip8_ft_kinetics_from_ig65m-0aa0550b.pth",
+    "r2plus1d_34_32_ig65m": "r2plus1d_34_clip32_ig65m_from_scratch-449a7af9.pth",
+    "r2plus1d_34_32_kinetics": "r2plus1d_34_clip32_ft_kinetics_from_ig65m-ade133f1.pth",
 }
-DEFAULT_BASE_URL = "https://download.pytorch.org/models"
-BASE_URL_ENV = "STRES_JAX_WEIGHTS_URL"  # a mirror, or a local server in tests
+PUBLISHERS = {  # who publishes an arch's file, and where
+    "torchvision": "https://download.pytorch.org/models",
+    "ig65m-pytorch": "https://github.com/moabitcoin/ig65m-pytorch/releases/download/v1.0.0",
+}
+BASE_URL_ENV = "STRES_JAX_WEIGHTS_URL"  # a mirror of every file, or a local server in tests
 
 
 class FetchError(UserError, RuntimeError):
     """A download that failed or did not verify."""
+
+
+def publisher(arch):
+    """The name of who published `arch`'s weights (a key of PUBLISHERS)."""
+    return "ig65m-pytorch" if "ig65m" in arch or "kinetics" in arch else "torchvision"
+
+
+def published_file(arch):
+    """The published file's name for `arch`, or a FetchError for an arch nobody publishes."""
+    if arch not in PUBLISHED_FILES:
+        raise FetchError(f"no published weights for {arch} (nets with weights: {', '.join(PUBLISHED_FILES)}); "
+                         "train it from scratch (config.from_scratch / --random-init) or name a checkpoint")
+    return PUBLISHED_FILES[arch]
 
 
 def default_checkpoint_dir(arch):
@@ -43,25 +63,26 @@ def sha256_file(path):
 
 
 def check_published(arch, path):
-    """`path` if it is torchvision's published file for `arch` (by its sha256), else FetchError."""
-    filename, prefix = PUBLISHED_FILES[arch], expected_sha256_prefix(PUBLISHED_FILES[arch])
+    """`path` if it is the published file for `arch` (by its sha256 prefix), else FetchError."""
+    filename = published_file(arch)
+    prefix = expected_sha256_prefix(filename)
     if not Path(path).is_file():
         raise FetchError(f"{path}: no such file")
     digest = sha256_file(path)
     if not digest.startswith(prefix):
-        raise FetchError(f"{path}: sha256 {digest[:8]}... is not that of torchvision's {filename}; "
+        raise FetchError(f"{path}: sha256 {digest[:8]}... is not that of {publisher(arch)}'s {filename}; "
                          "convert other files to a directory of your choice instead")
     return Path(path)
 
 
 def download_published(arch, base_url=None, progress=None, timeout=60):
-    """Path of torchvision's published file for `arch`, downloaded into the cache if needed."""
-    filename = PUBLISHED_FILES[arch]
+    """Path of the published file for `arch`, downloaded into the cache if needed."""
+    filename = published_file(arch)
     prefix = expected_sha256_prefix(filename)
-    target = cache_dir() / "torchvision" / filename
+    target = cache_dir() / publisher(arch) / filename
     if target.is_file() and sha256_file(target).startswith(prefix):
         return target
-    base_url = base_url or os.environ.get(BASE_URL_ENV, DEFAULT_BASE_URL)
+    base_url = base_url or os.environ.get(BASE_URL_ENV, PUBLISHERS[publisher(arch)])
     url = f"{base_url.rstrip('/')}/{filename}"
     show = sys.stderr.isatty() if progress is None else progress
     try:

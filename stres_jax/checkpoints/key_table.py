@@ -71,13 +71,19 @@ def flax_to_torch(variables, arch):
 
 
 def guess_arch(state_dict):
-    """Which of the three nets a torchvision state_dict looks like, or None."""
+    """Which net a torchvision-layout state_dict looks like (a name, or a family of names), or None."""
+    depth = 34 if "layer1.2.conv1.0.weight" in state_dict or "layer1.2.conv1.0.0.weight" in state_dict else 18
     if "stem.3.weight" in state_dict:
-        return "r2plus1d_18"
+        wide = state_dict.get("layer2.0.conv2.0.0.weight")
+        if depth == 34 and wide is not None and wide.shape[0] == 288:  # Caffe2's width rule: the IG-65M nets
+            fc = state_dict.get("fc.weight")
+            kind = "kinetics" if fc is not None and fc.shape[0] == 400 else "ig65m"
+            return f"r2plus1d_34_8_{kind} or r2plus1d_34_32_{kind}"
+        return f"r2plus1d_{depth}"
     kernel = state_dict.get("layer2.0.conv1.0.weight")
     if kernel is None or kernel.ndim != 5:
         return None
-    return "mc3_18" if kernel.shape[2] == 1 else "r3d_18"
+    return f"mc3_{depth}" if kernel.shape[2] == 1 else f"r3d_{depth}"
 
 
 def torch_to_flax(state_dict, arch, abstract_variables, dtype=np.float32):
@@ -90,7 +96,7 @@ def torch_to_flax(state_dict, arch, abstract_variables, dtype=np.float32):
     """
     guess = guess_arch(state_dict)
     table, arch = key_table(arch), arch if isinstance(arch, str) else "this net"
-    hint = f" (the checkpoint looks like {guess}; pass --arch {guess})" if guess and guess != arch else ""
+    hint = f" (the checkpoint looks like {guess}; pass --arch {guess.split(' or ')[0]})" if guess and arch not in guess.split(" or ") else ""
     expected = traverse_util.flatten_dict(jax.tree.map(lambda x: x.shape, abstract_variables))
     filled, used = {}, set()
     for prefix, path, kind in table:

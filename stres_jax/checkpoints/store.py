@@ -7,7 +7,7 @@ import jax
 from stres_jax.runtime.atomic import atomic_path
 from stres_jax.data.transforms import PREPROCESSING
 from stres_jax.errors import UserError, first_line
-from stres_jax.models import create_model
+from stres_jax.models import ARCH_SPECS, create_model
 from stres_jax.models.init import abstract_variables
 
 FORMAT_VERSION = 1
@@ -35,7 +35,8 @@ def save_checkpoint(directory, arch, variables, labels, source=None):
         checkpointer.save(staging / VARIABLES_DIR, variables)
         checkpointer.wait_until_finished()
         meta = {"format_version": FORMAT_VERSION, "arch": arch, "num_classes": len(labels),
-                "labels": list(labels), "preprocessing": PREPROCESSING, "source": source or {}}
+                "labels": list(labels), "clip_len": ARCH_SPECS[arch].clip_len, "preprocessing": PREPROCESSING,
+                "source": source or {}}
         (staging / META_FILE).write_text(json.dumps(meta, indent=1))
     return Path(directory).absolute()
 

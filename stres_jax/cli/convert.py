@@ -27,8 +27,9 @@ def register(subparsers):
     add_arguments(convert).set_defaults(func=run)
     fetch_parser = subparsers.add_parser(
         "fetch", help="download torchvision's published weights and convert them",
-        description="Download torchvision's published checkpoint for ARCH (sha256-checked, "
-        "cached under $XDG_CACHE_HOME/stres_jax) and convert it; later commands find it there.")
+        description="Download the published checkpoint for ARCH (torchvision's 18-layer nets, ig65m-pytorch's "
+        "R(2+1)D-34; sha256-checked, cached under $STRES_JAX_CACHE, default ~/.cache/stres_jax) and convert it; "
+        "later commands find it there (--checkpoint ARCH, or no --checkpoint).")
     fetch_parser.add_argument("arch", type=arch_name, help=f"one of {ARCH_HELP}")
     fetch_parser.add_argument("--from", dest="source", metavar="FILE.pth",
                               help="convert this local copy of the published file instead of downloading")
@@ -40,7 +41,7 @@ def run_fetch(args):
     try:
         out = fetch(args.arch, args.out, args.source)
     except FetchError as err:
-        if args.source:
+        if args.source or args.arch not in PUBLISHED_FILES:
             raise
         raise FetchError(f"{err}; if this machine is offline, download {PUBLISHED_FILES[args.arch]} "
                          f"elsewhere and run `stres-jax fetch {args.arch} --from FILE`") from None

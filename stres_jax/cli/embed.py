@@ -37,7 +37,7 @@ def register(subparsers):
 
 def run(args):
     net = load_net(ModelOptions.from_args(args))  # once, for the clips and the windows
-    config = ModelOptions.from_args(args, arch=net.arch).write_to(get_base_config())
+    config = ModelOptions.from_args(args, arch=net.arch).write_to(get_base_config(net.arch))
     config.batch_size, config.fresh = args.batch_size, args.fresh
     config.protocol.clips_per_video = args.clips
     config.protocol.crops = args.crops

@@ -18,7 +18,7 @@ from stres_jax.models.spec import STAGE_NAMES
 def register(subparsers):
     parser = subparsers.add_parser(
         "explain", help="where and when the net looks for a class (Grad-CAM)",
-        description="Grad-CAM of one 16-frame clip of VIDEO (by default the middle one of the 5 "
+        description="Grad-CAM of one clip (of the net's length, 16 frames for the 18-layer nets) of VIDEO (by default the middle one of the 5 "
         "the protocol takes): the activation maps of --layer weighted by the mean gradient of the "
         "class logit, ReLU, divided by the maximum. Draws the clip's frames with the map over them.")
     parser.add_argument("video", metavar="VIDEO")
@@ -41,7 +41,7 @@ def run(args):
     model, variables, labels = net.model, net.variables, net.labels
     if args.label is not None and args.label not in labels:
         raise UserError(f"--label {args.label!r} is not one of the net's classes (see `stres-jax labels`)")
-    clip = plan_clips_of(VideoItem(args.video), ClipPlan())[args.clip_index]
+    clip = plan_clips_of(VideoItem(args.video), ClipPlan(clip_len=model.clip_len))[args.clip_index]
     cam, label, probabilities = grad_cam(model, variables, normalize(clip),
                                          None if args.label is None else labels.index(args.label), args.layer)
     result = {"video": args.video, "label": labels[label], "probability": float(probabilities[label]),

@@ -16,7 +16,7 @@ def register(subparsers):
         "on CPU with the tap convolutions, on CUDA with XLA's. Labels and preprocessing go to FILE.json.")
     add_model_flags(parser)
     parser.add_argument("--out", required=True, metavar="FILE", help="the artefact (e.g. r2plus1d_18.jax)")
-    parser.add_argument("--frames", type=positive_int, default=16, help="frames per clip (default 16)")
+    parser.add_argument("--frames", type=positive_int, help="frames per clip (default: the net's clip length, 16 for the 18-layer nets)")
     parser.add_argument("--size", type=positive_int, default=CROP, help=f"crop height and width (default {CROP})")
     parser.add_argument("--platforms", default="cpu,cuda",
                         help="comma-separated: cpu, cuda, rocm, tpu (default cpu,cuda)")
@@ -31,12 +31,13 @@ def run(args):
     if unknown or not platforms:
         raise UserError(f"--platforms {args.platforms!r}: choose from {', '.join(LOWERING)}")
     net = load_net(ModelOptions.from_args(args, fold_batchnorm=False))
-    exported = export_net(net, args.frames, args.size, platforms)
+    frames = args.frames or net.model.clip_len
+    exported = export_net(net, frames, args.size, platforms)
     with atomic_path(args.out) as staging:
         staging.write_bytes(exported.serialize())
     sidecar = Path(f"{args.out}.json")
     with atomic_path(sidecar) as staging:
-        staging.write_text(describe(net, exported, args.frames, args.size))
+        staging.write_text(describe(net, exported, frames, args.size))
     size = Path(args.out).stat().st_size / 1e6
     print(f"wrote {args.out} ({size:.0f} MB; {net.arch}, platforms {', '.join(platforms)}) and {sidecar}")
     return 0

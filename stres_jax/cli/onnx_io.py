@@ -16,7 +16,7 @@ def register(subparsers):
         "constants are in metadata_props. Checked with onnx.checker.")
     add_model_flags(export, dtype=False)
     export.add_argument("--out", required=True, metavar="FILE.onnx")
-    export.add_argument("--frames", type=positive_int, default=16, help="clip length fixed in the graph (default 16)")
+    export.add_argument("--frames", type=positive_int, help="clip length fixed in the graph (default: the net's, 16 for the 18-layer nets)")
     export.set_defaults(func=run_export)
     imp = subparsers.add_parser(
         "import-onnx", help="read an exported ONNX model back into a checkpoint",

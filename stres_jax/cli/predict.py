@@ -29,8 +29,8 @@ def register(subparsers):
                         help=f"clips per video (default {sampling.NUM_CLIPS})")
     parser.add_argument("--crops", type=int, choices=(1, 3), default=1, help="spatial crops per clip: 1 "
                         "(the preset's centre) or 3 (left, centre, right; multi-view testing)")
-    parser.add_argument("--clip-len", type=positive_int, default=sampling.CLIP_LEN,
-                        help=f"frames per clip (default {sampling.CLIP_LEN})")
+    parser.add_argument("--clip-len", type=positive_int, help=f"frames per clip (default: the net's, "
+                        f"{sampling.CLIP_LEN} for the 18-layer nets, 8 or 32 for the IG-65M ones)")
     parser.add_argument("--frame-rate", type=float, default=sampling.FRAME_RATE,
                         help=f"resample to this many frames/s before cutting clips (default "
                         f"{sampling.FRAME_RATE}; 0: native)")
@@ -52,12 +52,12 @@ def run(args):
         from stres_jax.demo import CREDIT, DEMO_CLIP
         print(f"stres-jax: no VIDEO given: predicting the demo clip {DEMO_CLIP} ({CREDIT})", file=sys.stderr)
         args.videos = [str(DEMO_CLIP)]
-    plan = sampling.ClipPlan(args.clips, args.clip_len, args.frame_rate or None, args.target_length,
-                             args.window, args.stride, args.crops)
     if args.plot and (not args.window or len(args.videos) != 1):
         raise UserError("--plot draws the windows of one video: give one VIDEO and --window W")
     batch_size = args.batch_size or (1 if jax.default_backend() == "cpu" else 8)
     runner = ClipRunner(load_net(ModelOptions.from_args(args)), batch_size)
+    plan = sampling.ClipPlan(args.clips, args.clip_len or runner.model.clip_len, args.frame_rate or None,
+                             args.target_length, args.window, args.stride, args.crops)
     progress = sys.stderr.isatty()
     results = []
     try:

@@ -25,5 +25,5 @@ def run(prog="stres_jax.train"):
                 "checkpoints, metrics.jsonl, tensorboard/, best/ and final/ go here", train_and_report,
                 "Fine-tune or train a net as torchvision's references do; resumable (run it again with the same\n"
                 "workdir), SIGTERM saves first. Example: stres-jax train --config configs/finetune.py \\\n"
-                "    --workdir /tmp/ft --config.data.root=videos/ --config.checkpoint=ckpt/r2plus1d", get_train_config,
+                "    --workdir /tmp/ft --config.data.root=videos/", get_train_config,
                 random_init_key="from_scratch")

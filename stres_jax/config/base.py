@@ -5,7 +5,7 @@ It lives in the package (not in configs/), so a config file works from any direc
 import ml_collections
 
 from stres_jax.data import sampling
-from stres_jax.models import DEFAULT_ARCH, canonical_arch
+from stres_jax.models import ARCH_SPECS, DEFAULT_ARCH, canonical_arch
 from stres_jax.runtime.xla_options import DEFAULT_CPU_LIBRARY
 
 
@@ -40,7 +40,7 @@ def get_base_config(arch=DEFAULT_ARCH):
 
     config.protocol = ml_collections.ConfigDict()
     config.protocol.frame_rate = float(sampling.FRAME_RATE)  # resample to this rate (0 = native)
-    config.protocol.clip_len = sampling.CLIP_LEN
+    config.protocol.clip_len = ARCH_SPECS[config.arch].clip_len  # 16; the IG-65M nets' 8 or 32
     config.protocol.clips_per_video = sampling.NUM_CLIPS
     config.protocol.crops = 1       # spatial crops per clip: 1 (centre) or 3 (left, centre, right)
 
@@ -59,6 +59,8 @@ def get_train_config(arch=DEFAULT_ARCH):
     config.checkpoint = ""          # start from this converted checkpoint; "" = the cached `fetch` one
     config.from_scratch = False     # True: torchvision's initialisation instead of a checkpoint
     config.frozen_stages = 0        # freeze the stem and the first N stages (0 = train everything)
+    config.bn_momentum = 0.1        # BatchNorm momentum in PyTorch's sense; ig65m-pytorch's code sets 0.9 for
+    #                                 its nets (probably a slip: Caffe2's 0.9 is PyTorch's 0.1)
     config.seed = 0
     config.num_epochs = 1
     config.batch_size = 24          # clips per step over all devices and hosts
@@ -76,7 +78,7 @@ def get_train_config(arch=DEFAULT_ARCH):
     #                                 (TFDS prepared as array_record: training reads it in random order)
     config.sampling = ml_collections.ConfigDict()
     config.sampling.clips_per_video = 5   # random clips per video and epoch (torchvision's reference)
-    config.sampling.clip_len = sampling.CLIP_LEN
+    config.sampling.clip_len = ARCH_SPECS[config.arch].clip_len  # 16; the IG-65M nets' 8 or 32
     config.sampling.frame_rate = float(sampling.FRAME_RATE)
 
     config.optimizer = ml_collections.ConfigDict()

@@ -19,9 +19,11 @@ PLATFORMS = ("cpu", "cuda")
 LOWERING = {"cpu": "taps", "cuda": "xla", "rocm": "xla", "tpu": "xla"}
 
 
-def export_net(net, frames=16, size=CROP, platforms=PLATFORMS):
-    """The `jax.export.Exported` of a `loader.LoadedNet` (BatchNorm kept or folded alike)."""
+def export_net(net, frames=None, size=CROP, platforms=PLATFORMS):
+    """The `jax.export.Exported` of a `loader.LoadedNet` (BatchNorm kept or folded alike);
+    `frames` defaults to the net's clip length."""
     spec = net.model.spec
+    frames = frames or spec.clip_len
     variables = net.variables if "batch_stats" not in net.variables else fold_batchnorm(net.variables, spec)
     dtype = jnp.dtype(net.options.dtype)
     models = {p: create_model(net.arch, num_classes=len(net.labels), conv_impl=LOWERING[p],

@@ -23,8 +23,9 @@ class OnnxImportError(UserError, ValueError):
 
 
 class _GraphWriter:
-    def __init__(self, flat_variables):
+    def __init__(self, flat_variables, bn_epsilon):
         self.flat, self.nodes, self.initializers, self.count = flat_variables, [], {}, 0
+        self.bn_epsilon = bn_epsilon
 
     def _tensor(self, name, array):
         self.initializers[name] = numpy_helper.from_array(np.asarray(array, np.float32), name)
@@ -46,7 +47,7 @@ class _GraphWriter:
         names = [self._tensor("/".join(path) + f"/{leaf}", self.flat[(col,) + path + (leaf,)])
                  for col, leaf in (("params", "scale"), ("params", "bias"),
                                    ("batch_stats", "mean"), ("batch_stats", "var"))]
-        out = self._node("BatchNormalization", [x] + names, epsilon=1e-5)
+        out = self._node("BatchNormalization", [x] + names, epsilon=self.bn_epsilon)
         return self._node("Relu", [out]) if relu else out
 
     def layers(self, x, path, layers):
@@ -60,7 +61,7 @@ class _GraphWriter:
 
 def _write_graph(arch, flat):
     spec = ARCH_SPECS[arch] if isinstance(arch, str) else arch
-    g = _GraphWriter(flat)
+    g = _GraphWriter(flat, spec.bn_epsilon)
     x = g.layers("video", ("stem",), spec.stem.layers())
     for block in spec.blocks():
         rows = block.rows()
@@ -77,8 +78,10 @@ def _write_graph(arch, flat):
     return g
 
 
-def to_onnx(arch, variables, labels, frames=16):
-    """An onnx.ModelProto of the net (`arch`: a name or an `ArchSpec`), with labels and preprocessing in metadata_props."""
+def to_onnx(arch, variables, labels, frames=None):
+    """An onnx.ModelProto of the net (`arch`: a name or an `ArchSpec`), with labels and preprocessing
+    in metadata_props; `frames` defaults to the arch's clip length."""
+    frames = frames or (ARCH_SPECS[arch] if isinstance(arch, str) else arch).clip_len
     flat = traverse_util.flatten_dict(variables)
     g = _write_graph(arch, {k: np.asarray(v) for k, v in flat.items()})
     arch = arch if isinstance(arch, str) else "custom"  # an ArchSpec of the caller's: not importable

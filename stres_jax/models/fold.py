@@ -2,15 +2,15 @@
 import numpy as np
 from flax import traverse_util
 
-from stres_jax.models.video_resnet import BN_EPSILON
 
-
-def fold_batchnorm(variables, spec, epsilon=BN_EPSILON):
+def fold_batchnorm(variables, spec, epsilon=None):
     """`{"params": ...}` where every conv followed by BN gets kernel * s and bias b - mean * s,
     s = scale / sqrt(var + eps), computed in float64; the BatchNorms become identities.
 
-    `spec` is the net's `ArchSpec` (`model.spec`): it says which conv each BatchNorm follows.
+    `spec` is the net's `ArchSpec` (`model.spec`): it says which conv each BatchNorm follows,
+    and its `bn_epsilon` is eps unless `epsilon` is given.
     """
+    epsilon = spec.bn_epsilon if epsilon is None else epsilon
     params = {k: np.asarray(v) for k, v in traverse_util.flatten_dict(variables["params"]).items()}
     stats = {k: np.asarray(v) for k, v in traverse_util.flatten_dict(variables["batch_stats"]).items()}
     for bn_path, conv in spec.conv_before_norm().items():

@@ -166,6 +166,16 @@ def midplanes(inplanes, planes):
     return (inplanes * planes * 27) // (inplanes * 9 + 3 * planes)
 
 
+def block_midplanes(inplanes, planes, width_rule="torchvision"):
+    """(conv1's, conv2's) middle width in a block: torchvision computes one from the block's input
+    width; Caffe2 (the IG-65M nets) each from its conv's own input width, so the first block of
+    layers 2-4 has a wider conv2 (128 -> 288, not 230; VMZ #89, vision #1265)."""
+    if width_rule not in ("torchvision", "caffe2"):
+        raise ValueError(f"unknown width rule {width_rule!r}: 'torchvision' or 'caffe2'")
+    first = midplanes(inplanes, planes)
+    return first, first if width_rule == "torchvision" else midplanes(planes, planes)
+
+
 def needs_downsample(stride, inplanes, planes):
     """torchvision's rule for a 1x1x1 conv + BN on the residual path."""
     return stride != 1 or inplanes != planes
@@ -236,16 +246,18 @@ class BasicBlock(nn.Module):
     features: int
     builder: type
     stride: int = 1
+    width_rule: str = "torchvision"
     conv: ModuleDef = Conv
     norm: ModuleDef = nn.BatchNorm
 
     @staticmethod
-    def rows(builder, inplanes, features, stride):
-        """The block's `BlockRows` (torchvision's BasicBlock: conv1/bn1/ReLU, conv2/bn2, downsample)."""
-        mid = midplanes(inplanes, features)
+    def rows(builder, inplanes, features, stride, width_rule="torchvision"):
+        """The block's `BlockRows` (torchvision's BasicBlock: conv1/bn1/ReLU, conv2/bn2, downsample);
+        `width_rule` as `block_midplanes`."""
+        mids = dict(zip(("conv1", "conv2"), block_midplanes(inplanes, features, width_rule)))
 
         def conv(name, s):
-            layers = builder.layers(features, mid, s)
+            layers = builder.layers(features, mids[name], s)
             return LayerGroup((name,), f"{name}.0", layers, sequential=len(layers) > 1)
         main = (conv("conv1", stride), LayerGroup((), "conv1.1", (NormLayer("bn1", relu=True),), False),
                 conv("conv2", 1), LayerGroup((), "conv2.1", (NormLayer("bn2", relu=False),), False))
@@ -258,6 +270,6 @@ class BasicBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        rows = self.rows(self.builder, x.shape[-1], self.features, self.stride)
+        rows = self.rows(self.builder, x.shape[-1], self.features, self.stride, self.width_rule)
         shortcut = run_groups(rows.shortcut, x, self.conv, self.norm)
         return run_groups(rows.main, x, self.conv, self.norm, residual=shortcut)

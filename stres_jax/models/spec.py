@@ -28,6 +28,7 @@ class BlockPlan:
     inplanes: int
     features: int
     stride: int
+    width_rule: str = "torchvision"
 
     @property
     def name(self):
@@ -39,17 +40,25 @@ class BlockPlan:
 
     def rows(self):
         """The block's `BlockRows`: its layer groups on the branch and the shortcut."""
-        return self.block.rows(self.builder, self.inplanes, self.features, self.stride)
+        return self.block.rows(self.builder, self.inplanes, self.features, self.stride, self.width_rule)
 
 
 @dataclasses.dataclass(frozen=True)
 class ArchSpec:
-    """A VideoResNet: stem, block type, each stage's conv builder, block count and width."""
+    """A VideoResNet: stem, block type, each stage's conv builder, block count and width.
+
+    `width_rule` is how a (2+1)D block's middle width is computed (`layers.midplanes`):
+    "torchvision" once from the block's input width for both convs, "caffe2" (the IG-65M nets)
+    from each conv's own input width. `bn_epsilon` is every BatchNorm's; `clip_len` the frames
+    of the clips the published weights were trained on."""
     stem: type
     builders: Sequence[type]
     stage_sizes: Sequence[int] = (2, 2, 2, 2)
     widths: Sequence[int] = (64, 128, 256, 512)
     block: type = BasicBlock
+    width_rule: str = "torchvision"
+    bn_epsilon: float = 1e-5
+    clip_len: int = 16
 
     def blocks(self):
         """Every block's plan, in order."""
@@ -57,7 +66,7 @@ class ArchSpec:
         for stage, (builder, count, width) in enumerate(zip(self.builders, self.stage_sizes, self.widths), 1):
             for index in range(count):
                 stride = STAGE_STRIDES[stage - 1] if index == 0 else 1
-                plan = BlockPlan(stage, index, self.block, builder, inplanes, width, stride)
+                plan = BlockPlan(stage, index, self.block, builder, inplanes, width, stride, self.width_rule)
                 plans.append(plan)
                 inplanes = plan.rows().out_features
         return plans
@@ -89,21 +98,35 @@ def _pairs(prefix, groups):
     return pairs
 
 
+LAYERS_34 = (3, 4, 6, 3)
+_R3D, _MC3 = (Conv3DSimple,) * 4, (Conv3DSimple,) + (Conv3DNoTemporal,) * 3
+_R2PLUS1D = (R2Plus1dStem, (Conv2Plus1D,) * 4)
+_IG65M = dict(stage_sizes=LAYERS_34, width_rule="caffe2", bn_epsilon=1e-3)  # ig65m-pytorch's models.py
 ARCH_SPECS = {
-    "r3d_18": ArchSpec(BasicStem, (Conv3DSimple,) * 4),
-    "mc3_18": ArchSpec(BasicStem, (Conv3DSimple,) + (Conv3DNoTemporal,) * 3),
-    "r2plus1d_18": ArchSpec(R2Plus1dStem, (Conv2Plus1D,) * 4),
+    "r3d_18": ArchSpec(BasicStem, _R3D),
+    "mc3_18": ArchSpec(BasicStem, _MC3),
+    "r2plus1d_18": ArchSpec(*_R2PLUS1D),
+    # torchvision's classes at 34 layers (torchvision publishes no builder or weights): from scratch
+    "r3d_34": ArchSpec(BasicStem, _R3D, LAYERS_34),
+    "mc3_34": ArchSpec(BasicStem, _MC3, LAYERS_34),
+    "r2plus1d_34": ArchSpec(*_R2PLUS1D, LAYERS_34),
+    # the IG-65M R(2+1)D-34 nets (Ghadiyaram et al. 2019) as moabitcoin/ig65m-pytorch defines them
+    "r2plus1d_34_8_ig65m": ArchSpec(*_R2PLUS1D, **_IG65M, clip_len=8),
+    "r2plus1d_34_32_ig65m": ArchSpec(*_R2PLUS1D, **_IG65M, clip_len=32),
+    "r2plus1d_34_8_kinetics": ArchSpec(*_R2PLUS1D, **_IG65M, clip_len=8),
+    "r2plus1d_34_32_kinetics": ArchSpec(*_R2PLUS1D, **_IG65M, clip_len=32),
 }
 ARCH_ALIASES = {
     "3d": "r3d_18", "r3d": "r3d_18",
     "mixed": "mc3_18", "mc3": "mc3_18",
     "(2+1)d": "r2plus1d_18", "2+1d": "r2plus1d_18", "r2plus1d": "r2plus1d_18",
+    "3d-34": "r3d_34", "mixed-34": "mc3_34", "(2+1)d-34": "r2plus1d_34",
 }
 DEFAULT_ARCH = "r2plus1d_18"
 
 
 def canonical_arch(arch):
-    """`r3d_18`, `mc3_18` or `r2plus1d_18` for a name or alias ("3D", "Mixed", "(2+1)D")."""
+    """The `ARCH_SPECS` name for a name or alias ("3D", "Mixed", "(2+1)D", "r2plus1d_34_32_kinetics", ...)."""
     key = str(arch).strip().lower()
     key = ARCH_ALIASES.get(key, key)
     if key not in ARCH_SPECS:

@@ -11,7 +11,7 @@ from stres_jax.models.layers import BasicBlock, Conv, Conv2Plus1D, FoldedNorm, M
 from stres_jax.models.norm import TorchBatchNorm
 from stres_jax.models.spec import ARCH_SPECS, DEFAULT_ARCH, STAGE_NAMES, ArchSpec, canonical_arch
 
-BN_MOMENTUM, BN_EPSILON = 0.1, 1e-5  # PyTorch's; Flax counts momentum the other way round
+BN_MOMENTUM = 0.1  # PyTorch's; Flax counts momentum the other way round
 
 
 class VideoResNet(nn.Module):
@@ -31,6 +31,10 @@ class VideoResNet(nn.Module):
     stage_sizes: Sequence[int] = (2, 2, 2, 2)
     widths: Sequence[int] = (64, 128, 256, 512)
     block: type = BasicBlock
+    width_rule: str = "torchvision"
+    bn_epsilon: float = 1e-5
+    clip_len: int = 16
+    bn_momentum: float = BN_MOMENTUM  # PyTorch's sense (training only)
     num_classes: int = 400
     dtype: Any = jnp.float32
     conv: ModuleDef = Conv
@@ -39,19 +43,20 @@ class VideoResNet(nn.Module):
 
     @property
     def spec(self):
-        return ArchSpec(self.stem, tuple(self.builders), tuple(self.stage_sizes), tuple(self.widths), self.block)
+        return ArchSpec(self.stem, tuple(self.builders), tuple(self.stage_sizes), tuple(self.widths), self.block,
+                        self.width_rule, self.bn_epsilon, self.clip_len)
 
     @nn.compact
     def __call__(self, x, train: bool = False, return_features: bool = False):
         conv = functools.partial(self.conv, use_bias=self.fold_batchnorm, dtype=self.dtype)
         norm = FoldedNorm if self.fold_batchnorm else functools.partial(
-            self.norm, use_running_average=not train, momentum=1 - BN_MOMENTUM, epsilon=BN_EPSILON,
+            self.norm, use_running_average=not train, momentum=1 - self.bn_momentum, epsilon=self.bn_epsilon,
             dtype=self.dtype)
         x = jnp.asarray(x, self.dtype)
         features = {"stem": self.stem(conv=conv, norm=norm, name="stem")(x)}
         x = features["stem"]
         for block in self.spec.blocks():
-            x = self.block(block.features, block.builder, block.stride, conv=conv, norm=norm,
+            x = self.block(block.features, block.builder, block.stride, block.width_rule, conv=conv, norm=norm,
                            name=block.name)(x)
             features[STAGE_NAMES[block.stage - 1]] = x
         x = jnp.mean(x, axis=(1, 2, 3))

@@ -30,7 +30,7 @@ from stres_jax.runtime.atomic import check_folder
 from stres_jax.runtime.workdir import claim_workdir
 from stres_jax.runtime.xla_options import compiler_options
 
-IDENTITY_KEYS = ("arch", "checkpoint", "from_scratch", "seed", "batch_size", "num_epochs", "frozen_stages",
+IDENTITY_KEYS = ("arch", "checkpoint", "from_scratch", "bn_momentum", "seed", "batch_size", "num_epochs", "frozen_stages",
                  "dtype", "data", "sampling", "optimizer", "validation")
 
 
@@ -59,7 +59,8 @@ def start_variables(config, classes):
     """(model, float32 variables, where they came from) for the run's classes."""
     arch = canonical_arch(config.arch)
     dtype = jnp.dtype(config.dtype)
-    model = create_model(arch, num_classes=len(classes), conv_impl=config.conv_impl, dtype=dtype)
+    model = create_model(arch, num_classes=len(classes), conv_impl=config.conv_impl, dtype=dtype,
+                         bn_momentum=config.bn_momentum)
     if config.from_scratch:
         return model, torchvision_init(model, config.seed), "torchvision init"
     # float32 weights as stored, BN kept: the config's dtype applies to the training model only
