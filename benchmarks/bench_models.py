@@ -3,6 +3,7 @@
     python benchmarks/bench_models.py                          # all nets, batch 1 and 8, CPU
     python benchmarks/bench_models.py --archs r2plus1d_18 --batch-sizes 1 --repeats 7
     python benchmarks/bench_models.py --variants taps+fold@xla taps+fold@ynnpack xla@xla
+    python benchmarks/bench_models.py --archs r2plus1d_34_32_kinetics --batch-sizes 1 4   # 32-frame clips
 
 A variant is LOWERING[+fold][@CPU_LIBRARY]: the conv lowering (stres_jax.models.conv_impls),
 whether BN is folded, and the compile options (stres_jax.runtime.xla_options; default "default").
@@ -28,11 +29,11 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for tests.torch_reference
-from tests.torch_reference import random_torchvision_model  # noqa: E402
+from tests.torch_reference import reference_net  # noqa: E402
 
 from stres_jax.checkpoints.key_table import torch_to_flax  # noqa: E402
 from stres_jax.models.init import abstract_variables  # noqa: E402
-from stres_jax.models import create_model  # noqa: E402
+from stres_jax.models import ARCH_SPECS, create_model  # noqa: E402
 from stres_jax.models.conv_impls import conv_factory  # noqa: E402
 from stres_jax.models.fold import fold_batchnorm  # noqa: E402
 from stres_jax.runtime.xla_options import compiler_options  # noqa: E402
@@ -55,7 +56,8 @@ def jax_runner(arch, variables, variant, dtype, x):
     "onednn-unfused" leaves bias, residual and ReLU to XLA instead of oneDNN's post-ops."""
     impl, fold, library = parse_variant(variant)
     switch = {"onednn-reorder": {"inference_target": "forward"}, "onednn-unfused": {"fuse_epilogue": False}}.get(impl)
-    model = create_model(arch, conv=conv_factory("onednn" if switch else impl), fold_batchnorm=fold, dtype=dtype)
+    model = create_model(arch, num_classes=variables["params"]["fc"]["kernel"].shape[1],
+                         conv=conv_factory("onednn" if switch else impl), fold_batchnorm=fold, dtype=dtype)
     variables = fold_batchnorm(variables, model.spec) if fold else variables
     forward = jax.jit(model.apply, compiler_options=compiler_options(library))
     if switch:
@@ -73,11 +75,13 @@ def onnx_runner(arch, variables):
     return lambda x: session.run(None, {"video": np.ascontiguousarray(x.transpose(0, 4, 1, 2, 3))})
 
 
-def bench(arch, batch, variants, repeats, dtype, with_onnx):
-    net = random_torchvision_model(arch)
+def bench(arch, batch, variants, repeats, dtype, with_onnx, only=None):
+    """{runner: [s/clip of each repeat]}, {variant: compile s}; `only` ("torch" or a variant): build
+    and run that runner alone (`peak_memory`)."""
+    net = reference_net(arch)  # torchvision's, or the IG-65M publisher's definition
     variables = torch_to_flax({k: v.numpy() for k, v in net.state_dict().items()}, arch,
-                              abstract_variables(create_model(arch)))
-    x = np.random.default_rng(0).standard_normal((batch, 16, 112, 112, 3)).astype(np.float32)
+                              abstract_variables(create_model(arch, num_classes=net.fc.out_features)))
+    x = np.random.default_rng(0).standard_normal((batch, ARCH_SPECS[arch].clip_len, 112, 112, 3)).astype(np.float32)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     net = net.to(device)
     x_torch = torch.from_numpy(x).permute(0, 4, 1, 2, 3).contiguous().to(device)
@@ -88,7 +92,7 @@ def bench(arch, batch, variants, repeats, dtype, with_onnx):
             net(x_torch)
         if device == "cuda":
             torch.cuda.synchronize()
-    runners = {"torch": torch_run}
+    runners = {"torch": torch_run} if only in (None, "torch") else {}
     compile_s = {}
     for variant in variants:
         runners[variant] = jax_runner(arch, variables, variant, dtype, x)
@@ -108,6 +112,20 @@ def bench(arch, batch, variants, repeats, dtype, with_onnx):
     return times, compile_s
 
 
+def peak_memory(arch, batch, runners, dtype):
+    """{runner: peak RSS in GB} of a fresh process that builds that runner alone and runs it twice."""
+    import subprocess
+    peaks = {}
+    for name in runners:
+        code = (f"import sys, resource; sys.argv = ['bench']; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+                f"import bench_models as b; b.bench({arch!r}, {batch}, {[n for n in [name] if n != 'torch']!r}, 1, "
+                f"{dtype!r}, False, only={name!r}); "
+                "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        peaks[name] = float(out.split()[-1])
+    return peaks
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--archs", nargs="+", default=["r3d_18", "mc3_18", "r2plus1d_18"])
@@ -117,6 +135,8 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     parser.add_argument("--onnx", action="store_true", help="also time onnxruntime on our export")
+    parser.add_argument("--peak-memory", action="store_true",
+                        help="also report each runner's peak RSS, in a fresh process of its own")
     args = parser.parse_args()
     torch_on = torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu, {torch.get_num_threads()} threads"
     print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}, torch {torch.__version__} "
@@ -133,6 +153,10 @@ def main():
                 print(f"{arch:12s} {batch:5d} {name:20s} {median:14.3f} {min(values):11.3f} "
                       f"{1 / median:8.2f} {torch_median / median:10.2f} "
                       f"{compile_s.get(name, float('nan')):9.1f}", flush=True)
+            if args.peak_memory:
+                peaks = peak_memory(arch, batch, ["torch", *args.variants], args.dtype)
+                print(f"{arch:12s} {batch:5d} peak RSS (GB, a process each): "
+                      + ", ".join(f"{name} {gb:.2f}" for name, gb in peaks.items()), flush=True)
             best = min(args.variants, key=lambda v: statistics.median(times[v]))
             summary.append(f"{arch}@{batch}: {best} {torch_median / statistics.median(times[best]):.2f}x")
     print("ratio torch/JAX (best variant): " + ", ".join(summary))

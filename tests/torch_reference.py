@@ -22,6 +22,21 @@ def random_torchvision_model(arch, seed=0):
     return model.eval()
 
 
+def reference_net(arch, seed=0):
+    """The independent net of any of our arch names: torchvision's own (18 layers), its classes at
+    [3, 4, 6, 3] (r3d_34, mc3_34, r2plus1d_34), or the IG-65M publisher's definition."""
+    if arch in ARCHS:
+        return random_torchvision_model(arch, seed)
+    if "ig65m" in arch or "kinetics" in arch:
+        return ig65m_r2plus1d_34(400 if "kinetics" in arch else 487, seed)
+    from torchvision.models.video import resnet as tv
+    torch.manual_seed(seed)
+    stem, builders = {"r3d_34": (tv.BasicStem, [tv.Conv3DSimple] * 4),
+                      "mc3_34": (tv.BasicStem, [tv.Conv3DSimple] + [tv.Conv3DNoTemporal] * 3),
+                      "r2plus1d_34": (tv.R2Plus1dStem, [tv.Conv2Plus1D] * 4)}[arch]
+    return randomise_batchnorm(tv.VideoResNet(tv.BasicBlock, builders, [3, 4, 6, 3], stem)).eval()
+
+
 def ig65m_r2plus1d_34(num_classes, seed=0):
     """The publisher's R(2+1)D-34, assembled from torchvision's classes exactly as
     moabitcoin/ig65m-pytorch's `ig65m/models.py` does (Caffe2's conv2 widths in the first block of
