@@ -135,6 +135,34 @@ def test_flipped_bytes_cost_only_their_video(lossless, tmp_path):
     assert store.frames(1, [0, 1]).shape == (2, 128, 171, 3)  # its other frames still read
     for i in (0, 2, 3):
         assert store.frames(i).shape[0] == store.num_frames(i)
+    with open(shard, "r+b") as file:  # now every frame of video 1
+        for row in rows[first: first + store.num_frames(1)]:
+            file.seek(int(row["offset"]) + 100)
+            file.write(b"\xff\x00\xff")
+    check_replaced_clips_are_counted(copy, store.key(1))
+
+
+def check_replaced_clips_are_counted(store_dir, damaged_key):
+    """Training on a store whose video `damaged_key` is damaged: each replaced clip is counted as the
+    video's fault (not a bug), and an epoch that replaces more than data.max_replaced_fraction stops
+    in one line."""
+    from stres_jax.config.base import get_train_config
+    from stres_jax.data.sampling import ClipPlan
+    from stres_jax.errors import UserError
+    from stres_jax.train.data import ClipSampler, training_videos
+    from stres_jax.train.run import ReplacedClips
+    config = get_train_config()
+    config.data.source, config.data.store = "store", str(store_dir)
+    videos, _, _, _ = training_videos(config.data, ClipPlan(2, 4, 15.0))
+    sampler = ClipSampler(videos, 2, 4, seed=0)
+    counts = np.asarray([sampler.load(i)[2] for i in range(sampler.per_epoch)])
+    damaged = sum(video.path == damaged_key for video, *_ in map(sampler.describe, range(sampler.per_epoch)))
+    assert counts[:, 1].sum() == 0 and counts[:, 0].sum() >= damaged >= 1
+    replaced = ReplacedClips(0.25, sampler.per_epoch)
+    replaced.add(counts[:1], epoch=1)
+    assert replaced.since_last_log() == {"replaced_clips": int(counts[:1].sum()), "replaced_not_video": 0}
+    with pytest.raises(UserError, match=r"epoch 1 replaced \d+ of its 8 clips .* data.max_replaced_fraction = 0.25"):
+        replaced.add([[sampler.per_epoch, 0]], epoch=1)
 
 
 def test_prepare_resumes_and_refuses_another_store(videos, lossless, tmp_path):

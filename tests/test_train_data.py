@@ -44,7 +44,7 @@ def check_sampler(videos, frames_of, labels_of):
     try:
         flips = set()
         for index in range(2 * sampler.per_epoch):  # two epochs
-            clip, label = sampler.load(index)
+            clip, label, _ = sampler.load(index)
             video, indices, origin, flip = sampler.describe(index)
             flips.add(flip)
             assert label == labels_of(video)

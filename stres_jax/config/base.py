@@ -76,6 +76,8 @@ def get_train_config(arch=DEFAULT_ARCH):
     base = get_base_config(arch)
     config.data = base.data         # training videos: "folder" (root/<class>/<video>), "csv" or "tfds"
     #                                 (TFDS prepared as array_record: training reads it in random order)
+    config.data.max_replaced_fraction = 0.01  # stop when an epoch replaces more of its clips than this
+    #                                 (clips that failed to load; each is named on stderr)
     config.sampling = ml_collections.ConfigDict()
     config.sampling.clips_per_video = 5   # random clips per video and epoch (torchvision's reference)
     config.sampling.clip_len = ARCH_SPECS[config.arch].clip_len  # 16; the IG-65M nets' 8 or 32

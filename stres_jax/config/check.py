@@ -24,7 +24,7 @@ SHARED = {
 }
 EVAL = {**SHARED, "prefetch": _whole(1), "protocol.clip_len": _whole(1), "protocol.clips_per_video": _whole(1),
         "protocol.crops": one_of(1, 3), "protocol.frame_rate": _number(0)}
-TRAIN = {**SHARED, "num_epochs": _whole(1), "bn_momentum": _number(0), "dtype": one_of("float32", "bfloat16", "float64"),
+TRAIN = {**SHARED, "num_epochs": _whole(1), "bn_momentum": _number(0), "data.max_replaced_fraction": _number(0), "dtype": one_of("float32", "bfloat16", "float64"),
          "frozen_stages": _whole(0, 4), "checkpoint_every_steps": _whole(1), "log_every_steps": _whole(1),
          "keep_checkpoints": _whole(1), "seed": _whole(0), "sampling.clips_per_video": _whole(1),
          "sampling.clip_len": _whole(1), "sampling.frame_rate": _number(0),

@@ -17,11 +17,10 @@ import sys
 import grain
 import numpy as np
 
-from stres_jax.data.readers import FileReader
+from stres_jax.data.decode import VideoError
+from stres_jax.data.readers import FileReader, probe_task
 from stres_jax.data.sources import source_of
-from stres_jax.data.transforms import CROP, RESIZE, train_clip
-from stres_jax.data.readers import probe_task
-from stres_jax.data.transforms import train_clip_task
+from stres_jax.data.transforms import CROP, RESIZE, train_clip, train_clip_task
 from stres_jax.data.workers import DecodeWorkers
 from stres_jax.errors import UserError
 from stres_jax.runtime.progress import progress
@@ -127,9 +126,11 @@ class ClipSampler:
         return video, frames[chosen[k]: chosen[k] + self.clip_len], origin, flip
 
     def load(self, index, tries=8):
-        """`(clip float32 normalised, label)` of sample `index`; a clip that fails to decode (the
-        video probed fine) is named on stderr and replaced by the next sample's, so batches keep
-        their size."""
+        """`(clip float32 normalised, label, replaced)` of sample `index`; a clip that fails to decode
+        (the video probed fine) is named on stderr and replaced by the next sample's, so batches keep
+        their size. `replaced` counts the clips given up here: (the video's fault, anything else:
+        a bug or a worker that could not start)."""
+        replaced = [0, 0]
         for offset in range(tries):
             video, indices, origin, flip = self.describe(index + offset)
             try:  # isolated readers in a worker process: a decoder crash or hang costs this clip, not the run
@@ -140,14 +141,18 @@ class ClipSampler:
                 else:
                     clip = train_clip(video.reader, indices, origin, flip)
             except Exception as err:  # noqa: BLE001 (a decoder failure must cost only this clip)
-                print(f"stres_jax.train: skipped a clip of {video.path}: {err}", file=sys.stderr)
+                video_fault = isinstance(err, VideoError)
+                replaced[0 if video_fault else 1] += 1
+                why = "" if video_fault else f" (not the video's fault: {type(err).__name__})"
+                print(f"stres_jax.train: replaced a clip of {video.path}{why}: {err}", file=sys.stderr)
                 continue
-            return np.ascontiguousarray(clip), video.label
+            return np.ascontiguousarray(clip), video.label, tuple(replaced)
         raise UserError(f"{tries} clips in a row failed to decode near sample {index}; check the data")
 
 
 class BatchLoader:
-    """`step -> {"clips": (B, T, 112, 112, 3) float32, "labels": (B,) int32}`: this process's rows."""
+    """`step -> {"clips": (B, T, 112, 112, 3) float32, "labels": (B,) int32, "replaced": (B, 2) int32}`:
+    this process's rows, and how many clips each replaced (the video's fault, other causes)."""
 
     def __init__(self, sampler, local_batch, process_index=0, process_count=1):
         self.sampler, self.local_batch = sampler, local_batch
@@ -156,8 +161,9 @@ class BatchLoader:
     def __call__(self, step):
         rows = [self.sampler.load(i) for i in local_indices(step, self.local_batch, self.process_index,
                                                             self.process_count)]
-        return {"clips": np.stack([clip for clip, _ in rows]),
-                "labels": np.asarray([label for _, label in rows], np.int32)}
+        return {"clips": np.stack([clip for clip, _, _ in rows]),
+                "labels": np.asarray([label for _, label, _ in rows], np.int32),
+                "replaced": np.asarray([replaced for _, _, replaced in rows], np.int32)}  # (rows, 2)
 
 
 def local_indices(step, local_batch, process_index, process_count):

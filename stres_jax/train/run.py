@@ -141,6 +141,7 @@ def train(config, workdir):
     stop = []  # the signals that arrived: the step in flight finishes, is saved, and the run stops
     previous = {sig: signal.signal(sig, lambda number, _: stop.append(number)) for sig in (signal.SIGTERM, signal.SIGINT)}
     log = RunLog(workdir, start, total_steps, lead)
+    replaced = ReplacedClips(config.data.max_replaced_fraction, steps_per_epoch * config.batch_size)
     try:
         tick = time.perf_counter()
         for step in range(start + 1, total_steps + 1):
@@ -149,10 +150,11 @@ def train(config, workdir):
             state, metrics = step_fn(state, clips, global_rows(rows, batch["labels"]))
             log.step()
             epoch = (step - 1) // steps_per_epoch + 1
+            replaced.add(batch["replaced"], epoch)
             if step % config.log_every_steps == 0 or step == total_steps:
                 values = {k: float(v) for k, v in jax.device_get(metrics).items()}
                 values["clips_per_second"] = config.batch_size * config.log_every_steps / (time.perf_counter() - tick)
-                log.train(step, epoch, values)
+                log.train(step, epoch, {**values, **replaced.since_last_log()})
                 tick = time.perf_counter()
             if step % steps_per_epoch == 0 and validator is not None:  # before the epoch's checkpoint:
                 scores = validator(state)  # a run killed meanwhile validates again on resume
@@ -176,6 +178,35 @@ def train(config, workdir):
         return None
     return save_checkpoint(workdir / "final", canonical_arch(config.arch), final, classes,
                            {"trained_from": origin, "steps": total_steps, "workdir": str(workdir)})
+
+
+class ReplacedClips:
+    """Clips a training run replaced because they failed to load, summed over every process:
+    logged per interval (`replaced_clips`, and `replaced_not_video`: a bug or a worker, not the
+    video), and a one-line stop once an epoch replaces more than `fraction` of its clips."""
+
+    def __init__(self, fraction, clips_per_epoch):
+        self.fraction, self.clips_per_epoch = fraction, clips_per_epoch
+        self.epoch, self.in_epoch, self.in_interval = None, np.zeros(2, np.int64), np.zeros(2, np.int64)
+
+    def add(self, local_counts, epoch):
+        counts = np.asarray(local_counts, np.int64).reshape(-1, 2).sum(0)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+            counts = np.asarray(multihost_utils.process_allgather(counts)).reshape(-1, 2).sum(0)
+        if epoch != self.epoch:
+            self.epoch, self.in_epoch = epoch, np.zeros(2, np.int64)
+        self.in_epoch += counts
+        self.in_interval += counts
+        if self.in_epoch.sum() > self.fraction * self.clips_per_epoch:
+            raise UserError(f"epoch {epoch} replaced {self.in_epoch.sum()} of its {self.clips_per_epoch} clips "
+                            f"({self.in_epoch[0]} unreadable, {self.in_epoch[1]} for other reasons; stderr names "
+                            f"each), more than data.max_replaced_fraction = {self.fraction}; fix the data or raise it")
+
+    def since_last_log(self):
+        values = {"replaced_clips": int(self.in_interval.sum()), "replaced_not_video": int(self.in_interval[1])}
+        self.in_interval = np.zeros(2, np.int64)
+        return values
 
 
 def float32_variables(state):
