@@ -4,6 +4,7 @@
     python benchmarks/bench_models.py --archs r2plus1d_18 --batch-sizes 1 --repeats 7
     python benchmarks/bench_models.py --variants taps+fold@xla taps+fold@ynnpack xla@xla
     python benchmarks/bench_models.py --archs r2plus1d_34_32_kinetics --batch-sizes 1 4   # 32-frame clips
+    python benchmarks/bench_models.py --variants onednn+fold@xla nnx-split/onednn+fold@xla nnx-jit/onednn+fold@xla
 
 A variant is LOWERING[+fold][@CPU_LIBRARY]: the conv lowering (stres_jax.models.conv_impls),
 whether BN is folded, and the compile options (stres_jax.runtime.xla_options; default "default").
@@ -50,10 +51,30 @@ def parse_variant(name):
     return impl, fold == "fold", library or "default"
 
 
+def nnx_runner(arch, variables, variant, dtype, x):
+    """The NNX net's forward: "nnx-jit/VARIANT" under `nnx.jit` (the module graph walked each call),
+    "nnx-split/VARIANT" split once and a pure function of the state under `jax.jit` (the README's)."""
+    from flax import nnx
+    import stres_jax.nnx as snnx
+    call, variant = variant.split("/", 1)
+    impl, fold, library = parse_variant(variant)
+    model = snnx.create_model(arch, variables["params"]["fc"]["kernel"].shape[1], impl, dtype, fold_batchnorm=fold)
+    snnx.load_variables(model, fold_batchnorm(variables, model.spec) if fold else variables)
+    if call == "nnx-jit":
+        forward = nnx.jit(lambda m, x: m(x), compiler_options=compiler_options(library))
+        return lambda x: forward(model, x).block_until_ready()
+    graphdef, state = nnx.split(model)
+    forward = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x), compiler_options=compiler_options(library))
+    return lambda x: forward(state, x).block_until_ready()
+
+
 def jax_runner(arch, variables, variant, dtype, x):
     """The variant's forward, compiled on `x`. "onednn-reorder" is "onednn" reordering every
     kernel on each call (the inference forward otherwise keeps them in oneDNN's layout);
-    "onednn-unfused" leaves bias, residual and ReLU to XLA instead of oneDNN's post-ops."""
+    "onednn-unfused" leaves bias, residual and ReLU to XLA instead of oneDNN's post-ops;
+    "nnx-jit/VARIANT" and "nnx-split/VARIANT" run the NNX net (`nnx_runner`)."""
+    if variant.startswith("nnx-"):
+        return nnx_runner(arch, variables, variant, dtype, x)
     impl, fold, library = parse_variant(variant)
     switch = {"onednn-reorder": {"inference_target": "forward"}, "onednn-unfused": {"fuse_epilogue": False}}.get(impl)
     model = create_model(arch, num_classes=variables["params"]["fc"]["kernel"].shape[1],

@@ -14,7 +14,7 @@ _EXPORTS = {
     "load_checkpoint": "stres_jax.checkpoints.store", "load_net": "stres_jax.loader",
     "ModelOptions": "stres_jax.loader",
     "new_head": "stres_jax.models.init", "preprocess": "stres_jax.data.transforms",
-    "save_checkpoint": "stres_jax.checkpoints.store", "torchvision_init": "stres_jax.models.init",
+    "save_checkpoint": "stres_jax.checkpoints.store", "save_pretrained": "stres_jax.checkpoints.hub", "torchvision_init": "stres_jax.models.init",
 }
 __all__ = sorted(_EXPORTS)
 

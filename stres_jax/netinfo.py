@@ -130,7 +130,7 @@ def model_for(target):
     from stres_jax.checkpoints.store import read_meta
     from stres_jax.errors import UserError
     from stres_jax.models import ARCH_SPECS, canonical_arch, create_model
-    if Path(target).exists():
+    if Path(target).exists() or str(target).startswith("hf://"):
         meta = read_meta(target)
         return create_model(meta["arch"], num_classes=meta["num_classes"]), meta["arch"]
     try:

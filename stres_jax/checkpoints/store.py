@@ -3,12 +3,14 @@ import json
 from pathlib import Path
 
 import jax
+from flax import traverse_util
 
 from stres_jax.runtime.atomic import atomic_path
 from stres_jax.data.transforms import PREPROCESSING
 from stres_jax.errors import UserError, first_line
 from stres_jax.models import ARCH_SPECS, create_model
 from stres_jax.models.init import abstract_variables
+from stres_jax.checkpoints.hub import hub_snapshot, is_hub_folder, read_hub_config, read_hub_folder
 
 FORMAT_VERSION = 1
 META_FILE = "meta.json"
@@ -42,9 +44,12 @@ def save_checkpoint(directory, arch, variables, labels, source=None):
 
 
 def checkpoint_dir(name):
-    """The directory `name` names: a path, or an arch name (`r2plus1d_18`, `3D`, ...) that is not
-    a folder here, for the checkpoint `stres-jax fetch ARCH` cached."""
+    """The directory `name` names: a path, `hf://owner/repo` (a Hub-layout folder on the Hub or in
+    its cache), or an arch name (`r2plus1d_18`, `3D`, ...) that is not a folder here, for the
+    checkpoint `stres-jax fetch ARCH` cached."""
     from stres_jax.models import canonical_arch
+    if str(name).startswith("hf://"):
+        return hub_snapshot(str(name))
     if not Path(name).exists():
         try:
             arch = canonical_arch(name)
@@ -72,6 +77,8 @@ def read_meta(directory):
                               f"one with `stres-jax convert --checkpoint {directory} --arch ARCH --out DIR`{fetch}")
     if not directory.is_dir():
         raise CheckpointError(f"{directory}: no such checkpoint directory; {hint}")
+    if is_hub_folder(directory):
+        return read_hub_config(directory)
     meta_path = directory / META_FILE
     if not meta_path.is_file():
         raise CheckpointError(f"{directory}: not a stres_jax checkpoint (no {META_FILE}); {hint}")
@@ -97,6 +104,8 @@ def load_checkpoint(directory, fold_batchnorm=False, **model_kwargs):
     directory = checkpoint_dir(directory).absolute()
     meta = read_meta(directory)
     model = create_model(meta["arch"], num_classes=meta["num_classes"], **model_kwargs)
+    if is_hub_folder(directory):  # config.json + model.safetensors (`save_pretrained`)
+        return _load_hub_folder(directory, model, fold_batchnorm, model_kwargs)
     if not (directory / VARIABLES_DIR).is_dir():
         raise CheckpointError(f"{directory}: the {VARIABLES_DIR}/ folder is missing (partial copy?)")
     try:
@@ -110,6 +119,24 @@ def load_checkpoint(directory, fold_batchnorm=False, **model_kwargs):
         from stres_jax.models.fold import fold_batchnorm as fold
         variables = fold(variables, model.spec)
         model = create_model(meta["arch"], num_classes=meta["num_classes"], fold_batchnorm=True, **model_kwargs)
+    return model, variables, meta
+
+
+def _load_hub_folder(directory, model, fold_batchnorm, model_kwargs):
+    """`load_checkpoint` of a Hub-layout folder; a folded one gives a folded net."""
+    meta, variables = read_hub_folder(directory)
+    folded = meta.get("batchnorm_folded", False)
+    if folded or fold_batchnorm:
+        model = create_model(meta["arch"], num_classes=meta["num_classes"], fold_batchnorm=True, **model_kwargs)
+    if fold_batchnorm and not folded:
+        from stres_jax.models.fold import fold_batchnorm as fold
+        variables = fold(variables, create_model(meta["arch"], num_classes=meta["num_classes"]).spec)
+    want = {"/".join(k): v.shape for k, v in traverse_util.flatten_dict(abstract_variables(model)).items()}
+    got = {"/".join(k): v.shape for k, v in traverse_util.flatten_dict(variables).items()}
+    for name in sorted(set(want) | set(got)):
+        if want.get(name) != got.get(name):
+            raise CheckpointError(f"{directory}: variables do not fit {meta['arch']}: {name} is "
+                                  f"{got.get(name, 'missing')}, the net needs {want.get(name, 'nothing')}")
     return model, variables, meta
 
 

@@ -4,10 +4,11 @@ import functools
 
 import flax.linen as nn
 import jax
+from jax import lax
 
 import stres_jax.models.onednn as onednn
 from stres_jax.errors import UserError
-from stres_jax.models.fast_conv import TapConv, tap_conv
+from stres_jax.models.fast_conv import TapConv, epilogue, tap_conv
 
 
 class OneDNNConv(TapConv):
@@ -72,3 +73,30 @@ def conv_factory(impl="xla", bias=False):
     if impl not in CONV_IMPLS:
         raise ValueError(f"unknown conv implementation {impl!r}; choose one of {sorted(CONV_IMPLS)}")
     return functools.partial(CONV_IMPLS[impl], use_bias=bias)
+
+
+def _xla_with_epilogue(x, kernel, bias, residual, relu, strides, padding):
+    y = lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
+    return epilogue(y, bias, residual, relu)
+
+
+def _taps3d_with_epilogue(x, kernel, bias, residual, relu, strides, padding):
+    spans_both = kernel.shape[0] > 1 and max(kernel.shape[1:3]) > 1  # as TapsFor3D chooses
+    lowering = TapConv.convolve_with_epilogue if spans_both else _xla_with_epilogue
+    return lowering(x, kernel, bias, residual, relu, strides, padding)
+
+
+CONVOLUTIONS = {"xla": _xla_with_epilogue, "taps": TapConv.convolve_with_epilogue,
+                "taps3d": _taps3d_with_epilogue, "onednn": OneDNNConv.convolve_with_epilogue}
+
+
+def convolution(impl):
+    """`(x, kernel, bias, residual, relu, strides, padding) -> conv(x) [+ bias] [+ residual] [ReLU]`
+    of a lowering ("auto" resolved; padding ((t0, t1), (h0, h1), (w0, w1))): what NNX's convs call,
+    the same code as the linen modules of `CONV_IMPLS`."""
+    return CONVOLUTIONS[resolve_conv_impl(impl)]
+
+
+def fuses_epilogue(impl):
+    """Whether a lowering takes bias, residual and ReLU itself (oneDNN's post-ops, the taps' epilogue)."""
+    return CONV_IMPLS[resolve_conv_impl(impl)] in (TapConv, OneDNNConv)

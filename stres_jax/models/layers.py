@@ -38,7 +38,7 @@ def run_layers(layers, x, conv, norm, plan=None, residual=None):
 
     `plan` (from `epilogue_plan`) says, per row, whether it adds `residual` and applies ReLU:
     a conv that fuses its epilogue takes them after its bias, a norm row applies its ReLU."""
-    plan = plan or epilogue_plan(layers, conv, norm)
+    plan = plan or epilogue_plan(layers, fused_epilogue(conv, norm))
     for layer, (add_residual, relu) in zip(layers, plan):
         if isinstance(layer, ConvLayer):
             module = conv(layer.features, layer.kernel, strides=layer.stride,
@@ -57,13 +57,18 @@ def fuses_epilogue(conv):
     return getattr(conv, "fuses_epilogue", False)
 
 
-def epilogue_plan(layers, conv, norm, residual=False):
+def fused_epilogue(conv, norm):
+    """Whether convs take their epilogue: BN folded (norms are identities) and a fusing conv."""
+    return norm is FoldedNorm and fuses_epilogue(conv)
+
+
+def epilogue_plan(layers, fuse, residual=False):
     """Per row, (adds the residual, applies ReLU). Unfused: norms apply their ReLU, nothing adds
-    the residual (the caller does, then ReLU). With BN folded (norms are identities) and a conv
-    that fuses its epilogue (oneDNN post-ops), each conv takes the ReLU of the norm after it,
-    and the last conv takes `residual` and the block's ReLU."""
+    the residual (the caller does, then ReLU). With `fuse` (BN folded and a conv that fuses its
+    epilogue, as oneDNN's post-ops), each conv takes the ReLU of the norm after it, and the last
+    conv takes `residual` and the block's ReLU. Linen and NNX modules both plan with this."""
     plan = [(False, isinstance(layer, NormLayer) and layer.relu) for layer in layers]
-    if norm is not FoldedNorm or not fuses_epilogue(conv):
+    if not fuse:
         return tuple(plan)
     convs = [i for i, layer in enumerate(layers) if isinstance(layer, ConvLayer)]
     for i, end in zip(convs, convs[1:] + [len(layers)]):
@@ -223,7 +228,7 @@ def run_groups(groups, x, conv, norm, residual=None):
     """Apply `LayerGroup`s in order, then add `residual` and ReLU (a block's end); call inside
     a compact module (the block). The epilogue is planned over all the groups' rows at once:
     a conv's folded norm may sit in the next group (torchvision's `conv2.0` / `conv2.1`)."""
-    plan = epilogue_plan(tuple(layer for group in groups for layer in group.layers), conv, norm,
+    plan = epilogue_plan(tuple(layer for group in groups for layer in group.layers), fused_epilogue(conv, norm),
                          residual is not None)
     start = 0
     for group in groups:

@@ -27,27 +27,37 @@ class TorchBatchNorm(nn.Module):
     @nn.compact
     def __call__(self, x):
         features = x.shape[-1]
-        stat_dtype = jnp.promote_types(self.dtype or x.dtype, jnp.float32)
         mean_var = self.variable("batch_stats", "mean", lambda: jnp.zeros((features,), jnp.float32))
         var_var = self.variable("batch_stats", "var", lambda: jnp.ones((features,), jnp.float32))
         scale = self.param("scale", nn.initializers.ones, (features,), self.param_dtype)
         bias = self.param("bias", nn.initializers.zeros, (features,), self.param_dtype)
-        dtype = self.dtype or x.dtype
-        if not self.use_running_average:
-            rows = x.astype(stat_dtype).reshape(-1, features)
-            y, mean, var = _normalize_batch(rows, scale.astype(stat_dtype), bias.astype(stat_dtype), self.epsilon)
-            if not self.is_initializing():
-                mean, var = lax.stop_gradient(mean), lax.stop_gradient(var)
-                count = rows.shape[0]
-                keep = self.momentum
-                mean_var.value = (keep * mean_var.value + (1 - keep) * mean).astype(mean_var.value.dtype)
-                unbiased = var * (count / max(count - 1, 1))
-                var_var.value = (keep * var_var.value + (1 - keep) * unbiased).astype(var_var.value.dtype)
-            return y.reshape(x.shape).astype(dtype)
-        mean, var = mean_var.value.astype(stat_dtype), var_var.value.astype(stat_dtype)
-        inv = (scale.astype(stat_dtype) * jnp.reciprocal(jnp.sqrt(var + self.epsilon)))
-        y = (x.astype(stat_dtype) - mean) * inv + bias.astype(stat_dtype)
-        return y.astype(dtype)
+        train = not self.use_running_average
+        y, stats = torch_batch_norm(x, scale, bias, mean_var.value, var_var.value, train=train,
+                                    epsilon=self.epsilon, momentum=self.momentum, dtype=self.dtype)
+        if train and not self.is_initializing():
+            mean_var.value, var_var.value = stats
+        return y
+
+
+def torch_batch_norm(x, scale, bias, mean, var, *, train, epsilon, momentum, dtype=None):
+    """`(y, (new running mean, new running var))` of a BatchNorm over the last axis by PyTorch's
+    rules (the linen and NNX modules both call this). `momentum` is flax's (1 - PyTorch's); in
+    eval mode the running statistics come back unchanged."""
+    features = x.shape[-1]
+    stat_dtype = jnp.promote_types(dtype or x.dtype, jnp.float32)
+    dtype = dtype or x.dtype
+    if train:
+        rows = x.astype(stat_dtype).reshape(-1, features)
+        y, batch_mean, batch_var = _normalize_batch(rows, scale.astype(stat_dtype), bias.astype(stat_dtype), epsilon)
+        batch_mean, batch_var = lax.stop_gradient(batch_mean), lax.stop_gradient(batch_var)
+        count = rows.shape[0]
+        new_mean = (momentum * mean + (1 - momentum) * batch_mean).astype(mean.dtype)
+        unbiased = batch_var * (count / max(count - 1, 1))
+        new_var = (momentum * var + (1 - momentum) * unbiased).astype(var.dtype)
+        return y.reshape(x.shape).astype(dtype), (new_mean, new_var)
+    inv = scale.astype(stat_dtype) * jnp.reciprocal(jnp.sqrt(var.astype(stat_dtype) + epsilon))
+    y = (x.astype(stat_dtype) - mean.astype(stat_dtype)) * inv + bias.astype(stat_dtype)
+    return y.astype(dtype), (mean, var)
 
 
 def _column_sums(rows):

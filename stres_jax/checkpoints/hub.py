@@ -1,0 +1,87 @@
+"""Checkpoint folders in Hugging Face's layout: `config.json` + `model.safetensors`, read and written
+alike by the linen API (`save_pretrained`, `load_checkpoint`) and the NNX one (`stres_jax.nnx`).
+
+`model.safetensors` is flat: one float32 tensor per variable, named by its Flax path joined with
+dots, collection first: `params.stem.spatial.kernel` (kt, kh, kw, in, out),
+`params.layer2_0.downsample_bn.scale`, `batch_stats.layer1_0.bn1.mean`, `params.fc.kernel`
+(512, classes). A folded net (`batchnorm_folded` in config.json) has convs with a `bias` and no
+BatchNorm entries. `hf://owner/repo` names a repository on the Hub (or in its local cache).
+"""
+import json
+from pathlib import Path
+
+import numpy as np
+from flax import traverse_util
+
+from stres_jax.data.transforms import PREPROCESSING
+from stres_jax.errors import UserError
+from stres_jax.runtime.atomic import atomic_path
+
+CONFIG_FILE, WEIGHTS_FILE, HUB_FORMAT = "config.json", "model.safetensors", "stres_jax-hub-1"
+
+
+def is_hub_folder(directory):
+    directory = Path(directory)
+    return (directory / CONFIG_FILE).is_file() and (directory / WEIGHTS_FILE).is_file()
+
+
+def save_hub_folder(directory, arch, variables, labels, batchnorm_folded=False):
+    """Write `variables` ({"params", "batch_stats"?}) and their config to `directory`, atomically."""
+    from safetensors.numpy import save_file
+    from stres_jax.models import ARCH_SPECS
+    flat = {".".join(path): np.ascontiguousarray(np.asarray(value, np.float32))
+            for path, value in traverse_util.flatten_dict(dict(variables)).items()}
+    config = {"format": HUB_FORMAT, "arch": arch, "num_classes": len(labels), "labels": list(labels),
+              "clip_len": ARCH_SPECS[arch].clip_len, "preprocessing": PREPROCESSING,
+              "batchnorm_folded": bool(batchnorm_folded), "library": "stres_jax"}
+    with atomic_path(directory) as staging:
+        staging.mkdir()
+        save_file(flat, str(staging / WEIGHTS_FILE), metadata={"format": HUB_FORMAT, "arch": arch})
+        (staging / CONFIG_FILE).write_text(json.dumps(config, indent=1))
+    return Path(directory).absolute()
+
+
+def save_pretrained(variables, meta, directory):
+    """The linen side of `stres_jax.nnx.save_pretrained`: `variables` (BN folded or not) with the
+    arch and labels of `meta` (as `load_checkpoint` returns it) into a Hub-layout folder."""
+    return save_hub_folder(directory, meta["arch"], variables, meta["labels"], "batch_stats" not in variables)
+
+
+def read_hub_config(directory):
+    """config.json of a Hub-layout folder, as a checkpoint's meta ({"arch", "num_classes", "labels", ...})."""
+    path = Path(directory) / CONFIG_FILE
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise UserError(f"{path}: unreadable ({err}); save the folder again with save_pretrained") from None
+    if config.get("format") != HUB_FORMAT or not {"arch", "num_classes", "labels"} <= set(config):
+        raise UserError(f"{path}: not a stres_jax folder (format {config.get('format')!r}); "
+                        "save one with stres_jax.save_pretrained or `stres-jax convert --format safetensors`")
+    return {**config, "source": {"hub_folder": str(Path(directory).absolute())}}
+
+
+def read_hub_folder(directory):
+    """(meta, variables) of a Hub-layout folder."""
+    from safetensors.numpy import load_file
+    meta = read_hub_config(directory)
+    try:
+        flat = load_file(str(Path(directory) / WEIGHTS_FILE))
+    except Exception as err:  # noqa: BLE001 (safetensors raises its own error types)
+        raise UserError(f"{Path(directory) / WEIGHTS_FILE}: unreadable ({err})") from None
+    return meta, traverse_util.unflatten_dict({tuple(key.split(".")): value for key, value in flat.items()})
+
+
+def hub_snapshot(name):
+    """The local folder of `hf://owner/repo[@revision]`: downloaded through huggingface_hub, or
+    from its cache when offline (HF_HUB_OFFLINE=1)."""
+    repo, _, revision = name.removeprefix("hf://").partition("@")
+    try:
+        import huggingface_hub
+    except ImportError:
+        raise UserError(f"{name}: reading from the Hub needs huggingface_hub: pip install huggingface_hub") from None
+    try:
+        return Path(huggingface_hub.snapshot_download(repo, revision=revision or None,
+                                                      allow_patterns=[CONFIG_FILE, WEIGHTS_FILE]))
+    except Exception as err:  # noqa: BLE001 (offline, unknown repo, no cache: all one line)
+        raise UserError(f"{name}: not on the Hub or in its cache ({type(err).__name__}); check the name, go "
+                        "online, or download the folder and pass its path") from None
