@@ -52,8 +52,9 @@ def parse_variant(name):
 
 
 def nnx_runner(arch, variables, variant, dtype, x):
-    """The NNX net's forward: "nnx-jit/VARIANT" under `nnx.jit` (the module graph walked each call),
-    "nnx-split/VARIANT" split once and a pure function of the state under `jax.jit` (the README's)."""
+    """The NNX net's forward: "nnx-jit/VARIANT" under `nnx.jit` (the module graph walked each call;
+    it takes no compiler options, so @CPU_LIBRARY is ignored), "nnx-split/VARIANT" split once and a
+    pure function of the state under `jax.jit` with the variant's options (the README's)."""
     from flax import nnx
     import stres_jax.nnx as snnx
     call, variant = variant.split("/", 1)
@@ -61,7 +62,7 @@ def nnx_runner(arch, variables, variant, dtype, x):
     model = snnx.create_model(arch, variables["params"]["fc"]["kernel"].shape[1], impl, dtype, fold_batchnorm=fold)
     snnx.load_variables(model, fold_batchnorm(variables, model.spec) if fold else variables)
     if call == "nnx-jit":
-        forward = nnx.jit(lambda m, x: m(x), compiler_options=compiler_options(library))
+        forward = nnx.jit(lambda m, x: m(x))
         return lambda x: forward(model, x).block_until_ready()
     graphdef, state = nnx.split(model)
     forward = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x), compiler_options=compiler_options(library))

@@ -77,8 +77,62 @@ def test_predict_json_is_a_list_and_top_k_stops_at_the_classes(capsys, converted
 def test_broken_pipe_is_quiet_and_the_picture_is_written(tmp_path):
     result = subprocess.run(f"{sys.executable} -m stres_jax.cli info 3D --graphic {tmp_path / 'g.png'} | head -1",
                             shell=True, capture_output=True, text=True, cwd=tmp_path)
-    assert result.stderr == "" and result.stdout.count("\n") == 1
+    assert result.stderr == f"wrote {tmp_path / 'g.png'}\n" and result.stdout.count("\n") == 1  # says what it wrote
     assert (tmp_path / "g.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def one_line_refusal(*command, cwd):
+    result = subprocess.run([sys.executable, *command], capture_output=True, text=True, cwd=cwd,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1, result.stderr[-2000:]
+    return result
+
+
+def test_the_house_defects_are_one_line_each(converted, tmp_path):
+    """The newcomer defects of the house issue, each through a subprocess as a user meets it."""
+    (tmp_path / "file").write_text("not a folder")
+    (tmp_path / "videos" / "a").mkdir(parents=True)
+    for program in ("stres_jax.eval", "stres_jax.train"):  # --random-init is a flag of both now
+        config = REPO / "configs" / ("r3d.py" if program.endswith("eval") else "finetune.py")
+        result = one_line_refusal("-m", program, "--config", str(config), "--workdir", str(tmp_path / "file"),
+                                  "--random-init", f"--config.data.root={tmp_path / 'videos'}", cwd=tmp_path)
+        assert result.returncode == 2 and "file: a file, not a folder" in result.stderr, result.stderr
+    result = one_line_refusal("-m", "stres_jax.cli", "prepare", str(tmp_path / "videos"), "--out", str(tmp_path / "file"),
+                              cwd=tmp_path)
+    assert result.returncode == 2 and "a file, not a folder; give --out a folder" in result.stderr
+    result = one_line_refusal("-m", "stres_jax.cli", "predict", "--top", "x", cwd=tmp_path)  # argparse: no usage block
+    assert result.returncode == 2 and "argument --top: expected a whole number" in result.stderr
+    result = one_line_refusal("-m", "stres_jax.eval", "--config", str(REPO / "convert_weights.py"), "--workdir", "w",
+                              cwd=tmp_path)
+    assert "convert_weights.py: not a config file" in result.stderr and "config_config" not in result.stderr
+    import PIL.Image
+    PIL.Image.new("RGB", (64, 48)).save(tmp_path / "still.png")
+    result = one_line_refusal("-m", "stres_jax.cli", "predict", str(tmp_path / "still.png"), "--checkpoint",
+                              str(converted(ARCH)), "--clips", "1", cwd=tmp_path)
+    assert result.returncode == 1 and "still.png: an image, not a video" in result.stderr
+
+
+def test_random_init_answers_say_so_and_the_front_door_lists_every_command(tmp_path, capsys):
+    from stres_jax.demo import DEMO_CLIP
+    assert main(["predict", str(DEMO_CLIP), "--random-init", "--clips", "1", "--clip-len", "4", "--format", "json",
+                 "--window", "60"]) == 0
+    (result,) = json.loads(capsys.readouterr().out)
+    assert result["weights"].startswith("random weights (--random-init)")
+    from stres_jax.predict import format_text
+    text = format_text(result, 1).splitlines()
+    assert text[0].endswith("[random weights (--random-init): the labels mean nothing]")
+    assert re.fullmatch(r"  +0\.00-2\.40 s  .+ \(\d\.\d\d\)", text[1]), text[1]  # no gap before "s"
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    listed = capsys.readouterr().out
+    assert all(f"    {name} " in listed or f"    {name}\n" in listed for name in ("eval", "train", "predict", "prepare"))
+    for program in ("eval", "train"):  # the same --help as `python -m stres_jax.<program>`
+        ours = subprocess.run([sys.executable, "-m", "stres_jax.cli", program, "--help"], capture_output=True,
+                              text=True, cwd=tmp_path).stdout
+        theirs = subprocess.run([sys.executable, "-m", f"stres_jax.{program}", "--help"], capture_output=True,
+                                text=True, cwd=tmp_path).stdout
+        assert ours.split("\n", 1)[1] == theirs.split("\n", 1)[1] and "--config.data.root" in ours
+        assert ours.startswith(f"usage: stres-jax {program} ") and theirs.startswith(f"usage: python -m stres_jax.{program} ")
 
 
 def program(module, config, workdir, *extra, cwd=REPO):

@@ -11,7 +11,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from stres_jax.runtime.atomic import atomic_path
+from stres_jax.runtime.atomic import atomic_path, check_folder
 from stres_jax.config.check import EVAL as EVAL_RULES
 from stres_jax.config.check import check_config
 from stres_jax.data.sampling import ClipPlan
@@ -43,7 +43,7 @@ def evaluate(config, workdir, items=None, embeddings=False, net=None):
     if items is None:
         source_of(config.data).check_plan(config.data, plan)
     initialize_distributed(config.distributed)
-    workdir = Path(workdir)
+    workdir = check_folder(Path(workdir))
     workdir.mkdir(parents=True, exist_ok=True)
     data_shardings(config.batch_size)  # the batch divides among the devices, before anything slow
     net = net or load_net(ModelOptions.from_config(config))
