@@ -94,3 +94,17 @@ def stream_task(path, jobs, batch_size, crops):
         last[0] = index
     for batch in stream_clips(path, jobs, batch_size, on_frame=seen, views=main_views(crops)):
         yield last[0], batch
+
+
+def window_task(video, windows, batch_size):
+    """Worker task: batches `[(window number, clip)]` of the eval preset's clips at `windows`
+    (N, T) frame indices, streamed: a file is decoded in one pass, each frame kept only while a
+    window needs it; other readers (a store, TFDS) are read `batch_size` windows at a time."""
+    reader = as_reader(video)
+    if hasattr(reader, "path") and reader.isolated:  # a file: one decoding pass for every window
+        yield from stream_clips(reader.path, list(enumerate(windows)), batch_size)
+        return
+    for start in range(0, len(windows), batch_size):
+        chunk = windows[start: start + batch_size]
+        clips = reader.frames(chunk.ravel(), _resize_crop_frame).reshape(chunk.shape + (CROP, CROP, 3))
+        yield list(zip(range(start, start + len(chunk)), clips))

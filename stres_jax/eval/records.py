@@ -7,14 +7,14 @@ so a resumed run neither loses nor doubles a video.
 import json
 from pathlib import Path
 
-SHARD_GLOB, COMBINED = "predictions-*.jsonl", "predictions.jsonl"
+COMBINED = "predictions.jsonl"
 
 
-def read_records(workdir):
-    """Every complete line of the combined file and every shard in `workdir`, first occurrence
-    of each video."""
+def read_records(workdir, combined=COMBINED, prefix="predictions"):
+    """Every complete line of the combined file and every shard (`PREFIX-PPPPP.jsonl`) in
+    `workdir`, first occurrence of each video."""
     records = {}
-    for shard in [*Path(workdir).glob(COMBINED), *sorted(Path(workdir).glob(SHARD_GLOB))]:
+    for shard in [*Path(workdir).glob(combined), *sorted(Path(workdir).glob(f"{prefix}-*.jsonl"))]:
         for line in shard.read_text().splitlines():
             try:
                 record = json.loads(line)
@@ -24,9 +24,9 @@ def read_records(workdir):
     return records
 
 
-def open_shard(workdir, process):
+def open_shard(workdir, process, prefix="predictions"):
     """This process's shard, opened for appending after cutting any half-written last line."""
-    path = Path(workdir) / f"predictions-{process:05d}.jsonl"
+    path = Path(workdir) / f"{prefix}-{process:05d}.jsonl"
     if path.exists():
         data = path.read_bytes()
         if data and not data.endswith(b"\n"):
@@ -34,7 +34,7 @@ def open_shard(workdir, process):
     return open(path, "a")
 
 
-def remove_shards(workdir):
-    """Delete the per-process shards once `predictions.jsonl` holds their records."""
-    for shard in Path(workdir).glob(SHARD_GLOB):
+def remove_shards(workdir, prefix="predictions"):
+    """Delete the per-process shards once the combined file holds their records."""
+    for shard in Path(workdir).glob(f"{prefix}-*.jsonl"):
         shard.unlink()
