@@ -50,7 +50,10 @@ def test_every_window_equals_torchvision(name, clip_len, fps, stride, converted,
     result = extract(items_for([path]), tmp_path / "out", net, WindowPlan(clip_len, fps, stride), show=False)
     assert result == {"videos": 1, "windows": result["windows"], "errors": 0, "stopped": 0}
     clips, starts = torchvision_windows(path, clip_len, fps, stride)
-    (entry,) = open_features(tmp_path / "out").values()
+    features = open_features(tmp_path / "out")
+    (entry,) = features.values()
+    import grain
+    assert grain.MapDataset.source(features)[0]["features"].shape == entry["features"].shape  # by position
     _, reference = torch_forward(torch_models(ARCH), clips.permute(0, 2, 3, 4, 1).numpy())
     assert entry["features"].shape == reference["pre_logits"].shape == (len(starts), 512)
     np.testing.assert_allclose(entry["start"], starts)
