@@ -11,16 +11,21 @@ from stres_jax.labels import read_label_file
 from stres_jax.models import canonical_arch, create_model
 
 
-def convert_file(checkpoint, arch, out, labels_file=None):
-    """Read, map and save one checkpoint file; returns the output directory."""
+def convert_file(checkpoint, arch, out, labels_file=None, output_format="orbax"):
+    """Read, map and save one checkpoint file; returns the output directory: an orbax checkpoint
+    directory, or with `output_format="safetensors"` a Hub-layout folder (`checkpoints.hub`)."""
     arch = canonical_arch(arch)
     state_dict = read_state_dict(checkpoint)
     fc = state_dict.get("fc.weight")
     num_classes = int(fc.shape[0]) if fc is not None and fc.ndim == 2 else 400
     model = create_model(arch, num_classes=num_classes)
     variables = torch_to_flax(state_dict, arch, abstract_variables(model))
+    labels = read_label_file(labels_file, num_classes)
+    if output_format == "safetensors":
+        from stres_jax.checkpoints.hub import save_hub_folder
+        return save_hub_folder(out, arch, variables, labels)
     source = {"file": Path(checkpoint).name, "sha256": sha256_file(checkpoint)}
-    return save_checkpoint(out, arch, variables, read_label_file(labels_file, num_classes), source)
+    return save_checkpoint(out, arch, variables, labels, source)
 
 
 def fetch(arch, out=None, source=None, timeout=60):

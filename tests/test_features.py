@@ -118,6 +118,18 @@ def test_stores_devices_processes_kills_and_refusals(tmp_path, capfd):
     assert sorted(p.returncode for p in procs) == [0, 1], [o[1][-2000:] for o in outputs]  # the corrupt one: 1
     assert_same(arrays(tmp_path / "two"), reference, 1e-5)
 
+    stopped = subprocess.Popen(features_command([str(root.parent)], tmp_path / "stopped"), cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list((tmp_path / "stopped").glob("*.npy")):
+        time.sleep(0.05)
+    stopped.send_signal(signal.SIGTERM)  # finishes the windows already decoded, writes, exits 143
+    _, err = stopped.communicate(timeout=300)
+    assert stopped.returncode == 143 and "stopped by SIGTERM" in err and "Traceback" not in err, err[-2000:]
+    for record in map(json.loads, next((tmp_path / "stopped").glob("index-*.jsonl")).read_text().splitlines()):
+        if "error" not in record:
+            assert relative_error(np.load(tmp_path / "stopped" / record["file"]), reference[record["video"]]) <= 1e-6
+
     killed = subprocess.Popen(features_command([str(root.parent)], tmp_path / "killed"), cwd=REPO,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300

@@ -2,6 +2,7 @@
 statistics), against the linen nets on the same weights, and the Hub-layout folder both APIs
 read and write, including `hf://` from a Hub cache laid out here (offline)."""
 import re
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -61,6 +62,11 @@ def test_save_pretrained_round_trip_in_nnx_and_linen(converted, tmp_path):
     assert again.options.fold_batchnorm and "batch_stats" not in snnx.variables_of(again)
     assert relative_error(split_jit(again)(clips), expected) < 1e-5
     assert stres_jax.load_checkpoint(tmp_path / "folded")[0].fold_batchnorm
+    from stres_jax.cli import main  # the CLI writes the same folder straight from the .pth
+    pth = Path(converted("r3d_18")).parent / "r3d_18.pth"
+    assert main(["convert", "--arch", "r3d_18", "--checkpoint", str(pth), "--out", str(tmp_path / "cli"),
+                 "--format", "safetensors"]) == 0
+    assert relative_error(split_jit(snnx.from_pretrained(str(tmp_path / "cli")))(clips), expected) < 1e-6
 
 
 def test_hf_names_read_a_hub_cache_offline(converted, tmp_path, monkeypatch, capsys):
@@ -123,7 +129,6 @@ def test_float64_gradients_sgd_step_and_batchnorm_statistics_equal_torch():
 
 
 def readme_example(name):
-    from pathlib import Path
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     return re.search(rf"<!-- example: {name} -->\n```python\n(.*?)```", readme, re.S).group(1)
 

@@ -18,6 +18,9 @@ def add_arguments(parser):
                         help="download torchvision's published weights (sha256-checked, cached)")
     parser.add_argument("--out", help="output directory (default with --download: the cache)")
     parser.add_argument("--labels", help="class names, one per line (default: Kinetics-400)")
+    parser.add_argument("--format", choices=("orbax", "safetensors"), default="orbax",
+                        help="orbax: a checkpoint directory (default); safetensors: a Hub-layout folder "
+                        "(config.json + model.safetensors) that stres_jax.nnx.from_pretrained and load_checkpoint read")
     return parser
 
 
@@ -55,7 +58,7 @@ def run(args):
     else:
         if not args.out:
             raise UserError("--out DIR is required with --checkpoint")
-        out = convert_file(args.checkpoint, args.arch, args.out, args.labels)
+        out = convert_file(args.checkpoint, args.arch, args.out, args.labels, args.format)
     print(f"wrote {out}")
     return 0
 

@@ -1,5 +1,6 @@
 """`stres-jax features`: dense window features of every video of a source, one `.npy` per video."""
 import json
+import sys
 
 from stres_jax.cli.options import add_cpu_library_flag, add_model_flags, positive_int
 from stres_jax.data import sampling
@@ -75,4 +76,8 @@ def run(args):
     plan = WindowPlan(args.clip_len or net.model.clip_len, args.fps, args.stride or 0)
     result = extract(items, args.out, net, plan, args.layer, args.batch_size, args.half, args.workers)
     print(json.dumps({"out": args.out, **result}))
+    if result["stopped"]:
+        name = "SIGINT" if result["stopped"] == 130 else "SIGTERM"
+        print(f"stres-jax features: stopped by {name} after {result['videos']} videos, each written whole; "
+              "run the same command again to finish", file=sys.stderr)
     return result["stopped"] or (1 if result["errors"] else 0)

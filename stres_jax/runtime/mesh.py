@@ -55,4 +55,12 @@ class DataParallel:
                             compiler_options=compiler_options)
 
     def __call__(self, local):
-        return jax.tree.map(local_rows, self.step(self.variables, global_rows(self.rows, local)))
+        try:
+            return jax.tree.map(local_rows, self.step(self.variables, global_rows(self.rows, local)))
+        except jax.errors.JaxRuntimeError as err:
+            if "RESOURCE_EXHAUSTED" not in str(err) and "out of memory" not in str(err).lower():
+                raise
+            shape = "x".join(map(str, local.shape[1:]))
+            raise UserError(f"the net ran out of device memory on a batch of {self.local_batch * jax.process_count()} "
+                            f"clips of {shape} (32-frame clips take twice 16's); lower the batch size "
+                            "(--batch-size, --config.batch_size)") from None

@@ -151,8 +151,8 @@ class ClipSampler:
 
 
 class BatchLoader:
-    """`step -> {"clips": (B, T, 112, 112, 3) float32, "labels": (B,) int32, "replaced": (B, 2) int32}`:
-    this process's rows, and how many clips each replaced (the video's fault, other causes)."""
+    """`step -> {"clips": (B, T, 112, 112, 3) float32, "labels": (B,) int32, "replaced": [video's fault,
+    other causes]}`: this process's rows, and how many clips they replaced."""
 
     def __init__(self, sampler, local_batch, process_index=0, process_count=1):
         self.sampler, self.local_batch = sampler, local_batch
@@ -163,7 +163,7 @@ class BatchLoader:
                                                             self.process_count)]
         return {"clips": np.stack([clip for clip, _, _ in rows]),
                 "labels": np.asarray([label for _, label, _ in rows], np.int32),
-                "replaced": np.asarray([replaced for _, _, replaced in rows], np.int32)}  # (rows, 2)
+                "replaced": [sum(r[0] for _, _, r in rows), sum(r[1] for _, _, r in rows)]}  # a list: no shared memory
 
 
 def local_indices(step, local_batch, process_index, process_count):
