@@ -64,6 +64,8 @@ def timed(fn):
 
 
 def bench(args):
+    from stres_jax.runtime.xla_options import use_compilation_cache
+    use_compilation_cache()  # as the CLI: each extract() reuses the compiled net, as one long run would
     workdir = Path(tempfile.mkdtemp(prefix="bench-features-"))
     videos = workdir / "videos" / "a"
     videos.mkdir(parents=True)

@@ -48,7 +48,7 @@ def _compiles_with(items):
 
 
 def use_compilation_cache():
-    """Keep compiled programs under `$XDG_CACHE_HOME/stres_jax/jax` so a command's second run
+    """Keep compiled programs under `<cache>/jax` (`runtime.cache.cache_dir`) so a command's second run
     skips most of its compile (unless JAX_COMPILATION_CACHE_DIR already names a place)."""
     import os
 
