@@ -132,7 +132,8 @@ def memory(args):
         code = ("import resource, sys; from stres_jax.cli import main; main(sys.argv[1:]); "
                 "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
         out = subprocess.run([sys.executable, "-c", code, "features", str(video), "--out", str(workdir / f"out{minutes}"),
-                              "--random-init", "--arch", args.arch, "--batch-size", str(args.batch)],
+                              "--random-init", "--arch", args.arch, "--batch-size", str(args.batch),
+                              "--stride", str(args.memory_stride)],
                              capture_output=True, text=True, check=True).stdout.split()
         print(f"{minutes:3d}-minute video: peak RSS {int(out[-2]) / 2**20:.2f} GB (decoding workers {int(out[-1]) / 2**20:.2f} GB)")
 
@@ -146,6 +147,8 @@ def main():
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                         help="bfloat16: also time our bf16 net (fast where the CPU has avx512_bf16 or AMX)")
     parser.add_argument("--memory", action="store_true", help="peak RSS over a 1- and a 10-minute video instead")
+    parser.add_argument("--memory-stride", type=int, default=64, help="window stride of the memory runs (every "
+                        "frame is decoded whatever the stride; fewer windows only shorten the run)")
     args = parser.parse_args()
     memory(args) if args.memory else bench(args)
 
