@@ -130,7 +130,7 @@ def _load_hub_folder(directory, model, fold_batchnorm, model_kwargs):
         model = create_model(meta["arch"], num_classes=meta["num_classes"], fold_batchnorm=True, **model_kwargs)
     if fold_batchnorm and not folded:
         from stres_jax.models.fold import fold_batchnorm as fold
-        variables = fold(variables, create_model(meta["arch"], num_classes=meta["num_classes"]).spec)
+        variables = fold(variables, model.spec)  # the same ArchSpec, folded or not
     want = {"/".join(k): v.shape for k, v in traverse_util.flatten_dict(abstract_variables(model)).items()}
     got = {"/".join(k): v.shape for k, v in traverse_util.flatten_dict(variables).items()}
     for name in sorted(set(want) | set(got)):

@@ -75,8 +75,9 @@ def _weight(item):
 
 
 class _Producer:
-    """Threads that decode this process's videos into a bounded queue of `(item, message)`:
-    ("video", (windows, start, end)), ("clip", (k, clip)), ("error", reason) or ("done", None)."""
+    """Threads that decode this process's videos into a bounded queue of `(item, kind, value)`:
+    ("video", (windows, start, end)), ("clip", (k, clip)), ("error", reason), and one
+    (None, "exit", None) per thread when it has no more videos."""
 
     def __init__(self, items, plan, workers, threads, batch_size, depth):
         self.items, self.plan, self.workers, self.batch_size = iter(items), plan, workers, batch_size
