@@ -83,8 +83,8 @@ def predict_video(runner, path, plan=ClipPlan(), top=5, progress=False, plot=Non
             from stres_jax.figures import save_action_over_time, window_curves  # matplotlib only when drawing
             best = result["top"][0]
             curves = window_curves(result["windows"], out.window_probs, list(runner.labels), best["label"])
-            title = f"{Path(path).name}: {best['label']} ({best['probability']:.3f}) overall; per window:"
-            save_action_over_time(out.window_frames, result["windows"], curves, plot, marked(title, result))
+            overall = marked(f"{Path(path).name}: {best['label']} ({best['probability']:.3f}) overall", result)
+            save_action_over_time(out.window_frames, result["windows"], curves, plot, f"{overall}; per window:")
             result["plot"] = str(plot)
     return result
 
