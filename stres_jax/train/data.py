@@ -200,3 +200,17 @@ def close_batches(iterator):
     to the resource tracker ("leaked shared_memory objects" at exit)."""
     iterator.close()
     gc.collect()
+    _wait_for_unlinks()
+
+
+def _wait_for_unlinks():
+    """grain unlinks the batches it hands over on a thread pool of its own (`enable_async_del`);
+    at exit that pool drops what is still queued, and the resource tracker reports those
+    segments as leaked. Run the queue dry and unlink synchronously from here on (a later
+    iterator starts a new pool)."""
+    from grain._src.python.ipc.shared_memory_array import SharedMemoryArray  # no public handle
+    pool = SharedMemoryArray._del_thread_pool
+    if pool is not None:
+        SharedMemoryArray._disable_async_del()
+        pool.close()
+        pool.join()
