@@ -5,6 +5,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -282,3 +283,33 @@ def test_feature_space_finds_relative_paths_under_root(tmp_path):
     assert lost.returncode == 0 and "no thumbnail for 2 of 2 videos" in lost.stderr
     found = subprocess.run([*command, "--root", str(videos)], capture_output=True, text=True, cwd=tmp_path)
     assert found.returncode == 0 and "warning" not in found.stderr, found.stderr
+
+
+def test_an_unreachable_download_host_is_named_at_once():
+    """TFDS's downloader retries an unreachable host for minutes; the probe answers in one
+    connection attempt (`.invalid` never resolves, RFC 2606)."""
+    from types import SimpleNamespace
+
+    from stres_jax.data.tfds_videos import unreachable_download_host
+    builder = SimpleNamespace(url_infos={"https://data.example.invalid/videos.zip": None})
+    assert unreachable_download_host(builder, timeout_s=5) == "data.example.invalid"
+    assert unreachable_download_host(SimpleNamespace(url_infos={})) is None  # manual downloads list none
+
+
+def test_ucf101_probe_offline_is_one_line_at_once(tmp_path):
+    """configs/ucf101_probe.py, with UCF-101 not prepared and no network: one line naming the host."""
+    pytest.importorskip("tensorflow_datasets")
+    import socket
+    try:
+        socket.create_connection(("storage.googleapis.com", 443), timeout=5).close()
+        pytest.skip("the download host is reachable from here")
+    except OSError:
+        pass
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "experiments/linear_probe.py", "--config", "configs/ucf101_probe.py",
+                             f"--config.workdir={tmp_path / 'probe'}", "--config.embedding.random_init=True"],
+                            capture_output=True, text=True, cwd=REPO, timeout=300,
+                            env={**os.environ, "TFDS_DATA_DIR": str(tmp_path / "tfds")})
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr[-2000:]
+    assert "storage.googleapis.com cannot be reached" in result.stderr
+    assert time.monotonic() - started < 120

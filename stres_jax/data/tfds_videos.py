@@ -5,8 +5,10 @@ import contextlib
 import functools
 import importlib.util
 import os
+import socket
 import sys
 import tempfile
+from urllib.parse import urlparse
 
 import numpy as np
 
@@ -50,22 +52,52 @@ def _without_tensorflow_info_lines():
                                      and "before absl::InitializeLog() is called" not in line))
 
 
+@contextlib.contextmanager
+def _quiet_absl():
+    from absl import logging as absl_logging
+    verbosity = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.ERROR)
+    try:
+        yield
+    finally:
+        absl_logging.set_verbosity(verbosity)
+
+
 def prepared_builder(name, data_dir="", file_format=None):
     """The builder of TFDS dataset `name` (`dataset/config` picks a config), prepared in
     `data_dir` ("" = TFDS's default); one that is not there yet is downloaded and prepared in
     `file_format` (None: TFDS's default, tfrecord)."""
     tfds = import_tfds()
     try:
-        builder = tfds.builder(name, data_dir=data_dir or None)
+        with _quiet_absl():  # "Variant folder ... has no dataset_info.json" for one not prepared
+            builder = tfds.builder(name, data_dir=data_dir or None)
+            prepared = builder.is_prepared()
     except Exception as err:  # noqa: BLE001 (tfds raises several kinds for an unknown name)
         raise UserError(f"TFDS dataset {name!r}: {first_line(err)}") from None
-    if not builder.is_prepared():
+    if not prepared:
+        host = unreachable_download_host(builder)
+        if host:  # TFDS's downloader would retry for minutes
+            raise UserError(f"TFDS dataset {name!r} is not prepared in {data_dir or 'the TFDS data dir'} and its "
+                            f"download host {host} cannot be reached (offline?); prepare it where there is a "
+                            f"network (tfds build {name}) and point at that data dir")
         try:
             builder.download_and_prepare(file_format=file_format)
         except Exception as err:  # noqa: BLE001 (download and preparation fail in many ways)
             raise UserError(f"TFDS dataset {name!r} is not prepared in {data_dir or 'the TFDS data dir'} and "
                             f"preparing it failed: {first_line(err)}") from None
     return builder
+
+
+def unreachable_download_host(builder, timeout_s=5.0):
+    """The first host of `builder`'s download URLs that does not accept a connection, or None
+    (also when the builder lists no URLs: a manual download)."""
+    hosts = sorted({urlparse(url).hostname for url in (getattr(builder, "url_infos", None) or {})} - {None})
+    for host in hosts:
+        try:
+            socket.create_connection((host, 443), timeout=timeout_s).close()
+        except OSError:
+            return host
+    return None
 
 
 def check_split(builder, split):
