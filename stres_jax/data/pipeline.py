@@ -68,7 +68,17 @@ def run_videos(videos, parallel, clip_shape, on_video):
     `on_video(item, outputs or UserError)` gets, per video, the stacked per-clip outputs;
     padding rows are dropped, so each clip counts exactly once. All processes loop together.
     """
-    videos, buffer, partial = iter(videos), [], {}
+    videos, buffer, partial, in_flight = iter(videos), [], {}, None
+
+    def deliver(rows, submitted):
+        outputs = parallel.fetch(submitted)
+        for i, (key, _) in enumerate(rows):
+            item, count, done = partial[key]
+            done.append(jax.tree.map(lambda a: a[i], outputs))
+            if len(done) == count:
+                del partial[key]
+                on_video(item, jax.tree.map(lambda *a: np.stack(a), *done))
+
     while True:
         while len(buffer) < parallel.local_batch:
             item, clips = next(videos, (None, None))
@@ -80,15 +90,15 @@ def run_videos(videos, parallel, clip_shape, on_video):
             partial[item.key] = (item, len(clips), [])
             buffer += [(item.key, clip) for clip in clips]
         rows, buffer = buffer[: parallel.local_batch], buffer[parallel.local_batch:]
-        if not any_process(len(rows) > 0):
+        more = any_process(len(rows) > 0)
+        submitted = None
+        if more:
+            batch = np.zeros((parallel.local_batch,) + tuple(clip_shape), np.uint8)
+            for i, (_, clip) in enumerate(rows):
+                batch[i] = clip
+            submitted = (rows, parallel.submit(normalize(batch)))  # computes while the next batch is read
+        if in_flight:
+            deliver(*in_flight)
+        in_flight = submitted
+        if not more:
             return
-        batch = np.zeros((parallel.local_batch,) + tuple(clip_shape), np.uint8)
-        for i, (_, clip) in enumerate(rows):
-            batch[i] = clip
-        outputs = parallel(normalize(batch))
-        for i, (key, _) in enumerate(rows):
-            item, count, done = partial[key]
-            done.append(jax.tree.map(lambda a: a[i], outputs))
-            if len(done) == count:
-                del partial[key]
-                on_video(item, jax.tree.map(lambda *a: np.stack(a), *done))

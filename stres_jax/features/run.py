@@ -177,14 +177,8 @@ def extract(items, out, net, plan, layer="pre_logits", batch_size=8, half=False,
                     rows.append((item, *value))
             return rows
 
-        while True:
-            rows = take([]) if not stop or producer.alive else []
-            if not any_process(len(rows) > 0):
-                break
-            batch = np.zeros((parallel.local_batch,) + clip_shape(plan.clip_len), np.uint8)
-            for i, (_, _, clip) in enumerate(rows):
-                batch[i] = clip
-            features = parallel(normalize(batch))["features"]
+        def store(rows, submitted):
+            features = parallel.fetch(submitted)["features"]
             for i, (item, k, _) in enumerate(rows):
                 if item.key not in pending:  # its decoding failed after these windows were queued
                     continue
@@ -194,6 +188,22 @@ def extract(items, out, net, plan, layer="pre_logits", batch_size=8, half=False,
                 if filled[0] == len(values):
                     del pending[item.key]
                     finish(item, _write_video(out, item, values, begin, end, half, line, plan))
+
+        in_flight = None
+        while True:
+            rows = take([]) if not stop or producer.alive else []
+            more = any_process(len(rows) > 0)
+            submitted = None
+            if more:
+                batch = np.zeros((parallel.local_batch,) + clip_shape(plan.clip_len), np.uint8)
+                for i, (_, _, clip) in enumerate(rows):
+                    batch[i] = clip
+                submitted = (rows, parallel.submit(normalize(batch)))  # computes while the next batch is taken
+            if in_flight:
+                store(*in_flight)
+            in_flight = submitted
+            if not more:
+                break
         producer.stop()
     for sig, handler in previous.items():
         signal.signal(sig, handler)

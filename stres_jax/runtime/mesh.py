@@ -4,6 +4,8 @@
 "data" mesh, with each process feeding its own rows through
 `jax.make_array_from_process_local_data`.
 """
+import contextlib
+
 import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
@@ -55,12 +57,28 @@ class DataParallel:
                             compiler_options=compiler_options)
 
     def __call__(self, local):
+        return self.fetch(self.submit(local))
+
+    def submit(self, local):
+        """Start the step on this process's `local` rows and return at once (JAX dispatches
+        asynchronously): the caller prepares the next batch while the devices compute."""
+        self._shape = local.shape
+        with self._memory_errors():
+            return self.step(self.variables, global_rows(self.rows, local))
+
+    def fetch(self, submitted):
+        """This process's rows of a submitted step's outputs, as numpy (waits for them)."""
+        with self._memory_errors():
+            return jax.tree.map(local_rows, submitted)
+
+    @contextlib.contextmanager
+    def _memory_errors(self):
         try:
-            return jax.tree.map(local_rows, self.step(self.variables, global_rows(self.rows, local)))
+            yield
         except jax.errors.JaxRuntimeError as err:
             if "RESOURCE_EXHAUSTED" not in str(err) and "out of memory" not in str(err).lower():
                 raise
-            shape = "x".join(map(str, local.shape[1:]))
+            shape = "x".join(map(str, self._shape[1:]))
             raise UserError(f"the net ran out of device memory on a batch of {self.local_batch * jax.process_count()} "
                             f"clips of {shape} (32-frame clips take twice 16's); lower the batch size "
                             "(--batch-size, --config.batch_size)") from None
