@@ -17,7 +17,7 @@ from ml_collections import config_flags
 from sklearn.model_selection import train_test_split
 
 from stres_jax.checkpoints.store import read_meta
-from stres_jax.cli.absl_entry import fail, flags_parser, user_errors
+from stres_jax.config.program import fail, flags_parser, user_errors
 from stres_jax.data.sources import tfds_source
 from stres_jax.embed import embed, load_npz, save_npz
 from stres_jax.errors import UserError

@@ -7,8 +7,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from stres_jax.data.transforms import normalize
-from stres_jax.eval.metrics import top_k
 from stres_jax.runtime.xla_options import DEFAULT_CPU_LIBRARY, compiler_options
+
+
+def top_k(probabilities, labels, k):
+    """[{"label", "probability"}] of the `k` largest entries of a probability vector."""
+    order = np.argsort(-np.asarray(probabilities), kind="stable")[:k]
+    return [{"label": labels[i], "probability": float(probabilities[i])} for i in order]
 
 
 def forward_fn(model):

@@ -130,7 +130,7 @@ def default_checkpoint(arch):
     if checkpoint.is_dir():
         return checkpoint
     from stres_jax.checkpoints.fetch import FetchError, published_file, publisher
-    from stres_jax.runtime.cache import cache_dir
+    from stres_jax.cache import cache_dir
     from stres_jax.convert import fetch
     filename = published_file(arch)  # a FetchError (one line) for an arch nobody publishes
     if sys.stderr.isatty():  # with the download's progress bar; in a log, one line when it is done

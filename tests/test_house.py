@@ -1,5 +1,5 @@
-"""The package's layering: no import circles (a module-level or function-level import counts),
-and a top level of at most 12 modules."""
+"""The package's layering: no import circles, between modules or between top-level packages (a
+module-level or function-level import counts), and a top level of at most 12 modules."""
 import ast
 from pathlib import Path
 
@@ -25,12 +25,7 @@ def imports_of(path, modules):
     return {name for name in found if name in modules}
 
 
-def test_no_import_circles():
-    paths = {module_name(p): p for p in PACKAGE.rglob("*.py")}
-    graph = {name: imports_of(path, paths) - {name} for name, path in paths.items()}
-    # a package's face (__init__) that only hands names on is left out, as it is on the plan
-    faces = {name for name, path in paths.items() if path.name == "__init__.py"}
-    graph = {name: edges - faces for name, edges in graph.items() if name not in faces}
+def circles_of(graph):
     circles, state = [], {}
 
     def visit(name, trail):
@@ -44,7 +39,31 @@ def test_no_import_circles():
     for name in sorted(graph):
         if name not in state:
             visit(name, [name])
+    return circles
+
+
+def module_graph():
+    paths = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph = {name: imports_of(path, paths) - {name} for name, path in paths.items()}
+    # a package's face (__init__) that only hands names on is left out, as it is on the plan
+    faces = {name for name, path in paths.items() if path.name == "__init__.py"}
+    return {name: edges - faces for name, edges in graph.items() if name not in faces}
+
+
+def test_no_import_circles():
+    circles = circles_of(module_graph())
     assert not circles, "import circles: " + "; ".join(" -> ".join(c) for c in circles)
+
+
+def test_no_upward_imports():
+    """Between the top-level packages and modules too (e.g. `eval/__main__` importing `cli/`, which
+    imports `eval/`): each stands above everything it imports."""
+    top = {}
+    for name, edges in module_graph().items():
+        unit = ".".join(name.split(".")[:2])
+        top.setdefault(unit, set()).update(".".join(e.split(".")[:2]) for e in edges)
+    circles = circles_of({unit: edges - {unit} for unit, edges in top.items()})
+    assert not circles, "upward imports: " + "; ".join(" -> ".join(c) for c in circles)
 
 
 def test_top_level_holds_at_most_twelve_modules():

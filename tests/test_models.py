@@ -70,7 +70,7 @@ def test_train_flag_uses_batch_statistics():
 
 
 @pytest.mark.parametrize("module", ["stres_jax", "stres_jax.cli", "stres_jax.convert", "stres_jax.labels",
-                                    "stres_jax.eval", "stres_jax.cli.eval", "stres_jax.netinfo",
+                                    "stres_jax.eval", "stres_jax.eval.program", "stres_jax.netinfo",
                                     "experiments.linear_probe", "experiments.feature_space"])
 def test_entry_points_import(module):
     importlib.import_module(module)

@@ -9,7 +9,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from stres_jax.runtime.atomic import atomic_path
-from stres_jax.runtime.cache import cache_dir
+from stres_jax.cache import cache_dir
 from stres_jax.errors import UserError
 
 PUBLISHED_FILES = {

@@ -1,7 +1,7 @@
 """Evaluation by torchvision's protocol (`python -m stres_jax.eval`): `evaluate` (the run),
-`metrics` (top-k, accuracies) and `records` (resumable per-video records).
+`metrics` (accuracies), `records` (resumable per-video records) and `program` (the absl entry).
 
-`evaluate` is imported on first use: `metrics` sits below the inference core, which `run` uses."""
+`evaluate` is imported on first use: `records` serves features and embed without the run."""
 
 
 def __getattr__(name):

@@ -1,3 +1,3 @@
-from stres_jax.cli.eval import run
+from stres_jax.eval.program import run
 
 run()

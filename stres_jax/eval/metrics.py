@@ -1,15 +1,10 @@
-"""Top-k, and clip- and video-level accuracy from per-video records (the lines of predictions.jsonl)."""
+"""Clip- and video-level accuracy from per-video records (the lines of predictions.jsonl)."""
 import collections
 
 import numpy as np
 
 from stres_jax.errors import UserError
-
-
-def top_k(probabilities, labels, k):
-    """[{"label", "probability"}] of the `k` largest entries of a probability vector."""
-    order = np.argsort(-np.asarray(probabilities), kind="stable")[:k]
-    return [{"label": labels[i], "probability": float(probabilities[i])} for i in order]
+from stres_jax.inference import top_k
 
 
 def video_record(item, outputs, labels, crops=1):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import jax
 
-from stres_jax.runtime.cache import cache_dir
+from stres_jax.cache import cache_dir
 
 SOURCE = Path(__file__).resolve().parent / "onednn_conv.cc"
 TARGETS = {"forward": "StresOnednnConvForward", "forward_reuse": "StresOnednnConvForwardReuse",

@@ -48,13 +48,13 @@ def _compiles_with(items):
 
 
 def use_compilation_cache():
-    """Keep compiled programs under `<cache>/jax` (`runtime.cache.cache_dir`) so a command's second run
+    """Keep compiled programs under `<cache>/jax` (`cache.cache_dir`) so a command's second run
     skips most of its compile (unless JAX_COMPILATION_CACHE_DIR already names a place)."""
     import os
 
     import jax
 
-    from stres_jax.runtime.cache import cache_dir
+    from stres_jax.cache import cache_dir
     if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
         jax.config.update("jax_compilation_cache_dir", str(cache_dir() / "jax"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)

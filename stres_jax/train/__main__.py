@@ -1,3 +1,3 @@
-from stres_jax.cli.train import run
+from stres_jax.train.program import run
 
 run()

@@ -3,7 +3,7 @@ point over `stres_jax.eval.evaluate` (configs/r2plus1d.py shows the whole comman
 import json
 import sys
 
-from stres_jax.cli.absl_entry import run_program
+from stres_jax.config.program import run_program
 
 
 def evaluate_and_report(config, workdir):

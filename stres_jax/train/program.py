@@ -2,7 +2,7 @@
 over `stres_jax.train.run.train`. A run started again with the same workdir resumes."""
 import sys
 
-from stres_jax.cli.absl_entry import run_program
+from stres_jax.config.program import run_program
 
 
 def train_and_report(config, workdir):

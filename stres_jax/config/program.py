@@ -79,7 +79,7 @@ def run_program(prog, config_help, workdir_help, body, usage=None, default_confi
     `--help` prints `usage` and every field of `default_config()` with its description.
     `--random-init` (as every `stres-jax` command spells it) sets `config.<random_init_key>`."""
     if default_config is not None and any(arg in ("--help", "-h", "-help") for arg in sys.argv[1:]):
-        from stres_jax.cli.config_help import help_text
+        from stres_jax.config.help import help_text
         try:
             print(help_text(prog, usage or "", default_config()))
         except BrokenPipeError:  # `--help | head`
