@@ -1,9 +1,21 @@
 """Shared fixtures. torch is imported only by the fixtures that build torchvision's models."""
+import gc
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+
+@pytest.fixture(scope="module", autouse=True)
+def release_compiled_programs():
+    """Each xdist worker runs many modules, and every compiled net stayed in it: workers reached
+    8.5 GB, and with a test's own training processes one was killed for memory (24 GB machine)."""
+    yield
+    if "jax" in sys.modules:
+        sys.modules["jax"].clear_caches()
+    gc.collect()
 
 
 @pytest.fixture(scope="session", autouse=True)

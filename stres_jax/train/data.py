@@ -188,8 +188,17 @@ def train_batches(sampler, total_steps, local_batch, process_index=0, process_co
 
 
 def next_batch(iterator):
-    """The next batch of `train_batches`, copied out of grain's shared memory at once."""
-    return {name: np.array(rows) for name, rows in next(iterator).items()}
+    """The next batch of `train_batches`, copied out of grain's shared memory, which is unlinked
+    at once: grain leaves that to the arrays' finalizers, and an array still referenced at exit
+    (or collected after grain's unlinking pool stopped) is a "leaked shared_memory" warning."""
+    batch = {}
+    for name, rows in next(iterator).items():
+        batch[name] = np.array(rows)
+        shm = getattr(rows, "shm", None)
+        if shm is not None and getattr(rows, "_unlink_on_del", False):
+            rows._unlink_on_del = False  # its finalizer now only closes the mapping
+            shm.unlink()
+    return batch
 
 
 def close_batches(iterator):
