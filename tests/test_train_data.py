@@ -160,3 +160,16 @@ def test_the_ucf101_config_reads_native_resolution():
     video = tfds.builder(config.data.tfds_name).info.features["video"]
     assert video.shape == (None, None, None, 3)
     assert tfds.builder("ucf101").info.features["video"].shape == (None, 256, 256, 3)
+
+
+def test_a_sampler_copied_in_the_main_process_keeps_ctrl_c():
+    """Unpickling a sampler ignores SIGINT only in a worker process: a copy in the main process
+    (copy.deepcopy) left SIGINT ignored there and in every process it started afterwards (a
+    predict subprocess of the suite then ran through its Ctrl-C)."""
+    import copy
+    import signal
+
+    from stres_jax.train.data import ClipSampler
+    before = signal.getsignal(signal.SIGINT)
+    copy.deepcopy(ClipSampler([], 1, 4, 0))
+    assert signal.getsignal(signal.SIGINT) is before

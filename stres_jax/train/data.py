@@ -11,6 +11,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import gc
+import multiprocessing
 import signal
 import sys
 
@@ -92,6 +93,8 @@ class ClipSampler:
 
     def __setstate__(self, state):  # in a grain worker: Ctrl-C is the main process's to handle
         self.__dict__.update(state)
+        if multiprocessing.parent_process() is None:  # a copy in the main process (copy.deepcopy):
+            return  # ignoring SIGINT there would also reach every process it starts later
         try:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
         except ValueError:  # not the main thread: nothing to change
