@@ -62,6 +62,15 @@ def _guarded(fn, item):
         return UserError(f"{item.key}: {type(err).__name__}: {err}")
 
 
+def submit_padded(parallel, clips, clip_shape):
+    """Start `parallel` on uint8 `clips` zero-padded to its local batch, normalised; returns at
+    once, so the caller reads the next batch while the devices compute this one."""
+    batch = np.zeros((parallel.local_batch,) + tuple(clip_shape), np.uint8)
+    for i, clip in enumerate(clips):
+        batch[i] = clip
+    return parallel.submit(normalize(batch))
+
+
 def run_videos(videos, parallel, clip_shape, on_video):
     """Push every clip of `videos` through `parallel` in fixed-size, padded local batches.
 
@@ -93,10 +102,7 @@ def run_videos(videos, parallel, clip_shape, on_video):
         more = any_process(len(rows) > 0)
         submitted = None
         if more:
-            batch = np.zeros((parallel.local_batch,) + tuple(clip_shape), np.uint8)
-            for i, (_, clip) in enumerate(rows):
-                batch[i] = clip
-            submitted = (rows, parallel.submit(normalize(batch)))  # computes while the next batch is read
+            submitted = (rows, submit_padded(parallel, [clip for _, clip in rows], clip_shape))
         if in_flight:
             deliver(*in_flight)
         in_flight = submitted

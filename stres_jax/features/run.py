@@ -23,7 +23,8 @@ import numpy as np
 
 from stres_jax.data.clips import window_task
 from stres_jax.data.readers import probe_task
-from stres_jax.data.transforms import clip_shape, normalize
+from stres_jax.data.pipeline import submit_padded
+from stres_jax.data.transforms import clip_shape
 from stres_jax.data.workers import DecodeWorkers
 from stres_jax.errors import UserError
 from stres_jax.eval.records import open_shard, read_records, remove_shards
@@ -195,10 +196,7 @@ def extract(items, out, net, plan, layer="pre_logits", batch_size=8, half=False,
             more = any_process(len(rows) > 0)
             submitted = None
             if more:
-                batch = np.zeros((parallel.local_batch,) + clip_shape(plan.clip_len), np.uint8)
-                for i, (_, _, clip) in enumerate(rows):
-                    batch[i] = clip
-                submitted = (rows, parallel.submit(normalize(batch)))  # computes while the next batch is taken
+                submitted = (rows, submit_padded(parallel, [clip for _, _, clip in rows], clip_shape(plan.clip_len)))
             if in_flight:
                 store(*in_flight)
             in_flight = submitted
