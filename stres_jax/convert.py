@@ -2,37 +2,52 @@
 (`python convert_weights.py`, `stres-jax convert` and `stres-jax fetch` call these)."""
 from pathlib import Path
 
+import jax
+
 from stres_jax.checkpoints.fetch import check_published, default_checkpoint_dir, download_published, sha256_file
-from stres_jax.checkpoints.key_table import torch_to_flax
+from stres_jax.checkpoints.key_table import check_shapes, torch_to_flax
 from stres_jax.checkpoints.store import save_checkpoint
 from stres_jax.models.init import abstract_variables
 from stres_jax.checkpoints.torch_file import read_state_dict
 from stres_jax.labels import read_label_file
+from stres_jax.runtime.atomic import check_output
 from stres_jax.models import canonical_arch, create_model
 
 
-def convert_file(checkpoint, arch, out, labels_file=None, output_format="orbax"):
+MAX_CLASSES = 100_000  # a classifier wider than this is not one of these nets'
+
+
+def convert_file(checkpoint, arch, out, labels_file=None, output_format="orbax", overwrite=False):
     """Read, map and save one checkpoint file; returns the output directory: an orbax checkpoint
     directory, or with `output_format="safetensors"` a Hub-layout folder (`checkpoints.hub`)."""
     arch = canonical_arch(arch)
-    state_dict = read_state_dict(checkpoint)
-    fc = state_dict.get("fc.weight")
-    num_classes = int(fc.shape[0]) if fc is not None and fc.ndim == 2 else 400
-    model = create_model(arch, num_classes=num_classes)
-    variables = torch_to_flax(state_dict, arch, abstract_variables(model))
+    check_output(out, "folder", overwrite, [checkpoint])  # before the work: refused at once
+    fitted = {}
+
+    def check(shapes):  # every shape checked against the net before a byte of data is read
+        fc = shapes.get("fc.weight", ())
+        num_classes = int(fc[0]) if len(fc) == 2 and 1 <= fc[0] <= MAX_CLASSES else 400
+        fitted["model"] = model = create_model(arch, num_classes=num_classes)
+        fitted["abstract"] = abstract = abstract_variables(model)
+        check_shapes(shapes, arch, abstract)
+        return sum(leaf.size * 4 for leaf in jax.tree.leaves(abstract)) + 8 * len(shapes)
+
+    state_dict = read_state_dict(checkpoint, check)
+    variables = torch_to_flax(state_dict, arch, fitted["abstract"])
+    num_classes = fitted["model"].num_classes
     labels = read_label_file(labels_file, num_classes)
     if output_format == "safetensors":
         from stres_jax.checkpoints.hub import save_hub_folder
-        return save_hub_folder(out, arch, variables, labels)
+        return save_hub_folder(out, arch, variables, labels, overwrite=overwrite, inputs=[checkpoint])
     source = {"file": Path(checkpoint).name, "sha256": sha256_file(checkpoint)}
-    return save_checkpoint(out, arch, variables, labels, source)
+    return save_checkpoint(out, arch, variables, labels, source, overwrite, [checkpoint])
 
 
-def fetch(arch, out=None, source=None, timeout=60):
+def fetch(arch, out=None, source=None, timeout=60, overwrite=False):
     """Convert torchvision's published weights for `arch` (downloaded, or the local copy
     `source`, checked by its sha256) into `out` (default: the cache later commands read);
     `timeout`: seconds a download may wait for the network."""
     arch = canonical_arch(arch)
     out = out or default_checkpoint_dir(arch)
     return convert_file(check_published(arch, source) if source else download_published(arch, timeout=timeout),
-                        arch, out)
+                        arch, out, overwrite=overwrite)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from stres_jax.runtime.atomic import atomic_path
-from stres_jax.data.sources import VideoItem, folder_source
+from stres_jax.runtime.atomic import ZIP_COMMENT, output_path
+from stres_jax.data.sources import VideoItem, folder_source, unique_items
 from stres_jax.errors import UserError
 from stres_jax.eval.run import evaluate
 from stres_jax.labels import kinetics400_labels
@@ -24,7 +24,7 @@ def items_for(paths):
     items, known = [], kinetics400_labels()
     for path in (Path(p).absolute() for p in paths):  # absolute: the .npz is read from elsewhere
         items += folder_source(path, known, strict=False) if path.is_dir() else [VideoItem(str(path))]
-    return items
+    return unique_items(items)
 
 
 def store_items(path):
@@ -99,7 +99,11 @@ def window_embeddings(runner, paths, plan, progress=False, workers=None):
             "window_end": np.asarray(ends, np.float64)}, errors
 
 
-def save_npz(arrays, out):
-    with atomic_path(out) as staging:
+def save_npz(arrays, out, overwrite=False, inputs=()):
+    """The arrays as an .npz marked as stres_jax's (its zip comment), so that a rerun may replace it."""
+    import zipfile
+    with output_path(out, "npz", overwrite, inputs) as staging:
         with open(staging, "wb") as file:
             np.savez(file, **arrays)
+        with zipfile.ZipFile(staging, "a") as archive:
+            archive.comment = ZIP_COMMENT

@@ -3,7 +3,7 @@ import numpy as np
 from matplotlib.figure import Figure  # no pyplot: drawing here never changes the caller's backend
 from matplotlib.patches import Rectangle
 
-from stres_jax.runtime.atomic import atomic_path
+from stres_jax.runtime.atomic import PNG_METADATA, output_path
 
 
 def stem_kernels(variables):
@@ -36,7 +36,7 @@ def filter_mosaic(images, columns, gap=2, step_gap=1):
     return mosaic
 
 
-def save_filters(variables, path):
+def save_filters(variables, path, overwrite=False):
     """The stem's filters: for 3D and Mixed 64 filters, each with its 3 time steps side by side;
     for (2+1)D the 45 spatial 7x7 filters and the temporal kernels (64 x 3 steps x 45 inputs)."""
     kernels = stem_kernels(variables)
@@ -48,7 +48,7 @@ def save_filters(variables, path):
         ax.set_title(f"{images.shape[0]} stem filters of {images.shape[2]}x{images.shape[3]}, each shown "
                      f"as its {images.shape[1]} time steps left to right (contrast per filter)")
         ax.axis("off")
-        return _save(fig, path)
+        return _save(fig, path, overwrite)
     spatial, temporal = filter_images(kernels["spatial"]), kernels["temporal"][:, 0, 0]  # (3, 45, 64)
     fig = Figure(figsize=(15, 7))
     left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.4]})
@@ -65,10 +65,10 @@ def save_filters(variables, path):
     right.set_ylabel("output filter")
     right.set_title(f"temporal half: {temporal.shape[2]} filters of 3x1x1 over the 45 spatial outputs")
     fig.colorbar(shown, ax=right, fraction=0.04, label="weight")
-    return _save(fig, path)
+    return _save(fig, path, overwrite)
 
 
-def save_summary(info, path):
+def save_summary(info, path, overwrite=False):
     """A column of boxes: input, stem, every block (kernel shapes, output size), pool, fc."""
     rows = [("input", "x".join(map(str, info["input"])), "")]
     for block, kernels in info["kernel_sizes"].items():
@@ -89,28 +89,28 @@ def save_summary(info, path):
         ax.text(9.6, y, output, va="center", ha="right", fontsize=8)
     ax.set_title(f"{info['arch']}: {info['total_params']:,} parameters, {info['gmacs']} GMACs/clip\n"
                  "block | kernel shapes (time x height x width) | output (T x H x W x C)", fontsize=9)
-    _save(fig, path)
+    _save(fig, path, overwrite)
 
 
-def save_action_strip(frames, windows, path, title="", columns=10):
+def save_action_strip(frames, windows, path, title="", columns=10, overwrite=False):
     """The action over time: one thumbnail per window (the middle frame the net saw) with its
     time, top label and probability under it, `columns` per row."""
     fig = Figure(figsize=(1.9 * min(columns, len(frames)), 2.35 * -(-len(frames) // columns) + 0.5))
     _draw_strip(fig, frames, windows, columns)
     fig.suptitle(title or f"the action over {len(frames)} windows", fontsize=10)
-    _save(fig, path)
+    _save(fig, path, overwrite)
 
 
-def save_action_curve(windows, curves, path, title=""):
+def save_action_curve(windows, curves, path, title="", overwrite=False):
     """The action over time as curves: `curves` {label: probability per window}, drawn at each
     window's middle."""
     fig = Figure(figsize=(8, 3.2))
     _draw_curves(fig, windows, curves)
     fig.suptitle(title or "probability over time", fontsize=10)
-    _save(fig, path)
+    _save(fig, path, overwrite)
 
 
-def save_action_over_time(frames, windows, curves, path, title="", columns=10):
+def save_action_over_time(frames, windows, curves, path, title="", columns=10, overwrite=False):
     """The strip (for a talk) above the curves (for a paper), in one picture."""
     rows = -(-len(frames) // columns)
     fig = Figure(figsize=(max(8, 1.9 * min(columns, len(frames))), 2.35 * rows + 3.6))
@@ -118,7 +118,7 @@ def save_action_over_time(frames, windows, curves, path, title="", columns=10):
     _draw_strip(strip, frames, windows, columns)
     _draw_curves(curve, windows, curves)
     fig.suptitle(title or f"the action over {len(frames)} windows", fontsize=10)
-    _save(fig, path)
+    _save(fig, path, overwrite)
 
 
 def window_curves(windows, probs, labels, top_label, most=5):
@@ -157,7 +157,7 @@ def _draw_curves(fig, windows, curves):
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
 
 
-def save_cam(clip, cam, path, title, frames=8):
+def save_cam(clip, cam, path, title, frames=8, overwrite=False):
     """`frames` of a uint8 clip (T, H, W, 3), evenly spaced, with a Grad-CAM map (T', H', W')
     upsampled over them (jet, half transparent)."""
     from stres_jax.explain import upsample_cam
@@ -173,9 +173,10 @@ def save_cam(clip, cam, path, title, frames=8):
         axes[0, column].set_title(f"frame {t + 1}", fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.subplots_adjust(wspace=0.04, hspace=0.04)
-    _save(fig, path)
+    _save(fig, path, overwrite)
 
 
-def _save(fig, path):
-    with atomic_path(path) as staging:
-        fig.savefig(staging, format="png", dpi=100, bbox_inches="tight")
+def _save(fig, path, overwrite=False):
+    """A PNG marked as stres_jax's (its Software field), so that a rerun may replace it."""
+    with output_path(path, "png", overwrite) as staging:
+        fig.savefig(staging, format="png", dpi=100, bbox_inches="tight", metadata=PNG_METADATA)

@@ -66,7 +66,7 @@ def run_plan(runner, path, plan=ClipPlan(), progress=False, main=True, workers=N
     return out
 
 
-def predict_video(runner, path, plan=ClipPlan(), top=5, progress=False, plot=None, workers=None):
+def predict_video(runner, path, plan=ClipPlan(), top=5, progress=False, plot=None, workers=None, overwrite=False):
     """{"video", "top", "clips", "crops", "duration"[, "windows"]} for one video by a
     `ClipPlan`, with a `ClipRunner`; the score is the mean softmax over every clip and crop.
     `plot`: a PNG path for the action over time (the windows' thumbnails and labels, and the
@@ -84,7 +84,7 @@ def predict_video(runner, path, plan=ClipPlan(), top=5, progress=False, plot=Non
             best = result["top"][0]
             curves = window_curves(result["windows"], out.window_probs, list(runner.labels), best["label"])
             overall = marked(f"{Path(path).name}: {best['label']} ({best['probability']:.3f}) overall", result)
-            save_action_over_time(out.window_frames, result["windows"], curves, plot, f"{overall}; per window:")
+            save_action_over_time(out.window_frames, result["windows"], curves, plot, f"{overall}; per window:", overwrite=overwrite)
             result["plot"] = str(plot)
     return result
 

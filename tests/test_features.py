@@ -126,7 +126,7 @@ def test_stores_devices_processes_kills_and_refusals(tmp_path, capfd):
     stopped.send_signal(signal.SIGTERM)  # finishes the windows already decoded, writes, exits 143
     _, err = stopped.communicate(timeout=300)
     assert stopped.returncode == 143 and "stopped by SIGTERM" in err and "Traceback" not in err, err[-2000:]
-    for record in map(json.loads, next((tmp_path / "stopped").glob("index-*.jsonl")).read_text().splitlines()):
+    for record in map(json.loads, next((tmp_path / "stopped" / ".stres_jax").glob("index-*.jsonl")).read_text().splitlines()):
         if "error" not in record:
             assert relative_error(np.load(tmp_path / "stopped" / record["file"]), reference[record["video"]]) <= 1e-6
 

@@ -15,7 +15,7 @@ from flax import traverse_util
 
 from stres_jax.data.transforms import PREPROCESSING
 from stres_jax.errors import UserError
-from stres_jax.runtime.atomic import atomic_path
+from stres_jax.runtime.atomic import output_path
 
 CONFIG_FILE, WEIGHTS_FILE, HUB_FORMAT = "config.json", "model.safetensors", "stres_jax-hub-1"
 
@@ -25,8 +25,9 @@ def is_hub_folder(directory):
     return (directory / CONFIG_FILE).is_file() and (directory / WEIGHTS_FILE).is_file()
 
 
-def save_hub_folder(directory, arch, variables, labels, batchnorm_folded=False):
-    """Write `variables` ({"params", "batch_stats"?}) and their config to `directory`, atomically."""
+def save_hub_folder(directory, arch, variables, labels, batchnorm_folded=False, overwrite=False, inputs=()):
+    """Write `variables` ({"params", "batch_stats"?}) and their config to `directory`, atomically
+    (replacing only a stres_jax result there: `runtime.atomic.output_path`)."""
     from safetensors.numpy import save_file
     from stres_jax.models import ARCH_SPECS
     flat = {".".join(path): np.ascontiguousarray(np.asarray(value, np.float32))
@@ -34,17 +35,42 @@ def save_hub_folder(directory, arch, variables, labels, batchnorm_folded=False):
     config = {"format": HUB_FORMAT, "arch": arch, "num_classes": len(labels), "labels": list(labels),
               "clip_len": ARCH_SPECS[arch].clip_len, "preprocessing": PREPROCESSING,
               "batchnorm_folded": bool(batchnorm_folded), "library": "stres_jax"}
-    with atomic_path(directory) as staging:
+    with output_path(directory, "folder", overwrite, inputs) as staging:
         staging.mkdir()
         save_file(flat, str(staging / WEIGHTS_FILE), metadata={"format": HUB_FORMAT, "arch": arch})
         (staging / CONFIG_FILE).write_text(json.dumps(config, indent=1))
     return Path(directory).absolute()
 
 
-def save_pretrained(variables, meta, directory):
+def save_pretrained(variables, meta, directory, overwrite=False):
     """The linen side of `stres_jax.nnx.save_pretrained`: `variables` (BN folded or not) with the
     arch and labels of `meta` (as `load_checkpoint` returns it) into a Hub-layout folder."""
-    return save_hub_folder(directory, meta["arch"], variables, meta["labels"], "batch_stats" not in variables)
+    return save_hub_folder(directory, meta["arch"], variables, meta["labels"], "batch_stats" not in variables, overwrite)
+
+
+def check_meta(meta, path, hint):
+    """A checkpoint's meta (meta.json, or a Hub folder's config.json) as this package reads it, or a
+    one-line UserError naming the file and the key."""
+    from stres_jax.models import ARCH_SPECS
+    if not isinstance(meta, dict):
+        raise UserError(f"{path}: holds a {type(meta).__name__}, not an object; {hint}")
+    for key in ("arch", "num_classes", "labels"):
+        if key not in meta:
+            raise UserError(f"{path}: missing key {key!r}; {hint}")
+    arch, count, labels = meta["arch"], meta["num_classes"], meta["labels"]
+    if not isinstance(arch, str) or arch not in ARCH_SPECS:
+        raise UserError(f"{path}: key 'arch' is {arch!r:.60}, not one of {', '.join(ARCH_SPECS)}; {hint}")
+    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= 100_000:
+        raise UserError(f"{path}: key 'num_classes' is {count!r:.40}, not a whole number from 1 to 100000; {hint}")
+    if not isinstance(labels, list) or len(labels) != count or not all(isinstance(x, str) for x in labels):
+        shown = f"{len(labels)} entries" if isinstance(labels, list) else type(labels).__name__
+        raise UserError(f"{path}: key 'labels' must be a list of {count} strings (num_classes), it has {shown}; {hint}")
+    clip_len = meta.get("clip_len", ARCH_SPECS[arch].clip_len)
+    if not isinstance(clip_len, int) or isinstance(clip_len, bool) or not 1 <= clip_len <= 4096:
+        raise UserError(f"{path}: key 'clip_len' is {clip_len!r:.40}, not a whole number from 1 to 4096; {hint}")
+    if "batchnorm_folded" in meta and not isinstance(meta["batchnorm_folded"], bool):
+        raise UserError(f"{path}: key 'batchnorm_folded' must be true or false; {hint}")
+    return meta
 
 
 def read_hub_config(directory):
@@ -54,9 +80,11 @@ def read_hub_config(directory):
         config = json.loads(path.read_text())
     except (OSError, ValueError) as err:
         raise UserError(f"{path}: unreadable ({err}); save the folder again with save_pretrained") from None
-    if config.get("format") != HUB_FORMAT or not {"arch", "num_classes", "labels"} <= set(config):
-        raise UserError(f"{path}: not a stres_jax folder (format {config.get('format')!r}); "
-                        "save one with stres_jax.save_pretrained or `stres-jax convert --format safetensors`")
+    hint = "save one with stres_jax.save_pretrained or `stres-jax convert --format safetensors`"
+    if not isinstance(config, dict) or config.get("format") != HUB_FORMAT:
+        shown = config.get("format") if isinstance(config, dict) else type(config).__name__
+        raise UserError(f"{path}: not a stres_jax folder (format {shown!r:.40}); {hint}")
+    check_meta(config, path, hint)
     return {**config, "source": {"hub_folder": str(Path(directory).absolute())}}
 
 

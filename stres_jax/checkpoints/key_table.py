@@ -86,41 +86,61 @@ def guess_arch(state_dict):
     return f"mc3_{depth}" if kernel.shape[2] == 1 else f"r3d_{depth}"
 
 
-def torch_to_flax(state_dict, arch, abstract_variables, dtype=np.float32):
-    """Flax variables for `arch` (a name or an `ArchSpec`) from a torchvision state_dict, every
-    key checked both ways.
+def _flax_shape(shape, leaf):
+    """The Flax shape a torch tensor of `shape` becomes at `leaf` (the table's transforms, on shapes)."""
+    if leaf[-1] == "kernel" and len(shape) == 5:  # OIDHW -> DHWIO
+        return tuple(shape[i] for i in (2, 3, 4, 1, 0))
+    if leaf[-1] == "kernel" and len(shape) == 2:
+        return tuple(shape[::-1])
+    return tuple(shape)
 
-    `abstract_variables` is the model's variable tree (shapes only, e.g. from
-    `jax.eval_shape(model.init, ...)`); every leaf must be filled by exactly one key. Values
-    become `dtype` (float64 for the training parity tests).
-    """
-    guess = guess_arch(state_dict)
+
+def check_shapes(shapes, arch, abstract_variables):
+    """KeyMismatchError unless `shapes` ({torch key: shape}) fills every leaf of `arch` exactly once
+    with the right shape; needs no tensor data (the reader checks a file before reading it)."""
+    guess = guess_arch({k: np.broadcast_to(np.float32(0), v) for k, v in shapes.items()})  # views: no memory
     table, arch = key_table(arch), arch if isinstance(arch, str) else "this net"
     hint = f" (the checkpoint looks like {guess}; pass --arch {guess.split(' or ')[0]})" if guess and arch not in guess.split(" or ") else ""
     expected = traverse_util.flatten_dict(jax.tree.map(lambda x: x.shape, abstract_variables))
-    filled, used = {}, set()
+    filled, used = set(), set()
     for prefix, path, kind in table:
-        for key, leaf, transform in _leaves(prefix, path, kind):
-            if key not in state_dict:
+        for key, leaf, _ in _leaves(prefix, path, kind):
+            if key not in shapes:
                 raise KeyMismatchError(f"checkpoint has no key {key!r} needed by {arch}{hint}")
             if leaf not in expected:
                 raise KeyMismatchError(f"{arch} has no variable {'/'.join(leaf)} for key {key!r}")
-            value = np.asarray(state_dict[key], dtype)
-            if value.ndim == len(expected[leaf]) and transform:
-                value = transform(value)
-            if value.shape != tuple(expected[leaf]):
+            if _flax_shape(shapes[key], leaf) != tuple(expected[leaf]):
                 raise KeyMismatchError(
-                    f"key {key!r}: checkpoint shape {tuple(state_dict[key].shape)} does not fit "
+                    f"key {key!r}: checkpoint shape {tuple(shapes[key])} does not fit "
                     f"{'/'.join(leaf)} of shape {tuple(expected[leaf])} in {arch}{hint}")
-            filled[leaf] = value
+            filled.add(leaf)
             used.add(key)
         if kind == BN:
-            used.add(f"{prefix}.num_batches_tracked")  # a training counter; nothing to port
-    unused = sorted(k for k in state_dict if k not in used)
+            counter = f"{prefix}.num_batches_tracked"  # a training counter; nothing to port
+            if counter in shapes and tuple(shapes[counter]) not in ((), (1,)):
+                raise KeyMismatchError(f"key {counter!r}: checkpoint shape {tuple(shapes[counter])}, a counter is ()")
+            used.add(counter)
+    unused = sorted(k for k in shapes if k not in used)
     if unused:
         raise KeyMismatchError(f"checkpoint key {unused[0]!r} is not used by {arch}{hint}"
                                + (f" ({len(unused) - 1} more unused keys)" if len(unused) > 1 else ""))
     missing = sorted("/".join(p) for p in expected if p not in filled)
     if missing:
         raise KeyMismatchError(f"{arch} variable {missing[0]} was not filled by the checkpoint")
+
+
+def torch_to_flax(state_dict, arch, abstract_variables, dtype=np.float32):
+    """Flax variables for `arch` (a name or an `ArchSpec`) from a torchvision state_dict, every
+    key checked both ways (`check_shapes`).
+
+    `abstract_variables` is the model's variable tree (shapes only, e.g. from
+    `jax.eval_shape(model.init, ...)`); every leaf must be filled by exactly one key. Values
+    become `dtype` (float64 for the training parity tests).
+    """
+    check_shapes({k: tuple(np.shape(v)) for k, v in state_dict.items()}, arch, abstract_variables)
+    filled = {}
+    for prefix, path, kind in key_table(arch):
+        for key, leaf, transform in _leaves(prefix, path, kind):
+            value = np.asarray(state_dict[key], dtype)
+            filled[leaf] = transform(value) if transform else value
     return traverse_util.unflatten_dict(filled)

@@ -5,12 +5,12 @@ from pathlib import Path
 import jax
 from flax import traverse_util
 
-from stres_jax.runtime.atomic import atomic_path
+from stres_jax.runtime.atomic import output_path
 from stres_jax.data.transforms import PREPROCESSING
 from stres_jax.errors import UserError, first_line
 from stres_jax.models import ARCH_SPECS, create_model
 from stres_jax.models.init import abstract_variables
-from stres_jax.checkpoints.hub import hub_snapshot, is_hub_folder, read_hub_config, read_hub_folder
+from stres_jax.checkpoints.hub import check_meta, hub_snapshot, is_hub_folder, read_hub_config, read_hub_folder
 
 FORMAT_VERSION = 1
 META_FILE = "meta.json"
@@ -30,9 +30,10 @@ def _checkpointer():
         primary_host=me, active_processes={me}))
 
 
-def save_checkpoint(directory, arch, variables, labels, source=None):
-    """Write `variables` and their metadata to `directory`, replacing it atomically."""
-    with atomic_path(directory) as staging:
+def save_checkpoint(directory, arch, variables, labels, source=None, overwrite=False, inputs=()):
+    """Write `variables` and their metadata to `directory` atomically; it replaces only an earlier
+    stres_jax result there (`runtime.atomic.output_path`)."""
+    with output_path(directory, "folder", overwrite, inputs) as staging:
         checkpointer = _checkpointer()
         checkpointer.save(staging / VARIABLES_DIR, variables)
         checkpointer.wait_until_finished()
@@ -84,16 +85,16 @@ def read_meta(directory):
         raise CheckpointError(f"{directory}: not a stres_jax checkpoint (no {META_FILE}); {hint}")
     try:
         meta = json.loads(meta_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{meta_path}: unreadable ({err}); {hint}") from None
-    if meta.get("format_version") != FORMAT_VERSION:
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{meta_path}: unreadable ({first_line(err)}); {hint}") from None
+    if isinstance(meta, dict) and meta.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(
-            f"{directory}: checkpoint format {meta.get('format_version')!r}, but this stres_jax "
+            f"{directory}: checkpoint format {meta.get('format_version')!r:.40}, but this stres_jax "
             f"reads format {FORMAT_VERSION}; convert the source checkpoint again")
-    for key in ("arch", "num_classes", "labels"):
-        if key not in meta:
-            raise CheckpointError(f"{meta_path}: missing key {key!r}; {hint}")
-    return meta
+    try:
+        return check_meta(meta, meta_path, hint)
+    except UserError as err:
+        raise CheckpointError(str(err)) from None
 
 
 def load_checkpoint(directory, fold_batchnorm=False, **model_kwargs):

@@ -16,6 +16,8 @@ import numpy as np
 from stres_jax.errors import UserError
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+MAX_DIMS = 8
+MAX_PICKLE_BYTES = 64 << 20  # a state dict's pickle is a few hundred KB
 _STORAGE_DTYPES = {
     "FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
     "BFloat16Storage": ml_dtypes.bfloat16, "LongStorage": np.int64, "IntStorage": np.int32,
@@ -40,19 +42,53 @@ class _StorageRef:
         self.dtype, self.key, self.numel = dtype, key, numel
         self.data = None  # 1-D numpy array
 
+    @property
+    def nbytes(self):
+        return self.numel * self.dtype.itemsize
+
+
+def _whole(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
 
 class _TensorRef:
-    def __init__(self, storage, offset, size, stride):
-        self.storage, self.offset = storage, offset
-        self.size, self.stride = tuple(size), tuple(stride)
+    """A tensor named in the pickle: a view (offset, size, stride) of a storage, checked against
+    it (`check`) before a byte of the storage is read."""
 
-    def materialise(self, name):
+    def __init__(self, storage, offset, size, stride):
+        self.storage, self.offset, self.size, self.stride = storage, offset, size, stride
+
+    def check(self, name, path):
+        """Refuse (one line) a view that is malformed or reaches outside its storage; its element count."""
+        def refuse(why):
+            return CheckpointFormatError(f"{path}: tensor {name!r} {why}; the file is damaged or crafted")
+        if not isinstance(self.storage, _StorageRef):
+            raise refuse(f"has a {type(self.storage).__name__} where its storage belongs")
+        try:
+            self.size, self.stride = tuple(self.size), tuple(self.stride)
+        except TypeError:
+            raise refuse("has a size or stride that is not a sequence") from None
+        if not all(_whole(n) for n in (self.offset, *self.size, *self.stride)):
+            raise refuse("has an offset, size or stride that is not a whole number")
+        if len(self.size) != len(self.stride) or len(self.size) > MAX_DIMS:
+            raise refuse(f"has {len(self.size)} sizes and {len(self.stride)} strides")
+        if self.offset < 0 or min(self.size, default=0) < 0 or min(self.stride, default=0) < 0:
+            raise refuse(f"has a negative offset, size or stride ({self.offset}, {self.size}, {self.stride})")
+        numel = 1
+        for n in self.size:
+            numel *= n
+        if numel:
+            last = self.offset + sum((n - 1) * s for n, s in zip(self.size, self.stride))
+            if last >= self.storage.numel:
+                raise refuse(f"reaches element {last:,} of a storage of {self.storage.numel:,}")
+            if numel > self.storage.numel:
+                raise refuse(f"has {numel:,} elements but its storage holds {self.storage.numel:,}")
+        return numel
+
+    def materialise(self):
         flat = self.storage.data
-        last = self.offset + sum((n - 1) * s for n, s in zip(self.size, self.stride) if n > 0)
-        if flat is None or (np.prod(self.size) > 0 and last >= flat.size):
-            raise CheckpointFormatError(f"tensor {name!r} points outside its storage (corrupt file?)")
         strides = tuple(s * flat.itemsize for s in self.stride)
-        view = np.lib.stride_tricks.as_strided(flat[self.offset:], self.size, strides)
+        view = np.lib.stride_tricks.as_strided(flat[self.offset:], self.size, strides, writeable=False)
         return np.array(view)
 
 
@@ -92,13 +128,24 @@ class _AllowListUnpickler(pickle.Unpickler):
     def persistent_load(self, pid):
         if not (isinstance(pid, tuple) and pid and pid[0] == "storage"):
             raise CheckpointFormatError(f"{self.path}: unknown persistent id {pid!r:.80}")
+        if len(pid) < 5:
+            raise CheckpointFormatError(f"{self.path}: storage record of {len(pid)} fields, not 5")
         storage_type, key, _location, numel = pid[1:5]
         view = pid[5] if len(pid) > 5 else None
         if not isinstance(storage_type, _StorageType):
             raise CheckpointFormatError(f"{self.path}: storage of unknown type {storage_type!r:.80}")
+        if not isinstance(key, str) or not _whole(numel) or numel < 0:
+            raise CheckpointFormatError(f"{self.path}: storage {key!r:.40} has a bad key or element count {numel!r:.40}")
         ref = self.storages.setdefault(key, _StorageRef(storage_type.dtype, key, numel))
+        if ref.dtype != storage_type.dtype or ref.numel != numel:
+            raise CheckpointFormatError(f"{self.path}: storage {key!r} is declared twice, differently")
         if view is not None:  # legacy view of a larger storage: (view_key, offset, size)
-            _view_key, offset, size = view
+            try:
+                _view_key, offset, size = view
+            except (TypeError, ValueError):
+                raise CheckpointFormatError(f"{self.path}: storage {key!r} has a malformed view") from None
+            if not (_whole(offset) and _whole(size) and 0 <= offset and 0 <= size and offset + size <= numel):
+                raise CheckpointFormatError(f"{self.path}: storage {key!r} has a view outside it ({offset!r:.20}, {size!r:.20})")
             return _ViewRef(ref, offset, size)
         return ref
 
@@ -125,72 +172,130 @@ def _unpickle(file, path):
         raise CheckpointFormatError(f"{path}: not a readable PyTorch checkpoint ({err})") from None
 
 
-def _read_zip(path):
+def _check_tensors(obj, path, check):
+    """{name: _TensorRef} of the state dict, every view checked against its storage, the shapes
+    against the net (`check`), and the bytes against a bound, before a storage byte is read."""
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict):
+        raise CheckpointFormatError(f"{path}: holds a {type(obj).__name__}, not a state_dict")
+    tensors, elements = {}, 0
+    for name, value in obj.items():
+        if not isinstance(name, str):
+            raise CheckpointFormatError(f"{path}: a key that is not a string ({name!r:.40})")
+        if not isinstance(value, _TensorRef):
+            raise CheckpointFormatError(f"{path}: entry {name!r} is not a tensor")
+        elements += value.check(name, path) * value.storage.dtype.itemsize
+        tensors[name] = value
+    bound = (check({name: t.size for name, t in tensors.items()}) if check else None)
+    bound = 2 * bound + (1 << 20) if bound is not None else _generic_bound(path)
+    stored = sum(ref.nbytes for ref in {id(t.storage.base if isinstance(t.storage, _ViewRef) else t.storage):
+                                        (t.storage.base if isinstance(t.storage, _ViewRef) else t.storage)
+                                        for t in tensors.values()}.values())
+    if elements > bound or stored > bound:
+        raise CheckpointFormatError(f"{path}: its tensors need {max(elements, stored):,} bytes, more than "
+                                    f"such a state dict can ({bound:,}); the file is damaged or crafted")
+    return tensors, bound
+
+
+def _generic_bound(path):
+    """Bytes a state dict of unknown net may hold: torch stores storages uncompressed, so about the file's size."""
+    import os
+    return 4 * os.path.getsize(path) + (1 << 20)
+
+
+def _read_zip(path, check):
     with zipfile.ZipFile(path) as archive:
         pickles = [n for n in archive.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
         if not pickles:
             raise CheckpointFormatError(f"{path}: zip file without data.pkl: not a PyTorch checkpoint")
         prefix = pickles[0][: -len("data.pkl")]
+        if archive.getinfo(pickles[0]).file_size > MAX_PICKLE_BYTES:
+            raise CheckpointFormatError(f"{path}: its {pickles[0]} declares "
+                                        f"{archive.getinfo(pickles[0]).file_size:,} bytes; not a state dict")
         with archive.open(pickles[0]) as file:
             obj, storages = _unpickle(file, path)
+        tensors, bound = _check_tensors(obj, path, check)
         for key, ref in storages.items():
+            name = f"{prefix}data/{key}"
             try:
-                raw = archive.read(f"{prefix}data/{key}")
+                info = archive.getinfo(name)
             except KeyError:
                 raise CheckpointFormatError(f"{path}: storage {key} is missing (truncated file?)") from None
+            if not ref.nbytes <= info.file_size <= bound:
+                raise CheckpointFormatError(f"{path}: storage {key} declares {info.file_size:,} bytes where "
+                                            f"{ref.nbytes:,} are needed; the file is damaged or crafted")
+            with archive.open(info) as member:
+                raw = member.read(ref.nbytes)
+            if len(raw) < ref.nbytes:
+                raise CheckpointFormatError(f"{path}: storage {key} ends early (truncated file?)")
             ref.data = np.frombuffer(raw, ref.dtype, count=ref.numel)
-    return obj
+    return tensors
 
 
-def _read_legacy(path):
+def _read_legacy(path, check):
     with open(path, "rb") as file:
         header = [_unpickle(file, path)[0] for _ in range(3)]
         if header[0] != LEGACY_MAGIC:
             raise CheckpointFormatError(f"{path}: not a PyTorch checkpoint (bad magic number)")
         obj, storages = _unpickle(file, path)
+        tensors, _ = _check_tensors(obj, path, check)
         keys, _ = _unpickle(file, path)
+        if not isinstance(keys, list) or sorted(map(str, keys)) != sorted(storages):
+            raise CheckpointFormatError(f"{path}: its list of storage keys does not match the storages it uses")
         for key in keys:
             ref = storages[key]
             count_bytes = file.read(8)
             if len(count_bytes) < 8:
                 raise CheckpointFormatError(f"{path}: file ends early (truncated download?)")
             (numel,) = struct.unpack("<q", count_bytes)
-            raw = file.read(numel * ref.dtype.itemsize)
-            if len(raw) < numel * ref.dtype.itemsize:
+            if numel != ref.numel:
+                raise CheckpointFormatError(f"{path}: storage {key} records {numel:,} elements, its pickle "
+                                            f"{ref.numel:,}; the file is damaged or crafted")
+            raw = file.read(ref.nbytes)
+            if len(raw) < ref.nbytes:
                 raise CheckpointFormatError(f"{path}: file ends early (truncated download?)")
             ref.data = np.frombuffer(raw, ref.dtype)
-    return obj
+    return tensors
 
 
-def _to_arrays(obj, path):
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict):
-        raise CheckpointFormatError(f"{path}: holds a {type(obj).__name__}, not a state_dict")
-    arrays = {}
-    for name, value in obj.items():
-        if not isinstance(value, _TensorRef):
-            raise CheckpointFormatError(f"{path}: entry {name!r} is not a tensor")
-        arrays[name] = value.materialise(name)
-    return arrays
+def read_state_dict(path, check=None):
+    """`{key: numpy array}` from a .pth (zip or legacy) or .safetensors file.
 
-
-def read_state_dict(path):
-    """`{key: numpy array}` from a .pth (zip or legacy) or .safetensors file."""
+    `check({key: shape})`, if given, sees every tensor's shape before any data is read: it raises
+    on a state dict that does not fit, or returns the bytes such a net holds (the bound on what is
+    read). Without it the bound is a few times the file's size."""
     path = str(path)
     try:
         with open(path, "rb") as file:
             head = file.read(16)
     except OSError as err:
         raise CheckpointFormatError(f"{path}: cannot read ({err.strerror})") from None
-    if head.startswith(b"PK\x03\x04"):
-        return _to_arrays(_read_zip(path), path)
-    if head[:1] == b"\x80":  # a pickle protocol opcode: the legacy stream format
-        return _to_arrays(_read_legacy(path), path)
-    if len(head) >= 9 and head[8:9] == b"{":
-        from safetensors.numpy import load_file
-        try:
-            return load_file(path)
-        except Exception as err:
-            raise CheckpointFormatError(f"{path}: unreadable safetensors file ({err})") from None
-    raise CheckpointFormatError(f"{path}: neither a PyTorch .pth nor a .safetensors file")
+    try:
+        if head.startswith(b"PK\x03\x04"):
+            tensors = _read_zip(path, check)
+        elif head[:1] == b"\x80":  # a pickle protocol opcode: the legacy stream format
+            tensors = _read_legacy(path, check)
+        elif len(head) >= 9 and head[8:9] == b"{":
+            return _read_safetensors(path, check)
+        else:
+            raise CheckpointFormatError(f"{path}: neither a PyTorch .pth nor a .safetensors file")
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError, RuntimeError) as err:
+        raise CheckpointFormatError(f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: "
+                                    f"{str(err)[:120]})") from None
+    return {name: tensor.materialise() for name, tensor in tensors.items()}
+
+
+def _read_safetensors(path, check):
+    from safetensors import safe_open
+    try:
+        with safe_open(path, framework="numpy") as file:
+            if check:
+                check({name: tuple(file.get_slice(name).get_shape()) for name in file.keys()})
+            return {name: file.get_tensor(name) for name in file.keys()}
+    except CheckpointFormatError:
+        raise
+    except UserError:
+        raise
+    except Exception as err:  # noqa: BLE001 (safetensors raises its own error types)
+        raise CheckpointFormatError(f"{path}: unreadable safetensors file ({str(err)[:120]})") from None

@@ -4,7 +4,7 @@ import sys
 
 from stres_jax.cli import convert, embed, explain, features, jax_export, labels, netinfo, onnx_io, predict, prepare
 from stres_jax.cli.options import OneLineParser
-from stres_jax.errors import UserError
+from stres_jax.errors import UserError, disk_full
 from stres_jax.eval import program as eval_program
 from stres_jax.runtime.xla_options import use_compilation_cache
 from stres_jax.train import program as train_program
@@ -26,6 +26,12 @@ def run_guarded(fn, prog="stres-jax"):
     except BrokenPipeError:  # the reader stopped (`| head`): quiet, as other Unix tools
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return 141
+    except Exception as err:  # a full disk is one line too; anything else is a bug: its traceback
+        full = disk_full(err)
+        if full is None:
+            raise
+        print(f"{prog}: error: {full}", file=sys.stderr)
+        return 2
 
 
 def build_parser():

@@ -1,6 +1,6 @@
 """`stres-jax convert`, `stres-jax fetch` and `python convert_weights.py`: torchvision weights in."""
 
-from stres_jax.cli.options import ARCH_HELP, OneLineParser, arch_name
+from stres_jax.cli.options import ARCH_HELP, OneLineParser, add_overwrite_flag, arch_name
 from stres_jax.checkpoints.fetch import PUBLISHED_FILES, FetchError
 from stres_jax.convert import convert_file, fetch
 from stres_jax.errors import UserError
@@ -21,6 +21,7 @@ def add_arguments(parser):
     parser.add_argument("--format", choices=("orbax", "safetensors"), default="orbax",
                         help="orbax: a checkpoint directory (default); safetensors: a Hub-layout folder "
                         "(config.json + model.safetensors) that stres_jax.nnx.from_pretrained and load_checkpoint read")
+    add_overwrite_flag(parser)
     return parser
 
 
@@ -37,12 +38,13 @@ def register(subparsers):
     fetch_parser.add_argument("--from", dest="source", metavar="FILE.pth",
                               help="convert this local copy of the published file instead of downloading")
     fetch_parser.add_argument("--out", help="output directory (default: the cache)")
+    add_overwrite_flag(fetch_parser)
     fetch_parser.set_defaults(func=run_fetch)
 
 
 def run_fetch(args):
     try:
-        out = fetch(args.arch, args.out, args.source)
+        out = fetch(args.arch, args.out, args.source, overwrite=args.overwrite)
     except FetchError as err:
         if args.source or args.arch not in PUBLISHED_FILES:
             raise
@@ -54,11 +56,11 @@ def run_fetch(args):
 
 def run(args):
     if args.download:
-        out = fetch(args.arch, args.out)
+        out = fetch(args.arch, args.out, overwrite=args.overwrite)
     else:
         if not args.out:
             raise UserError("--out DIR is required with --checkpoint")
-        out = convert_file(args.checkpoint, args.arch, args.out, args.labels, args.format)
+        out = convert_file(args.checkpoint, args.arch, args.out, args.labels, args.format, args.overwrite)
     print(f"wrote {out}")
     return 0
 

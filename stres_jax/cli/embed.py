@@ -2,12 +2,13 @@
 import json
 import sys
 
-from stres_jax.cli.options import add_cpu_library_flag, add_model_flags, positive_int
+from stres_jax.cli.options import add_cpu_library_flag, add_model_flags, add_overwrite_flag, bounded_int, positive_int
 from stres_jax.config.base import get_base_config
 from stres_jax.data import sampling
 from stres_jax.embed import embed, items_for, save_npz, store_items
 from stres_jax.errors import UserError
 from stres_jax.loader import ModelOptions, load_net
+from stres_jax.runtime.atomic import check_output
 
 
 def register(subparsers):
@@ -25,12 +26,15 @@ def register(subparsers):
                         "protocol resumes, anything else is refused (default: temporary)")
     parser.add_argument("--fresh", action="store_true", help="delete the workdir's earlier results first")
     parser.add_argument("--batch-size", type=positive_int, default=8)
-    parser.add_argument("--clips", type=positive_int, default=sampling.NUM_CLIPS,
-                        help=f"clips per video (default {sampling.NUM_CLIPS})")
-    parser.add_argument("--window", type=positive_int, metavar="W", help="also embed windows of W video frames "
-                        "(the windows of `predict --window`): window_embeddings, window_video, window_start/end")
-    parser.add_argument("--stride", type=positive_int, metavar="S", help="frames between window starts (default W)")
+    parser.add_argument("--clips", type=bounded_int(sampling.MAX_CLIPS), default=sampling.NUM_CLIPS,
+                        help=f"clips per video, 1 to {sampling.MAX_CLIPS} (default {sampling.NUM_CLIPS})")
+    parser.add_argument("--window", type=bounded_int(sampling.MAX_CLIP_LEN), metavar="W", help="also embed windows "
+                        f"of W video frames, at most {sampling.MAX_CLIP_LEN} (the windows of `predict --window`): "
+                        "window_embeddings, window_video, window_start/end")
+    parser.add_argument("--stride", type=bounded_int(sampling.MAX_STRIDE), metavar="S",
+                        help="frames between window starts (default W)")
     parser.add_argument("--crops", type=int, choices=(1, 3), default=1, help="spatial crops per clip (1 or 3)")
+    add_overwrite_flag(parser)
     add_cpu_library_flag(parser)
     parser.set_defaults(func=run)
 
@@ -46,6 +50,8 @@ def run(args):
     items = store_items(args.store) if args.store else items_for(args.paths)
     if not items:
         raise UserError("no videos found in the given paths")
+    inputs = [*args.paths, *([args.store] if args.store else [])]
+    check_output(args.out, "npz", args.overwrite, inputs)  # before the work: refused at once
     arrays, skipped = embed(items, config, args.workdir, net)
     if arrays is None:
         return 0
@@ -59,7 +65,7 @@ def run(args):
             windows, failed = window_embeddings(runner, arrays["paths"], plan, sys.stderr.isatty(), workers)
         arrays.update(windows)
         skipped = skipped + failed
-    save_npz(arrays, args.out)
+    save_npz(arrays, args.out, args.overwrite, inputs)
     for entry in skipped:
         print(f"stres-jax: skipped {entry['reason']}", file=sys.stderr)
     print(json.dumps({"out": args.out, "videos": len(arrays["paths"]), "skipped": len(skipped)}))

@@ -4,12 +4,13 @@ from pathlib import Path
 
 import numpy as np
 
-from stres_jax.cli.options import add_model_flags
+from stres_jax.cli.options import add_model_flags, add_overwrite_flag
 from stres_jax.data.clips import plan_clips_of
 from stres_jax.data.sampling import ClipPlan
 from stres_jax.data.sources import VideoItem
 from stres_jax.data.transforms import normalize
 from stres_jax.errors import UserError
+from stres_jax.runtime.atomic import check_output
 from stres_jax.loader import ModelOptions, load_net
 from stres_jax.predict import RANDOM_WEIGHTS, marked
 from stres_jax.models.spec import STAGE_NAMES
@@ -30,6 +31,7 @@ def register(subparsers):
     parser.add_argument("--out", metavar="FILE.png", help="write the picture here (default: VIDEO's name + .cam.png)")
     parser.add_argument("--format", choices=("text", "json"), default="text",
                         help="json: the map's numbers (T' x H' x W') with the class and probability")
+    add_overwrite_flag(parser)
     parser.set_defaults(func=run)
 
 
@@ -37,6 +39,9 @@ def run(args):
     from stres_jax.explain import grad_cam  # jax-heavy; only this command needs it
     if not 0 <= args.clip_index < 5:
         raise UserError(f"--clip-index must be 0-4, got {args.clip_index}")
+    out = args.out or (args.format == "text" and f"{Path(args.video).name}.cam.png")
+    if out:
+        check_output(out, "png", args.overwrite, [args.video])  # before the work: refused at once
     net = load_net(ModelOptions.from_args(args, fold_batchnorm=False))  # Grad-CAM needs the BNs
     model, variables, labels = net.model, net.variables, net.labels
     if args.label is not None and args.label not in labels:
@@ -50,11 +55,10 @@ def run(args):
         result["weights"] = RANDOM_WEIGHTS
     if args.format == "json":
         print(json.dumps({**result, "cam": np.round(cam, 6).tolist()}))
-    out = args.out or (args.format == "text" and f"{Path(args.video).name}.cam.png")
     if out:
         from stres_jax.figures import save_cam
         save_cam(clip, cam, out, marked(f"{Path(args.video).name}: {labels[label]} ({probabilities[label]:.3f}), "
-                                        f"Grad-CAM of {args.layer}, clip {args.clip_index}", result))
+                                        f"Grad-CAM of {args.layer}, clip {args.clip_index}", result), overwrite=args.overwrite)
     if args.format == "text":
         print(marked(f"{args.video}: {labels[label]} ({probabilities[label]:.3f})", result) + f"; wrote {out}")
     return 0

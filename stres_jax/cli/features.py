@@ -2,7 +2,7 @@
 import json
 import sys
 
-from stres_jax.cli.options import add_cpu_library_flag, add_model_flags, positive_int
+from stres_jax.cli.options import add_cpu_library_flag, add_model_flags, bounded_int, frame_rate, positive_int
 from stres_jax.data import sampling
 from stres_jax.errors import UserError
 
@@ -23,10 +23,13 @@ def register(subparsers):
     parser.add_argument("--tfds", metavar="NAME", help="a TFDS video dataset, e.g. ucf101/ucf101_1")
     parser.add_argument("--split", default="", help="CSV rows of this split / the TFDS split")
     parser.add_argument("--store", metavar="DIR", help="a clip store (`stres-jax prepare`), read at its 15 fps")
-    parser.add_argument("--clip-len", type=positive_int, help="frames per window (default: the net's, 16)")
-    parser.add_argument("--fps", type=float, default=float(sampling.FRAME_RATE),
-                        help=f"resample to this rate first (default {sampling.FRAME_RATE:g}; 0: the native frames)")
-    parser.add_argument("--stride", type=positive_int, help="frames between window starts (default: --clip-len)")
+    parser.add_argument("--clip-len", type=bounded_int(sampling.MAX_CLIP_LEN),
+                        help=f"frames per window, at most {sampling.MAX_CLIP_LEN} (default: the net's, 16)")
+    parser.add_argument("--fps", type=frame_rate, default=float(sampling.FRAME_RATE),
+                        help=f"resample to this rate first, up to {sampling.MAX_FRAME_RATE:g} (default "
+                        f"{sampling.FRAME_RATE:g}; 0: the native frames)")
+    parser.add_argument("--stride", type=bounded_int(sampling.MAX_STRIDE),
+                        help=f"frames between window starts, at most {sampling.MAX_STRIDE:,} (default: --clip-len)")
     parser.add_argument("--layer", choices=("pre_logits", "layer1", "layer2", "layer3", "layer4"),
                         default="pre_logits", help="pooled over time and space (default pre_logits, 512-d)")
     parser.add_argument("--half", action="store_true", help="write float16 arrays (default float32)")
@@ -69,6 +72,8 @@ def run(args):
     initialize_distributed(ml_collections.ConfigDict({
         "num_processes": args.num_processes, "process_id": args.process_id,
         "coordinator_address": args.coordinator_address, "cpu_collectives": "gloo"}))
+    from stres_jax.runtime.atomic import check_folder
+    check_folder(args.out, "--out", [p for p in (*args.paths, args.store, args.csv_root, args.csv) if p])
     items = feature_items(args)
     if not items:
         raise UserError("no videos found in the given paths")

@@ -1,8 +1,8 @@
 """`stres-jax export-jax`: a `jax.export` artefact that runs without this package."""
 from pathlib import Path
 
-from stres_jax.runtime.atomic import atomic_path
-from stres_jax.cli.options import add_model_flags, positive_int
+from stres_jax.runtime.atomic import check_output, output_path
+from stres_jax.cli.options import add_model_flags, add_overwrite_flag, positive_int
 from stres_jax.data.transforms import CROP
 from stres_jax.loader import ModelOptions, load_net
 
@@ -20,6 +20,7 @@ def register(subparsers):
     parser.add_argument("--size", type=positive_int, default=CROP, help=f"crop height and width (default {CROP})")
     parser.add_argument("--platforms", default="cpu,cuda",
                         help="comma-separated: cpu, cuda, rocm, tpu (default cpu,cuda)")
+    add_overwrite_flag(parser)
     parser.set_defaults(func=run)
 
 
@@ -30,13 +31,15 @@ def run(args):
     unknown = [p for p in platforms if p not in LOWERING]
     if unknown or not platforms:
         raise UserError(f"--platforms {args.platforms!r}: choose from {', '.join(LOWERING)}")
+    sidecar = Path(f"{args.out}.json")
+    check_output(args.out, "jax-export", args.overwrite)  # before the work: refused at once
+    check_output(sidecar, "json", args.overwrite)
     net = load_net(ModelOptions.from_args(args, fold_batchnorm=False))
     frames = args.frames or net.model.clip_len
     exported = export_net(net, frames, args.size, platforms)
-    with atomic_path(args.out) as staging:
+    with output_path(args.out, "jax-export", args.overwrite) as staging:
         staging.write_bytes(exported.serialize())
-    sidecar = Path(f"{args.out}.json")
-    with atomic_path(sidecar) as staging:
+    with output_path(sidecar, "json", True) as staging:  # checked above; the artefact beside it is new
         staging.write_text(describe(net, exported, frames, args.size))
     size = Path(args.out).stat().st_size / 1e6
     print(f"wrote {args.out} ({size:.0f} MB; {net.arch}, platforms {', '.join(platforms)}) and {sidecar}")

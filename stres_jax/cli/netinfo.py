@@ -2,7 +2,7 @@
 import json
 import sys
 
-from stres_jax.cli.options import add_model_flags
+from stres_jax.cli.options import add_model_flags, add_overwrite_flag
 from stres_jax.loader import ModelOptions, load_net
 from stres_jax.netinfo import format_information, model_for, net_information
 
@@ -19,6 +19,7 @@ def register(subparsers):
                       "run here, and why (oneDNN built or not, CPU instructions, threads)")
     info.add_argument("--format", choices=("text", "json"), default="text")
     info.add_argument("--graphic", metavar="FILE.png", help="also draw a summary diagram of the net")
+    add_overwrite_flag(info)
     info.set_defaults(func=run_info)
     filters = subparsers.add_parser(
         "show-filters", help="draw the stem's filters (both halves for (2+1)D)",
@@ -27,6 +28,7 @@ def register(subparsers):
         "spatial 7x7 filters and, beside them, the temporal 3x1x1 kernels as a table of weights.")
     add_model_flags(filters, dtype=False)
     filters.add_argument("--out", required=True, metavar="FILE.png")
+    add_overwrite_flag(filters)
     filters.set_defaults(func=run_show_filters)
 
 
@@ -44,7 +46,7 @@ def run_info(args):
     info = net_information(model, arch)
     if args.graphic:  # first: a reader that stops early (`| head`) must not cost the picture
         from stres_jax.figures import save_summary  # matplotlib: imported only when drawing
-        save_summary(info, args.graphic)
+        save_summary(info, args.graphic, args.overwrite)
         print(f"wrote {args.graphic}", file=sys.stderr)  # stderr: stdout may be JSON
     print(json.dumps(info, indent=1) if args.format == "json" else format_information(info))
     return 0
@@ -53,6 +55,6 @@ def run_info(args):
 def run_show_filters(args):
     from stres_jax.figures import save_filters
     net = load_net(ModelOptions.from_args(args, fold_batchnorm=False))
-    save_filters(net.variables, args.out)
+    save_filters(net.variables, args.out, args.overwrite)
     print(f"wrote {args.out}")
     return 0

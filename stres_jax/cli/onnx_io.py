@@ -1,9 +1,9 @@
 """`stres-jax export-onnx` and `stres-jax import-onnx`."""
 import onnx
 
-from stres_jax.runtime.atomic import atomic_path
+from stres_jax.runtime.atomic import check_output, output_path
 from stres_jax.checkpoints.store import save_checkpoint
-from stres_jax.cli.options import add_model_flags, positive_int
+from stres_jax.cli.options import add_model_flags, add_overwrite_flag, positive_int
 from stres_jax.loader import ModelOptions, load_net
 from stres_jax.export.onnx_io import OPSET, from_onnx, to_onnx
 
@@ -17,6 +17,7 @@ def register(subparsers):
     add_model_flags(export, dtype=False)
     export.add_argument("--out", required=True, metavar="FILE.onnx")
     export.add_argument("--frames", type=positive_int, help="clip length fixed in the graph (default: the net's, 16 for the 18-layer nets)")
+    add_overwrite_flag(export)
     export.set_defaults(func=run_export)
     imp = subparsers.add_parser(
         "import-onnx", help="read an exported ONNX model back into a checkpoint",
@@ -24,20 +25,24 @@ def register(subparsers):
         "labels come from its metadata. Other graphs are refused.")
     imp.add_argument("onnx_file", metavar="FILE.onnx")
     imp.add_argument("--out", required=True, help="checkpoint directory to write")
+    add_overwrite_flag(imp)
     imp.set_defaults(func=run_import)
 
 
 def run_export(args):
+    check_output(args.out, "onnx", args.overwrite)  # before the work: refused at once
     net = load_net(ModelOptions.from_args(args, fold_batchnorm=False))
     model = to_onnx(net.arch, net.variables, net.labels, args.frames)
-    with atomic_path(args.out) as staging:
+    with output_path(args.out, "onnx", args.overwrite) as staging:
         onnx.save(model, str(staging))
     print(f"wrote {args.out} (opset {OPSET}, IR version {model.ir_version})")
     return 0
 
 
 def run_import(args):
+    check_output(args.out, "folder", args.overwrite, [args.onnx_file])
     arch, variables, labels = from_onnx(args.onnx_file)
-    out = save_checkpoint(args.out, arch, variables, labels, {"file": str(args.onnx_file), "format": "onnx"})
+    out = save_checkpoint(args.out, arch, variables, labels, {"file": str(args.onnx_file), "format": "onnx"},
+                          args.overwrite, [args.onnx_file])
     print(f"wrote {out}")
     return 0

@@ -36,6 +36,31 @@ def positive_int(text):
     return value
 
 
+def bounded_int(most, least=1):
+    """argparse type: a whole number from `least` to `most` (documented in --help by its users)."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if not least <= value <= most:
+            raise argparse.ArgumentTypeError(f"must be from {least} to {most:,}, got {value}")
+        return value
+    return parse
+
+
+def frame_rate(text):
+    """argparse type: frames/s to resample to, finite, from 0 (the native frames) to 1000."""
+    from stres_jax.data.sampling import rate_problem
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of frames/s, got {text!r}") from None
+    if rate_problem(value):
+        raise argparse.ArgumentTypeError(f"{text}: {rate_problem(value)}")
+    return value
+
+
 def add_model_flags(parser, what="the cached checkpoint or --random-init", dtype=True):
     """--checkpoint, --arch, --random-init and --dtype: the fields of `loader.ModelOptions`."""
     parser.add_argument("--checkpoint", help="checkpoint directory (default: the one `stres-jax fetch` cached)")
@@ -48,6 +73,14 @@ def add_model_flags(parser, what="the cached checkpoint or --random-init", dtype
         parser.add_argument("--dtype", choices=INFERENCE_DTYPES, default="float32",
                             help="compute dtype of the net (softmax and logits stay float32); bfloat16 is "
                             "the accelerators' fast path, and on CPUs with avx512_bf16 (default float32)")
+
+
+def add_overwrite_flag(parser):
+    """`--overwrite`: replace a file at the output path that stres_jax did not write (a folder
+    holding anything but a stres_jax result is never replaced)."""
+    parser.add_argument("--overwrite", action="store_true", help="replace a file at the output path that "
+                        "stres_jax did not write (its own earlier results are replaced without it; a folder "
+                        "holding anything else never is)")
 
 
 def add_cpu_library_flag(parser):

@@ -4,13 +4,14 @@ import sys
 
 import jax
 
-from stres_jax.cli.options import add_cpu_library_flag, add_model_flags, positive_int
+from stres_jax.cli.options import add_cpu_library_flag, add_model_flags, add_overwrite_flag, bounded_int, frame_rate, positive_int
 from stres_jax.data import sampling
 from stres_jax.data.workers import DecodeWorkers
 from stres_jax.errors import UserError
 from stres_jax.inference import ClipRunner
 from stres_jax.loader import ModelOptions, load_net
 from stres_jax.predict import format_text, predict_video
+from stres_jax.runtime.atomic import check_output
 
 
 def register(subparsers):
@@ -25,24 +26,27 @@ def register(subparsers):
     parser.add_argument("--top", type=positive_int, default=1, metavar="K", help="show the K most likely labels")
     parser.add_argument("--format", choices=("text", "json"), default="text",
                         help="json: a list with one object per video, in order (an `error` entry for a bad one)")
-    parser.add_argument("--clips", type=positive_int, default=sampling.NUM_CLIPS,
-                        help=f"clips per video (default {sampling.NUM_CLIPS})")
+    parser.add_argument("--clips", type=bounded_int(sampling.MAX_CLIPS), default=sampling.NUM_CLIPS,
+                        help=f"clips per video, 1 to {sampling.MAX_CLIPS} (default {sampling.NUM_CLIPS})")
     parser.add_argument("--crops", type=int, choices=(1, 3), default=1, help="spatial crops per clip: 1 "
                         "(the preset's centre) or 3 (left, centre, right; multi-view testing)")
-    parser.add_argument("--clip-len", type=positive_int, help=f"frames per clip (default: the net's, "
+    parser.add_argument("--clip-len", type=bounded_int(sampling.MAX_CLIP_LEN), help=f"frames per clip, at most "
+                        f"{sampling.MAX_CLIP_LEN} (default: the net's, "
                         f"{sampling.CLIP_LEN} for the 18-layer nets, 8 or 32 for the IG-65M ones)")
-    parser.add_argument("--frame-rate", type=float, default=sampling.FRAME_RATE,
-                        help=f"resample to this many frames/s before cutting clips (default "
-                        f"{sampling.FRAME_RATE}; 0: native)")
-    parser.add_argument("--target-length", type=positive_int, metavar="N", help="instead: one clip of N "
+    parser.add_argument("--frame-rate", type=frame_rate, default=sampling.FRAME_RATE,
+                        help=f"resample to this many frames/s before cutting clips, up to {sampling.MAX_FRAME_RATE:g} "
+                        f"(default {sampling.FRAME_RATE}; 0: native)")
+    parser.add_argument("--target-length", type=bounded_int(sampling.MAX_CLIP_LEN), metavar="N", help="instead: one clip of N "
                         "frames spread over the whole video (faster with small N: the speed/accuracy knob)")
-    parser.add_argument("--window", type=positive_int, metavar="W", help="also label windows of W video "
-                        "frames (the action over time)")
-    parser.add_argument("--stride", type=positive_int, metavar="S", help="frames between window starts (default W)")
+    parser.add_argument("--window", type=bounded_int(sampling.MAX_CLIP_LEN), metavar="W", help="also label windows "
+                        f"of W video frames, at most {sampling.MAX_CLIP_LEN} (the action over time)")
+    parser.add_argument("--stride", type=bounded_int(sampling.MAX_STRIDE), metavar="S",
+                        help="frames between window starts (default W)")
     parser.add_argument("--plot", metavar="FILE.png", help="with --window and one VIDEO: draw the action over "
                         "time: a thumbnail per window with its label, and the leading classes' probabilities as curves")
     parser.add_argument("--batch-size", type=positive_int, help="clips per forward pass (default: 1 on CPU, "
                         "where larger batches only cost memory, about 240 MB a clip; 8 elsewhere)")
+    add_overwrite_flag(parser)
     add_cpu_library_flag(parser)
     parser.set_defaults(func=run)
 
@@ -54,6 +58,8 @@ def run(args):
         args.videos = [str(DEMO_CLIP)]
     if args.plot and (not args.window or len(args.videos) != 1):
         raise UserError("--plot draws the windows of one video: give one VIDEO and --window W")
+    if args.plot:
+        check_output(args.plot, "png", args.overwrite, args.videos, "--plot")  # before the work
     batch_size = args.batch_size or (1 if jax.default_backend() == "cpu" else 8)
     runner = ClipRunner(load_net(ModelOptions.from_args(args)), batch_size)
     plan = sampling.ClipPlan(args.clips, args.clip_len or runner.model.clip_len, args.frame_rate or None,
@@ -77,7 +83,8 @@ def predict_each(args, runner, plan, progress, workers, results):
     """Predict each of `args.videos` in turn, appending its answer (or error) to `results`."""
     for path in args.videos:
         try:
-            result = predict_video(runner, path, plan, args.top, progress, plot=args.plot, workers=workers)
+            result = predict_video(runner, path, plan, args.top, progress, plot=args.plot, workers=workers,
+                                   overwrite=args.overwrite)
         except UserError as err:
             result = {"video": path, "error": str(err).removeprefix(f"{path}: ")}
         results.append(result)  # before any message: after it, an interrupt no longer costs this answer

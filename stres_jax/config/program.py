@@ -7,7 +7,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from stres_jax.errors import UserError
+from stres_jax.errors import UserError, disk_full
 
 
 def one_line(error):
@@ -72,6 +72,11 @@ def user_errors(prog):
         sys.exit(130)
     except BrokenPipeError:
         sys.stderr.close()
+    except Exception as err:  # a full disk is one line too; anything else is a bug: its traceback
+        full = disk_full(err)
+        if full is None:
+            raise
+        fail(prog, full)
 
 
 def run_program(prog, config_help, workdir_help, body, usage=None, default_config=None, random_init_key=None):

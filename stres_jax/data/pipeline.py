@@ -1,6 +1,8 @@
 """Decoding videos ahead of the devices (a thread pool), and cutting their clips into
 fixed-size, padded batches for a data-parallel step."""
 import collections
+import queue
+import threading
 import concurrent.futures
 
 import jax
@@ -35,6 +37,57 @@ def decoded_videos(items, load_clips, workers, prefetch):
             item, future = pending.popleft()
             submit()
             yield item, future.result()
+
+
+def streamed_videos(items, open_video, workers, depth=4):
+    """Yield `(item, messages)` in order, where `messages` iterates what `open_video(item, reader)`
+    yields; up to `workers` videos decode at once, each through a queue of `depth` messages, so
+    nothing holds a whole video. A failure is raised by `messages` as a UserError."""
+    items, pending, stop = iter(items), collections.deque(), threading.Event()
+
+    def put(box, message):
+        while not stop.is_set():
+            try:
+                return box.put(message, timeout=0.2)
+            except queue.Full:
+                continue
+
+    def feed(item, reader, box):
+        try:
+            if isinstance(reader, UserError):
+                raise reader
+            for message in open_video(item, reader):
+                put(box, ("message", message))
+            put(box, ("end", None))
+        except Exception as err:  # noqa: BLE001 (a decoder failure costs this video only)
+            put(box, ("error", err if isinstance(err, UserError) else UserError(f"{item.key}: {type(err).__name__}: {err}")))
+
+    def messages(box):
+        while True:
+            kind, value = box.get()
+            if kind == "error":
+                raise value
+            if kind == "end":
+                return
+            yield value
+
+    with concurrent.futures.ThreadPoolExecutor(max(workers, 1)) as pool:
+        def submit():
+            item = next(items, None)
+            if item is not None:
+                reader = _guarded(lambda it: it.reader.load(), item) if item.reader.sequential else item.reader
+                box = queue.Queue(depth)
+                pool.submit(feed, item, reader, box)
+                pending.append((item, box))
+        try:
+            for _ in range(max(workers, 1)):
+                submit()
+            while pending:
+                item, box = pending.popleft()
+                yield item, messages(box)
+                submit()
+        finally:
+            stop.set()
 
 
 def _done(value):

@@ -1,6 +1,9 @@
 """`prepare`: decode a source's videos once into a clip store (`data.store`), in the bounded
 decoding workers, shard by shard; killed and started again it makes only the unfinished shards,
-and several processes (`process_index` of `process_count`, e.g. one per host) fill one store."""
+and several processes (`process_index` of `process_count`, e.g. one per host) fill one store.
+Each video's frames stream from its worker into the shard in chunks (`CHUNK` frames through a
+bounded queue): memory does not grow with a video's length."""
+import contextlib
 import json
 import math
 import os
@@ -11,7 +14,7 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
-from stres_jax.runtime.atomic import atomic_path, check_folder
+from stres_jax.runtime.atomic import atomic_path, check_folder, remove_stale_partials
 from stres_jax.data import sampling
 from stres_jax.data.sources import make_source, source_of
 from stres_jax.data.store import (COLUMNS, DEFAULT_ENCODING, DEFAULT_QUALITY, ENCODINGS, FORMAT_VERSION, FRAME_ROW,
@@ -20,10 +23,11 @@ from stres_jax.data.transforms import RESIZE
 from stres_jax.data.readers import as_reader
 from stres_jax.data.workers import DecodeWorkers
 from stres_jax.errors import UserError
-from stres_jax.data.pipeline import decoded_videos
+from stres_jax.data.pipeline import streamed_videos
 from stres_jax.runtime.progress import progress as progress_bar
 
 VIDEOS_PER_SHARD = 64
+CHUNK = 32  # encoded frames a worker sends at once
 
 
 def prepare(data, out, encoding=DEFAULT_ENCODING, quality=DEFAULT_QUALITY, workers=2, process_index=0,
@@ -36,7 +40,7 @@ def prepare(data, out, encoding=DEFAULT_ENCODING, quality=DEFAULT_QUALITY, worke
         raise UserError(f"quality {quality}: must be 1 to 100")
     if not 0 <= process_index < process_count:
         raise UserError(f"process index {process_index}: must be below the process count {process_count}")
-    out = check_folder(Path(out).absolute(), "--out")
+    out = check_folder(Path(out).absolute(), "--out", [data.get(key) for key in source_of(data).paths if data.get(key)])
     source = source_of(data)
     data = ml_collections.ConfigDict(data.to_dict())  # keys are absolute paths, wherever the store is read
     for key in source.paths:
@@ -48,6 +52,7 @@ def prepare(data, out, encoding=DEFAULT_ENCODING, quality=DEFAULT_QUALITY, worke
                 "frame_size": list(RESIZE), "encoding": encoding, "quality": int(quality) if encoding == "jpeg" else None,
                 "videos_per_shard": videos_per_shard, "num_videos": len(items)}
     _claim(out, {"identity": identity, "classes": classes, "num_shards": num_shards})
+    remove_stale_partials(out)  # a killed run's staging files, whatever their pid
     shards = [s for s in range(process_index, num_shards, process_count) if not (out / _name(s, "json")).exists()]
     mine = [(s, item) for s in shards for item in items[s * videos_per_shard: (s + 1) * videos_per_shard]]
     label_of = {name: i for i, name in enumerate(classes)}
@@ -55,14 +60,14 @@ def prepare(data, out, encoding=DEFAULT_ENCODING, quality=DEFAULT_QUALITY, worke
                                                              show=progress is not False) as bar:
         def load(item, reader):
             if reader.isolated:
-                return list(pool.run(item.key, store_task, reader, (encoding, quality)))[0]
-            return encode_video(reader, (encoding, quality))
-        videos = decoded_videos([item for _, item in mine], load, workers, 2 * max(workers, 1))
+                return pool.run(item.key, store_task, reader, (encoding, quality))
+            return store_task(reader, (encoding, quality))
         written = 0
-        for shard in shards:
-            count = len(items[shard * videos_per_shard: (shard + 1) * videos_per_shard])
-            written += _write_shard(out, shard, (next(videos) for _ in range(count)), label_of, bar)
-            bar.set_postfix_str(f"{written / 2**20:,.0f} MB written")
+        with contextlib.closing(streamed_videos([item for _, item in mine], load, workers)) as videos:
+            for shard in shards:
+                count = len(items[shard * videos_per_shard: (shard + 1) * videos_per_shard])
+                written += _write_shard(out, shard, (next(videos) for _ in range(count)), label_of, bar)
+                bar.set_postfix_str(f"{written / 2**20:,.0f} MB written")
     skipped = _finish(out, num_shards)
     return skipped
 
@@ -106,24 +111,31 @@ def _claim(out, header):
 
 
 def _write_shard(out, shard, videos, label_of, bar):
-    """Write one shard from `(item, (metadata, blobs) or UserError)`; returns the bytes written."""
+    """Write one shard from `(item, chunks)` (`store_task`'s messages); returns the bytes written.
+    A video that fails part-way is cut back out of the shard and listed as skipped."""
     entries, skipped, rows, offset = [], [], [], 0
     frames_path = out / _name(shard, "frames")
     with atomic_path(frames_path) as staging, open(staging, "wb") as file:
-        for item, result in videos:
+        for item, chunks in videos:
             bar.update()
             entry = {"key": item.key, "class": label_of.get(item.label, -1), "first": len(rows)}
-            if isinstance(result, UserError):
-                print(f"stres-jax prepare: skipped {result}", file=sys.stderr)
-                skipped.append({"video": item.key, "reason": str(result)})
-                entries.append({**entry, "num_frames": 0, "source_fps": 0.0, "duration": 0.0, "error": str(result)})
-                continue
-            meta, blobs = result
-            entries.append({**entry, **meta, "error": ""})
-            for blob in blobs:
-                file.write(blob)
-                rows.append((offset, len(blob), zlib.crc32(blob)))
-                offset += len(blob)
+            try:
+                for message in chunks:
+                    if isinstance(message, dict):  # the last message: the video's metadata
+                        entries.append({**entry, **message, "num_frames": len(rows) - entry["first"], "error": ""})
+                        continue
+                    for blob in message:
+                        file.write(blob)
+                        rows.append((offset, len(blob), zlib.crc32(blob)))
+                        offset += len(blob)
+            except UserError as err:
+                del rows[entry["first"]:]
+                offset = rows[-1][0] + rows[-1][1] if rows else 0
+                file.seek(offset)
+                file.truncate()
+                print(f"stres-jax prepare: skipped {err}", file=sys.stderr)
+                skipped.append({"video": item.key, "reason": str(err)})
+                entries.append({**entry, "num_frames": 0, "source_fps": 0.0, "duration": 0.0, "error": str(err)})
         file.flush()
         os.fsync(file.fileno())
     with atomic_path(out / _name(shard, "npy")) as staging:
@@ -159,18 +171,21 @@ def _finish(out, num_shards):
     return skipped
 
 
-def encode_video(video, encoding):
-    """(metadata, [encoded frame]) of a video (a reader or path) at the store's 15 fps;
-    `encoding` is (name, quality). A video too short for one 15 fps frame keeps its first."""
+def store_task(video, encoding):
+    """Worker task: a video (a reader or path) decoded once at the store's 15 fps, yielded as lists
+    of at most CHUNK encoded frames, then its metadata (a dict); `encoding` is (name, quality).
+    A video too short for one 15 fps frame keeps its first."""
     reader = as_reader(video)
     info = reader.probe()
     indices = info.resampled(sampling.FRAME_RATE)
     indices = indices if len(indices) else np.zeros(1, np.int64)
-    encode = encoder(*encoding)
-    blobs = [encode(frame) for frame in reader.frames(indices, whole_frame)]
-    return {"num_frames": len(blobs), "source_fps": info.fps, "duration": info.duration}, blobs
+    encode, chunk = encoder(*encoding), []
+    for frame in reader.frames(indices, whole_frame):
+        chunk.append(encode(frame))
+        if len(chunk) == CHUNK:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+    yield {"source_fps": info.fps, "duration": info.duration}
 
-
-def store_task(video, encode):
-    """Worker task: a video decoded once for a clip store (`encode_video`)."""
-    yield encode_video(video, encode)

@@ -10,6 +10,21 @@ import numpy as np
 CLIP_LEN = 16
 NUM_CLIPS = 5
 FRAME_RATE = 15
+# Bounds every option is checked against before a video is opened (a clip of 1,024 frames is
+# already 150 MB of input; 1,000 fps is above any camera's rate).
+MAX_CLIP_LEN, MAX_FRAME_RATE, MAX_STRIDE, MAX_CLIPS = 1024, 1000.0, 1_000_000, 1000
+LIMITS = {"clip_len": MAX_CLIP_LEN, "window": MAX_CLIP_LEN, "target_length": MAX_CLIP_LEN,
+          "stride": MAX_STRIDE, "clips": MAX_CLIPS}
+
+
+def rate_problem(value):
+    """Why `value` is not a frame rate to resample to (None if it is: finite, 0 < value <= 1000,
+    or exactly 0 for the native frames)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return f"must be a finite number of frames/s, from 0 (the native frames) to {MAX_FRAME_RATE:g}"
+    if value < 0 or value > MAX_FRAME_RATE:
+        return f"must be from 0 (the native frames) to {MAX_FRAME_RATE:g} frames/s"
+    return None
 
 
 def resample_indices(num_frames, fps, frame_rate=FRAME_RATE):
@@ -93,9 +108,12 @@ class ClipPlan:
 
     def __post_init__(self):
         for name in ("clips", "clip_len", "target_length", "window", "stride"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"ClipPlan.{name} must be at least 1, got {value}")
+            value, most = getattr(self, name), LIMITS["clip_len" if name == "clip_len" else name]
+            if value is not None and not 1 <= value <= most:
+                raise ValueError(f"ClipPlan.{name} must be from 1 to {most}, got {value}")
+        if self.frame_rate is not None and (rate_problem(self.frame_rate) or self.frame_rate == 0):
+            raise ValueError(f"ClipPlan.frame_rate {self.frame_rate!r}: must be above 0 and at most "
+                             f"{MAX_FRAME_RATE:g} (None: the native frames)")
         if self.crops not in (1, 3):
             raise ValueError(f"ClipPlan.crops must be 1 or 3, got {self.crops}")
 

@@ -227,5 +227,25 @@ def check_data(data, block="data"):
 def make_source(data, labels, strict=None):
     """The VideoItems a config's `data` block names, labels matched to `labels` (None: the
     data's own class names; `strict`, default `labels is not None`: a class outside them is an error)."""
-    items = source_of(data).items(data, labels, labels is not None if strict is None else strict)
+    items = unique_items(source_of(data).items(data, labels, labels is not None if strict is None else strict))
     return items[: data.max_videos] if data.max_videos else items
+
+
+def unique_items(items):
+    """`items` with each video once: a file named twice, or reached through two paths (a symlink,
+    `./a` and `a`), keeps its first item; one line on stderr says what was left out."""
+    import os
+    import sys
+    seen, kept, repeats = {}, [], []
+    for item in items:
+        path = getattr(item.reader, "path", None)
+        identity = ("file", os.path.realpath(path)) if isinstance(path, str) else ("key", item.key)
+        if identity in seen:
+            repeats.append(f"{item.key} (as {seen[identity]})")
+            continue
+        seen[identity] = item.key
+        kept.append(item)
+    if repeats:
+        shown = ", ".join(repeats[:3]) + (f" and {len(repeats) - 3} more" if len(repeats) > 3 else "")
+        print(f"stres-jax: {len(repeats)} video(s) named more than once, computed once: {shown}", file=sys.stderr)
+    return kept

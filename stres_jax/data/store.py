@@ -85,7 +85,7 @@ class Store:
             raise UserError(f"{self.root}: unfinished clip store ({done} of {header['num_shards']} shards); run "
                             "the same `stres-jax prepare` command again to finish it")
         index = _read_json(self.root / INDEX_FILE, f"{self.root}: damaged {INDEX_FILE}; run prepare again")
-        self.columns = {name: np.asarray(index[name]) for name in COLUMNS}
+        self.columns = _checked_columns(self.root, index, header)
         self.rows = np.flatnonzero(self.columns["error"] == "")  # video i is row rows[i]; the others were skipped
         self._frames = None
         self._decode = None
@@ -205,6 +205,37 @@ class StoreReader:
     def frames(self, indices, transform=None):
         frames = self.store.frames(self.index, indices)
         return np.stack([transform(frame) for frame in frames]) if transform else frames
+
+
+def _checked_columns(root, index, header):
+    """The index's columns, checked against each other, the classes and the frame table: an edited
+    or truncated index is refused in one line, before a frame is served."""
+    def refuse(why):
+        return UserError(f"{root / INDEX_FILE}: {why}; the store is damaged: prepare it again")
+    if not isinstance(index, dict) or any(not isinstance(index.get(name), list) for name in COLUMNS):
+        raise refuse(f"not a table of the columns {', '.join(COLUMNS)}")
+    if len({len(index[name]) for name in COLUMNS}) != 1:
+        raise refuse("its columns differ in length")
+    try:
+        columns = {name: np.asarray(index[name], dtype) for name, dtype in
+                   zip(COLUMNS, (str, np.int64, np.int64, np.int64, np.int64, np.float64, np.float64, str))}
+        table = np.load(root / FRAMES_FILE, mmap_mode="r")
+    except (OSError, ValueError, TypeError, OverflowError) as err:
+        raise refuse(f"unreadable ({type(err).__name__}: {str(err)[:80]})") from None
+    stored = columns["error"] == ""
+    first, count = columns["first"][stored], columns["num_frames"][stored]
+    if len(set(columns["key"].tolist())) != len(columns["key"]):
+        raise refuse("a video key is listed twice")
+    if not np.all((columns["class"] >= -1) & (columns["class"] < len(header["classes"]))):
+        raise refuse("a class index outside its classes")
+    if not np.all((columns["shard"] >= 0) & (columns["shard"] < header["num_shards"])):
+        raise refuse("a shard number outside the store")
+    if not (np.all(first >= 0) and np.all(count >= 1) and np.all(first + count <= len(table))):
+        raise refuse(f"a video's frames (first, num_frames) outside the frame table of {len(table):,} rows")
+    order = np.argsort(first, kind="stable")
+    if np.any((first + count)[order][:-1] > first[order][1:]):
+        raise refuse("two videos' frames overlap")
+    return columns
 
 
 def _read_json(path, message):

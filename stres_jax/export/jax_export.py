@@ -49,5 +49,5 @@ def describe(net, exported, frames, size):
                        "input": {"shape": ["batch", frames, size, size, 3], "dtype": "float32",
                                  "layout": "NTHWC", "preprocessing": PREPROCESSING},
                        "output": {"shape": ["batch", len(net.labels)], "dtype": "float32", "meaning": "logits"},
-                       "compute_dtype": net.options.dtype,
+                       "compute_dtype": net.options.dtype, "library": "stres_jax",
                        "load": "jax.export.deserialize(open(FILE, 'rb').read()).call(clips)"}, indent=1)

@@ -1,33 +1,34 @@
 """`open_features(DIR)`: the features `extract` wrote, as a mapping from video key (or position
 in index order, so it can be a grain `MapDataset` source) to memory-mapped arrays and window times."""
 import collections.abc
-import json
 from pathlib import Path
 
 import numpy as np
 
 from stres_jax.errors import UserError
+from stres_jax.features import ledger
 
 
 class Features(collections.abc.Mapping):
     """`features[key]` or `features[i]` -> {"features": (N, D) memory-mapped, "start": (N,) s,
-    "end": (N,) s}; videos whose line has an `error` are left out."""
+    "end": (N,) s}; videos whose line has an `error` are left out. `complete`: the run that wrote
+    the folder finished (`partial=True` reads an unfinished one; without it that is refused)."""
 
-    def __init__(self, directory):
+    def __init__(self, directory, partial=False):
         self.directory = Path(directory)
-        path = self.directory / "index.jsonl"
-        lines = path.read_text().splitlines() if path.is_file() else [
-            line for shard in sorted(self.directory.glob("index-*.jsonl")) for line in shard.read_text().splitlines()]
-        if not lines and not self.directory.is_dir():
-            raise UserError(f"{directory}: no such features folder; make one with `stres-jax features ... --out DIR`")
-        self.records = []
-        for line in lines:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # the half-written last line of a killed run
-            if "error" not in record:
-                self.records.append(record)
+        if not (self.directory / "run.json").is_file():
+            raise UserError(f"{directory}: not a features folder (no run.json); make one with "
+                            "`stres-jax features ... --out DIR`")
+        state = ledger.read_state(self.directory) or {}
+        lines = ledger.read_lines(self.directory)
+        finished = state.get("complete") if state else (self.directory / ledger.INDEX).is_file()  # older runs: no state
+        self.complete = bool(finished) and not any(ledger.private(self.directory).glob("index-*.jsonl"))
+        if not self.complete and not partial:
+            planned = f" of {state['videos']}" if "videos" in state else ""
+            raise UserError(f"{directory}: an unfinished features run: {len(lines)}{planned} videos have their "
+                            "line; run the same command again to finish it, or open_features(DIR, partial=True) "
+                            "to read what is there")
+        self.records = [record for record in lines.values() if "error" not in record]
         self.position = {record["video"]: i for i, record in enumerate(self.records)}
 
     def __getitem__(self, key):
@@ -47,5 +48,7 @@ class Features(collections.abc.Mapping):
         return iter(self.position)
 
 
-def open_features(directory):
-    return Features(directory)
+def open_features(directory, partial=False):
+    """The features of a finished `stres-jax features` run in `directory` (`partial=True`: also of
+    an unfinished one, what it has written so far; `.complete` says which)."""
+    return Features(directory, partial)

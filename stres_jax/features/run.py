@@ -4,8 +4,9 @@ Every device of every process runs the net at once (`runtime.mesh.DataParallel`)
 to processes by size, so one long video does not leave the others idle; windows of different
 videos share a batch. Decoding runs in the bounded worker processes, streamed into a bounded
 queue, so memory does not grow with a video's length. Each `.npy` is written atomically, then its
-line is appended to this process's `index-PPPPP.jsonl`; a rerun redoes only the videos without a
-line, and process 0 combines the lines into `index.jsonl` at the end."""
+line is appended to this process's shard (`features.ledger`); a rerun redoes only the videos without
+a line and those that failed, and process 0 adds the lines to `index.jsonl` at the end, keeping
+every earlier entry: a second run with other videos adds them."""
 import hashlib
 import json
 import os
@@ -27,8 +28,9 @@ from stres_jax.data.pipeline import submit_padded
 from stres_jax.data.transforms import clip_shape
 from stres_jax.data.workers import DecodeWorkers
 from stres_jax.errors import UserError
-from stres_jax.eval.records import open_shard, read_records, remove_shards
-from stres_jax.runtime.atomic import atomic_path, check_folder
+from stres_jax.data.sources import unique_items
+from stres_jax.features import ledger
+from stres_jax.runtime.atomic import atomic_path, check_folder, remove_stale_partials
 from stres_jax.runtime.distributed import any_process, sync_processes
 from stres_jax.runtime.mesh import DataParallel
 from stres_jax.runtime.progress import progress
@@ -36,7 +38,6 @@ from stres_jax.runtime.workdir import claim_workdir, weights_fingerprint
 from stres_jax.runtime.xla_options import compiler_options
 
 LAYERS = ("pre_logits", "layer1", "layer2", "layer3", "layer4")
-INDEX, SHARDS = "index.jsonl", "index"
 
 
 def pooled_forward(model, layer):
@@ -52,7 +53,7 @@ def pooled_forward(model, layer):
 def feature_file(key):
     """A collision-safe file name for a video key: readable stem + a hash of the whole key."""
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(str(key)).stem)[:80] or "video"
-    return f"{stem}-{hashlib.sha1(str(key).encode()).hexdigest()[:10]}.npy"
+    return f"{stem}-{hashlib.sha1(str(key).encode('utf-8', 'surrogateescape')).hexdigest()[:10]}.npy"
 
 
 def deal(items, weights, process_index, process_count):
@@ -131,9 +132,18 @@ def extract(items, out, net, plan, layer="pre_logits", batch_size=8, half=False,
     identity = {"kind": "features", "arch": net.arch, "weights_sha256": weights_fingerprint(net.variables),
                 "dtype": net.options.dtype, "layer": layer, "half": bool(half), **plan.describe()}
     out.mkdir(parents=True, exist_ok=True)
-    claim_workdir(out, identity, "*.npy", "choose another --out")
-    done = read_records(out, INDEX, SHARDS)
-    todo = [item for item in items if item.key not in done]
+    items = unique_items(items)
+    with ledger.Lock(out, jax.process_index()):
+        claim_workdir(out, identity, ("*.npy", ledger.INDEX), "choose another --out")
+        remove_stale_partials(out)
+        if jax.process_index() == 0:
+            ledger.write_state(out, complete=False, videos=len(items))
+        return _extract(items, out, net, plan, layer, batch_size, half, workers, show)
+
+
+def _extract(items, out, net, plan, layer, batch_size, half, workers, show):
+    done = {key for key, record in ledger.read_lines(out).items() if "error" not in record}
+    todo = [item for item in items if item.key not in done]  # failed videos are tried again
     mine = deal(todo, [_weight(item) for item in todo], jax.process_index(), jax.process_count())
     parallel = DataParallel(pooled_forward(net.model, layer), net.variables, batch_size,
                             compiler_options(net.options.cpu_library))
@@ -142,7 +152,7 @@ def extract(items, out, net, plan, layer="pre_logits", batch_size=8, half=False,
     width = widths[-1] if layer == "pre_logits" else widths[int(layer[-1]) - 1]
     stop, counts = [], {"videos": 0, "windows": 0, "errors": 0}
     previous = {sig: signal.signal(sig, lambda number, _: stop.append(number)) for sig in (signal.SIGTERM, signal.SIGINT)}
-    with DecodeWorkers(workers) as decoders, open_shard(out, jax.process_index(), SHARDS) as shard, \
+    with DecodeWorkers(workers) as decoders, ledger.open_shard(out, jax.process_index()) as shard, \
             progress(len(mine), "features", "video", show=show and jax.process_index() == 0) as bar:
         producer = _Producer(mine, plan, decoders, workers, parallel.local_batch, 4 * parallel.local_batch)
         pending, start = {}, time.perf_counter()
@@ -208,7 +218,7 @@ def extract(items, out, net, plan, layer="pre_logits", batch_size=8, half=False,
     stopped = 128 + stop[0] if stop else 0
     sync_processes("stres_jax features finished")
     if not stopped and jax.process_index() == 0:
-        _combine_index(out, items)
+        ledger.combine(out, items)
     return {**counts, "stopped": stopped}
 
 
@@ -222,11 +232,3 @@ def _write_video(out, item, features, start, end, half, line, plan):
     if not plan.fps:  # native frames: their timestamps, which no formula gives
         record.update(start=np.round(start, 6).tolist(), end=np.round(end, 6).tolist())
     return record
-
-
-def _combine_index(out, items):
-    """index.jsonl: every video's line in the source's order, written atomically; the shards go."""
-    records = read_records(out, INDEX, SHARDS)
-    with atomic_path(out / INDEX) as staging:
-        staging.write_text("".join(json.dumps(records[item.key]) + "\n" for item in items if item.key in records))
-    remove_shards(out, SHARDS)

@@ -5,6 +5,8 @@ import numpy as np
 
 from stres_jax.data import sampling
 
+MAX_INDICES = 50_000_000  # frame indices in one video's window plan (400 MB of int64)
+
 
 @dataclasses.dataclass(frozen=True)
 class WindowPlan:
@@ -20,11 +22,24 @@ class WindowPlan:
     def step(self):
         return self.stride or self.clip_len
 
+    def __post_init__(self):
+        from stres_jax.errors import UserError
+        if not (isinstance(self.clip_len, int) and 1 <= self.clip_len <= sampling.MAX_CLIP_LEN):
+            raise UserError(f"clip_len {self.clip_len!r}: must be a whole number from 1 to {sampling.MAX_CLIP_LEN}")
+        if not (isinstance(self.stride, int) and 0 <= self.stride <= sampling.MAX_STRIDE):
+            raise UserError(f"stride {self.stride!r}: must be a whole number from 0 (= clip_len) to {sampling.MAX_STRIDE:,}")
+        if sampling.rate_problem(self.fps):
+            raise UserError(f"fps {self.fps!r}: {sampling.rate_problem(self.fps)}")
+
     def windows(self, info):
         """(frame indices (N, clip_len) of the native frames, start (N,) s, end (N,) s) of a VideoInfo."""
         frames = info.resampled(self.fps or None)
         frames = frames if len(frames) else np.zeros(1, np.int64)  # a video shorter than one resampled frame
         offsets = np.arange(0, max(len(frames) - self.clip_len, 0) + 1, self.step)
+        if len(offsets) * self.clip_len > MAX_INDICES:
+            from stres_jax.errors import UserError
+            raise UserError(f"{len(offsets):,} windows of {self.clip_len} frames would be planned for this video "
+                            f"(at most {MAX_INDICES:,} frame indices); use a larger --stride or a lower --fps")
         if len(frames) < self.clip_len:
             frames = np.concatenate([frames, np.repeat(frames[-1:], self.clip_len - len(frames))])
         indices = np.stack([frames[k: k + self.clip_len] for k in offsets])

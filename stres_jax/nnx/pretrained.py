@@ -55,10 +55,10 @@ def from_pretrained(name_or_path, *, num_classes=None, dtype=None, conv_impl="au
     return model
 
 
-def save_pretrained(model, directory, labels=None):
+def save_pretrained(model, directory, labels=None, overwrite=False):
     """Write the NNX net to `directory` in the Hub layout (config.json + model.safetensors, names
     in `checkpoints.hub`); `labels` default to the model's own (`from_pretrained`'s) or class_i."""
     labels = labels or getattr(model, "labels", None) or [f"class_{i}" for i in range(model.num_classes)]
     if model.arch is None:
         raise ValueError("save_pretrained writes nets of a named arch (create_model or from_pretrained)")
-    return save_hub_folder(directory, model.arch, variables_of(model), list(labels), model.options.fold_batchnorm)
+    return save_hub_folder(directory, model.arch, variables_of(model), list(labels), model.options.fold_batchnorm, overwrite)

@@ -29,7 +29,8 @@ def weights_fingerprint(variables):
 def claim_workdir(workdir, identity, results_glob, fresh_hint="delete it first", write=True):
     """Record `identity` in `workdir/run.json`, or check it equals the one there.
 
-    A workdir holding results (files matching `results_glob`) but no run.json is refused too:
+    A workdir holding results (files matching `results_glob`, one pattern or several) but no
+    run.json is refused too:
     nobody can tell what made them. `fresh_hint` says how to start afresh instead. With
     `write=False` it only checks (a run checks first and claims once all its checks passed)."""
     workdir = check_folder(workdir)
@@ -42,7 +43,8 @@ def claim_workdir(workdir, identity, results_glob, fresh_hint="delete it first",
             raise UserError(f"{workdir}: holds the results of another run (it differs in {', '.join(changed)}); "
                             f"use a new workdir, or {fresh_hint}")
         return
-    if any(workdir.glob(results_glob)):
+    patterns = (results_glob,) if isinstance(results_glob, str) else results_glob
+    if any(any(workdir.glob(pattern)) for pattern in patterns):
         raise UserError(f"{workdir}: holds results but no {RUN_FILE} saying what made them; "
                         f"use a new workdir, or {fresh_hint}")
     if not write:
