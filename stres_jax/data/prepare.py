@@ -20,7 +20,7 @@ from stres_jax.data.sources import make_source, source_of
 from stres_jax.data.store import (COLUMNS, DEFAULT_ENCODING, DEFAULT_QUALITY, ENCODINGS, FORMAT_VERSION, FRAME_ROW,
                                   FRAMES_FILE, INDEX_FILE, STORE_FILE, encoder, whole_frame)
 from stres_jax.data.transforms import RESIZE
-from stres_jax.data.readers import as_reader
+from stres_jax.data.readers import as_reader, stream_frames
 from stres_jax.data.workers import DecodeWorkers
 from stres_jax.errors import UserError
 from stres_jax.data.pipeline import streamed_videos
@@ -180,7 +180,7 @@ def store_task(video, encoding):
     indices = info.resampled(sampling.FRAME_RATE)
     indices = indices if len(indices) else np.zeros(1, np.int64)
     encode, chunk = encoder(*encoding), []
-    for frame in reader.frames(indices, whole_frame):
+    for frame in stream_frames(reader, indices, whole_frame):
         chunk.append(encode(frame))
         if len(chunk) == CHUNK:
             yield chunk

@@ -8,7 +8,7 @@ them in a DecodeWorkers process, where a crash or a hang costs one video. `seque
 must be loaded in order in the calling process (`load()` gives an ArrayReader)."""
 import numpy as np
 
-from stres_jax.data.decode import VideoInfo, probe, read_frames
+from stres_jax.data.decode import VideoInfo, iter_frames, probe, read_frames
 
 
 def _apply(frames, transform):
@@ -90,6 +90,19 @@ def as_reader(video):
     if hasattr(video, "reader"):
         return video.reader
     return FileReader(video)
+
+
+def stream_frames(reader, indices, transform=None):
+    """The frames at non-decreasing `indices` one by one: a file's decoded in one streaming pass
+    (memory does not grow with its length), other readers' as `frames` gives them."""
+    if not isinstance(reader, FileReader):
+        yield from reader.frames(indices, transform)
+        return
+    wanted, counts = np.unique(np.asarray(indices, np.int64), return_counts=True)
+    repeats = dict(zip(wanted.tolist(), counts.tolist()))
+    for index, frame in iter_frames(reader.path, wanted, transform):
+        for _ in range(repeats[index]):
+            yield frame
 
 
 def probe_task(video):
