@@ -49,5 +49,6 @@ def fetch(arch, out=None, source=None, timeout=60, overwrite=False):
     `timeout`: seconds a download may wait for the network."""
     arch = canonical_arch(arch)
     out = out or default_checkpoint_dir(arch)
+    check_output(out, "folder", overwrite, [source] if source else [])  # before the download
     return convert_file(check_published(arch, source) if source else download_published(arch, timeout=timeout),
                         arch, out, overwrite=overwrite)

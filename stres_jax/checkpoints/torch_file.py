@@ -206,6 +206,7 @@ def _generic_bound(path):
 
 def _read_zip(path, check):
     with zipfile.ZipFile(path) as archive:
+        _check_headers(archive, path)
         pickles = [n for n in archive.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
         if not pickles:
             raise CheckpointFormatError(f"{path}: zip file without data.pkl: not a PyTorch checkpoint")
@@ -222,7 +223,7 @@ def _read_zip(path, check):
                 info = archive.getinfo(name)
             except KeyError:
                 raise CheckpointFormatError(f"{path}: storage {key} is missing (truncated file?)") from None
-            if not ref.nbytes <= info.file_size <= bound:
+            if info.file_size != ref.nbytes or info.file_size > bound:  # exactly, as torch.load checks
                 raise CheckpointFormatError(f"{path}: storage {key} declares {info.file_size:,} bytes where "
                                             f"{ref.nbytes:,} are needed; the file is damaged or crafted")
             with archive.open(info) as member:
@@ -231,6 +232,21 @@ def _read_zip(path, check):
                 raise CheckpointFormatError(f"{path}: storage {key} ends early (truncated file?)")
             ref.data = np.frombuffer(raw, ref.dtype, count=ref.numel)
     return tensors
+
+
+def _check_headers(archive, path):
+    """Each member's local header must agree with the central directory on its sizes (zipfile reads
+    the sizes of the one and the bytes after the other)."""
+    with open(path, "rb") as file:
+        for info in archive.infolist():
+            file.seek(info.header_offset)
+            local = file.read(30)
+            if len(local) < 30 or local[:4] != b"PK\x03\x04":
+                raise CheckpointFormatError(f"{path}: zip member {info.filename!r} has no local header (damaged file?)")
+            flags, (compressed, size) = struct.unpack("<H", local[6:8])[0], struct.unpack("<II", local[18:26])
+            if not flags & 0x08 and (compressed, size) != (info.compress_size, info.file_size) and 0xFFFFFFFF not in (compressed, size):
+                raise CheckpointFormatError(f"{path}: zip member {info.filename!r} declares {size:,} bytes in its "
+                                            f"header and {info.file_size:,} in the directory; the file is damaged or crafted")
 
 
 def _read_legacy(path, check):
@@ -280,7 +296,10 @@ def read_state_dict(path, check=None):
             return _read_safetensors(path, check)
         else:
             raise CheckpointFormatError(f"{path}: neither a PyTorch .pth nor a .safetensors file")
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError, RuntimeError) as err:
+    except UserError:  # ours, already one line (a KeyMismatchError of `check` too)
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError, RuntimeError, ValueError,
+            struct.error, OverflowError) as err:  # a damaged zip breaks zipfile in many ways
         raise CheckpointFormatError(f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: "
                                     f"{str(err)[:120]})") from None
     return {name: tensor.materialise() for name, tensor in tensors.items()}

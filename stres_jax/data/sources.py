@@ -79,7 +79,12 @@ def csv_source(csv_path, root, labels, split="", strict=True):
         if split and row.get("split", split) != split:
             continue
         label = _match(row["label"], lookup, f"{csv_path}:{line}", strict)
-        name = f"{row['youtube_id']}_{int(float(row['time_start'])):06d}_{int(float(row['time_end'])):06d}.mp4"
+        try:
+            start, end = (int(float(row[key])) for key in ("time_start", "time_end"))
+        except (TypeError, ValueError, OverflowError):
+            raise UserError(f"{csv_path}:{line}: time_start {row['time_start']!r} / time_end {row['time_end']!r}: "
+                            "expected whole seconds; fix that row") from None
+        name = f"{row['youtube_id']}_{start:06d}_{end:06d}.mp4"
         candidates = [root / row["label"] / name, root / row["label"].replace(" ", "_") / name, root / name]
         path = next((p for p in candidates if p.exists()), candidates[0])
         items.append(VideoItem(str(path), label))
