@@ -235,3 +235,33 @@ def test_a_full_disk_is_one_line(tmp_path, videos, converted):
         lines = [line for line in result.stderr.splitlines() if line.strip() and "features:" not in line]
         assert result.returncode == 2 and "Traceback" not in result.stderr, (name, result.stderr[-3000:])
         assert len(lines) == 1 and "no space left" in lines[0], (name, lines)
+
+
+def test_embed_and_eval_compute_a_repeated_video_once_and_refuse_a_bad_csv_row(tmp_path, videos):
+    root = tmp_path / "k400" / "abseiling"
+    root.mkdir(parents=True)
+    shutil.copy(videos / "v6.mp4", root / "abc_000001_000011.mp4")
+    rows = "label,youtube_id,time_start,time_end,split\n" + "abseiling,abc,1,11,val\n" * 2
+    (tmp_path / "rows.csv").write_text(rows)
+    (tmp_path / "bad.csv").write_text(rows + "abseiling,abc,soon,11,val\n")
+    video = str(videos / "v6.mp4")
+    evaluate = [sys.executable, "-m", "stres_jax.eval", f"--config={REPO}/configs/r3d.py", "--config.random_init=True",
+                "--config.data.source=csv", f"--config.data.root={tmp_path / 'k400'}", "--config.protocol.clips_per_video=1",
+                "--config.protocol.clip_len=4"]
+    embed, good, bad = in_parallel([
+        lambda: run([*CLI, "embed", video, video, "--out", "e.npz", "--clips", "1", *MODEL], tmp_path),
+        lambda: run([*evaluate, f"--config.data.csv={tmp_path / 'rows.csv'}", "--workdir", "w1"], tmp_path),
+        lambda: run([*evaluate, f"--config.data.csv={tmp_path / 'bad.csv'}", "--workdir", "w2"], tmp_path)])
+    assert embed.returncode == 0 and "computed once" in embed.stderr, embed.stderr[-2000:]
+    assert len(np.load(tmp_path / "e.npz")["paths"]) == 1
+    assert good.returncode == 0 and "computed once" in good.stderr, good.stderr[-2000:]
+    assert json.loads((tmp_path / "w1" / "results.json").read_text())["num_videos"] == 1
+    refused(bad, "bad.csv:4", "time_start 'soon'")
+
+
+def test_500_checkpoint_mutants_are_refused_or_read_as_torch_reads_them():
+    result = subprocess.run([sys.executable, "-m", "tests.fuzz_checkpoints", "--count", "500"], cwd=REPO,
+                            capture_output=True, text=True, timeout=600)
+    report = json.loads(result.stdout)
+    assert result.returncode == 0 and report["failures"] == [], report["failures"][:5]
+    assert report["refused"] + report["converted"] == 500 and min(report["refused"], report["converted"]) > 50
