@@ -1,5 +1,7 @@
 """Checkpoint directories: orbax variables plus meta.json; written atomically, loaded with clear errors."""
+import contextlib
 import json
+import logging
 from pathlib import Path
 
 import jax
@@ -33,7 +35,7 @@ def _checkpointer():
 def save_checkpoint(directory, arch, variables, labels, source=None, overwrite=False, inputs=()):
     """Write `variables` and their metadata to `directory` atomically; it replaces only an earlier
     stres_jax result there (`runtime.atomic.output_path`)."""
-    with output_path(directory, "folder", overwrite, inputs) as staging:
+    with output_path(directory, "folder", overwrite, inputs) as staging, _quiet_absl():
         checkpointer = _checkpointer()
         checkpointer.save(staging / VARIABLES_DIR, variables)
         checkpointer.wait_until_finished()
@@ -42,6 +44,18 @@ def save_checkpoint(directory, arch, variables, labels, source=None, overwrite=F
                 "source": source or {}}
         (staging / META_FILE).write_text(json.dumps(meta, indent=1))
     return Path(directory).absolute()
+
+
+@contextlib.contextmanager
+def _quiet_absl():
+    """orbax logs a failed save's traceback before raising it (a full disk): the raise is reported, in one line."""
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def checkpoint_dir(name):

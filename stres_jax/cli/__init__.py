@@ -30,8 +30,9 @@ def run_guarded(fn, prog="stres-jax"):
         full = disk_full(err)
         if full is None:
             raise
-        print(f"{prog}: error: {full}", file=sys.stderr)
-        return 2
+        print(f"{prog}: error: {full}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(2)  # at once: orbax's writer threads would print their own tracebacks at exit
 
 
 def build_parser():

@@ -2,6 +2,7 @@
 experiments/linear_probe.py): one-line errors, exit status 2, for bad flags, config files and
 keys, and for the UserErrors of the run itself."""
 import contextlib
+import os
 import sys
 
 from absl import app, flags, logging
@@ -76,7 +77,8 @@ def user_errors(prog):
         full = disk_full(err)
         if full is None:
             raise
-        fail(prog, full)
+        print(f"{prog}: error: {full}", file=sys.stderr, flush=True)
+        os._exit(2)  # at once: orbax's writer threads would print their own tracebacks at exit
 
 
 def run_program(prog, config_help, workdir_help, body, usage=None, default_config=None, random_init_key=None):
