@@ -6,6 +6,7 @@ allow-list of tensor-building names mapped to our own numpy functions, so a pick
 names anything else is refused before any of it runs.
 """
 import collections
+import os
 import pickle
 import struct
 import zipfile
@@ -187,11 +188,9 @@ def _check_tensors(obj, path, check):
             raise CheckpointFormatError(f"{path}: entry {name!r} is not a tensor")
         elements += value.check(name, path) * value.storage.dtype.itemsize
         tensors[name] = value
-    bound = (check({name: t.size for name, t in tensors.items()}) if check else None)
-    bound = 2 * bound + (1 << 20) if bound is not None else _generic_bound(path)
-    stored = sum(ref.nbytes for ref in {id(t.storage.base if isinstance(t.storage, _ViewRef) else t.storage):
-                                        (t.storage.base if isinstance(t.storage, _ViewRef) else t.storage)
-                                        for t in tensors.values()}.values())
+    bound = 2 * check({name: t.size for name, t in tensors.items()}) + (1 << 20) if check else _generic_bound(path)
+    bases = {id(base): base for base in (getattr(t.storage, "base", t.storage) for t in tensors.values())}
+    stored = sum(base.nbytes for base in bases.values())
     if elements > bound or stored > bound:
         raise CheckpointFormatError(f"{path}: its tensors need {max(elements, stored):,} bytes, more than "
                                     f"such a state dict can ({bound:,}); the file is damaged or crafted")
@@ -200,7 +199,6 @@ def _check_tensors(obj, path, check):
 
 def _generic_bound(path):
     """Bytes a state dict of unknown net may hold: torch stores storages uncompressed, so about the file's size."""
-    import os
     return 4 * os.path.getsize(path) + (1 << 20)
 
 
@@ -312,9 +310,7 @@ def _read_safetensors(path, check):
             if check:
                 check({name: tuple(file.get_slice(name).get_shape()) for name in file.keys()})
             return {name: file.get_tensor(name) for name in file.keys()}
-    except CheckpointFormatError:
-        raise
-    except UserError:
+    except UserError:  # ours, or `check`'s
         raise
     except Exception as err:  # noqa: BLE001 (safetensors raises its own error types)
         raise CheckpointFormatError(f"{path}: unreadable safetensors file ({str(err)[:120]})") from None

@@ -40,8 +40,8 @@ def prepare(data, out, encoding=DEFAULT_ENCODING, quality=DEFAULT_QUALITY, worke
         raise UserError(f"quality {quality}: must be 1 to 100")
     if not 0 <= process_index < process_count:
         raise UserError(f"process index {process_index}: must be below the process count {process_count}")
-    out = check_folder(Path(out).absolute(), "--out", [data.get(key) for key in source_of(data).paths if data.get(key)])
     source = source_of(data)
+    out = check_folder(Path(out).absolute(), "--out", [data.get(key) for key in source.paths if data.get(key)])
     data = ml_collections.ConfigDict(data.to_dict())  # keys are absolute paths, wherever the store is read
     for key in source.paths:
         data[key] = str(Path(data[key]).absolute()) if data[key] else ""

@@ -108,7 +108,7 @@ class ClipPlan:
 
     def __post_init__(self):
         for name in ("clips", "clip_len", "target_length", "window", "stride"):
-            value, most = getattr(self, name), LIMITS["clip_len" if name == "clip_len" else name]
+            value, most = getattr(self, name), LIMITS[name]
             if value is not None and not 1 <= value <= most:
                 raise ValueError(f"ClipPlan.{name} must be from 1 to {most}, got {value}")
         if self.frame_rate is not None and (rate_problem(self.frame_rate) or self.frame_rate == 0):

@@ -10,16 +10,28 @@ from pathlib import Path
 COMBINED = "predictions.jsonl"
 
 
+def read_lines(path):
+    """The complete records (objects with a "video") of one JSONL file, in order; [] if it is absent."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # the half-written last line of a killed run
+        if isinstance(record, dict) and "video" in record:
+            records.append(record)
+    return records
+
+
 def read_records(workdir, combined=COMBINED, prefix="predictions"):
     """Every complete line of the combined file and every shard (`PREFIX-PPPPP.jsonl`) in
     `workdir`, first occurrence of each video."""
     records = {}
-    for shard in [*Path(workdir).glob(combined), *sorted(Path(workdir).glob(f"{prefix}-*.jsonl"))]:
-        for line in shard.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # the half-written last line of a killed run
+    for shard in [Path(workdir) / combined, *sorted(Path(workdir).glob(f"{prefix}-*.jsonl"))]:
+        for record in read_lines(shard):
             records.setdefault(record["video"], record)
     return records
 

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from stres_jax.errors import UserError
+from stres_jax.eval import records
 from stres_jax.runtime.atomic import atomic_path
 
 INDEX, PRIVATE, STATE = "index.jsonl", ".stres_jax", "state.json"
@@ -20,19 +21,8 @@ def private(out):
 def read_lines(out):
     """{video: line} of the index and the shards, the later line of a video winning (a retried
     video's new line replaces its error), in the order first seen."""
-    records = {}
-    files = [Path(out) / INDEX, *sorted(private(out).glob("index-*.jsonl"))]
-    for path in files:
-        if not path.is_file():
-            continue
-        for line in path.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # the half-written last line of a killed run
-            if isinstance(record, dict) and "video" in record:
-                records[record["video"]] = record
-    return records
+    return {record["video"]: record for path in [Path(out) / INDEX, *sorted(private(out).glob("index-*.jsonl"))]
+            for record in records.read_lines(path)}
 
 
 def read_state(out):
@@ -75,36 +65,18 @@ class Lock:
 
 
 def open_shard(out, process):
-    """This process's shard, opened for appending after cutting any half-written last line."""
-    path = private(out) / f"index-{process:05d}.jsonl"
-    if path.exists():
-        data = path.read_bytes()
-        if data and not data.endswith(b"\n"):
-            path.write_bytes(data[: data.rfind(b"\n") + 1])
-    return open(path, "a")
+    """This process's shard (`index-PPPPP.jsonl` in the private folder), as eval's shards are opened."""
+    return records.open_shard(private(out), process, "index")
 
 
 def combine(out, items):
     """index.jsonl: the earlier entries in their order, then this run's new videos in the source's
     order, written atomically; the shards go, and the run is marked finished."""
-    records = read_lines(out)
-    earlier = [r["video"] for r in _index_lines(out)]
-    order = dict.fromkeys([*earlier, *(item.key for item in items if item.key in records)])
+    lines = read_lines(out)
+    earlier = [r["video"] for r in records.read_lines(Path(out) / INDEX)]
+    order = dict.fromkeys([*earlier, *(item.key for item in items if item.key in lines)])
     with atomic_path(Path(out) / INDEX) as staging:
-        staging.write_text("".join(json.dumps(records[key]) + "\n" for key in order if key in records))
-    for shard in private(out).glob("index-*.jsonl"):
-        shard.unlink()
-    write_state(out, complete=True, videos=len(order), errors=sum("error" in records[k] for k in order))
+        staging.write_text("".join(json.dumps(lines[key]) + "\n" for key in order))
+    records.remove_shards(private(out), "index")
+    write_state(out, complete=True, videos=len(order), errors=sum("error" in lines[k] for k in order))
 
-
-def _index_lines(out):
-    path = Path(out) / INDEX
-    if not path.is_file():
-        return []
-    lines = []
-    for line in path.read_text().splitlines():
-        try:
-            lines.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return [r for r in lines if isinstance(r, dict) and "video" in r]

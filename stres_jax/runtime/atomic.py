@@ -194,11 +194,9 @@ def check_output(path, kind, overwrite=False, inputs=(), what="--out"):
     kinds are the keys of MARKS."""
     check_location(path, inputs, what)
     path = Path(path).expanduser().absolute()
-    for parent in path.parents:
-        if parent.exists() and not parent.is_dir():
-            raise _user_error(f"{path}: its parent {parent} is a file; give {what} a path in a folder")
-        if parent.exists():
-            break
+    blocking = _file_in_the_way(path.parent)
+    if blocking is not None:
+        raise _user_error(f"{path}: its parent {blocking} is a file; give {what} a path in a folder")
     if path.is_symlink() and not overwrite:
         raise _user_error(f"{path}: a symbolic link is there; {OVERWRITE_HINT} (the link, not its target)")
     if not path.exists():
@@ -236,10 +234,16 @@ def check_folder(path, what="--workdir", inputs=()):
     or would be made in, a file, or when it lies on or above an input, the current or home folder."""
     path = Path(path)
     check_location(path, inputs, what)
-    for place in (path, *path.parents):
-        if place.exists():
-            if not place.is_dir():
-                where = "" if place == path else f" (its parent {place} is)"
-                raise _user_error(f"{path}: a file, not a folder{where}; give {what} a folder (it is made if missing)")
-            return path
+    place = _file_in_the_way(path)
+    if place is not None:
+        where = "" if place == path else f" (its parent {place} is)"
+        raise _user_error(f"{path}: a file, not a folder{where}; give {what} a folder (it is made if missing)")
     return path
+
+
+def _file_in_the_way(folder):
+    """The nearest of `folder` and its parents that exists, if it is not a folder (else None)."""
+    for place in (folder, *folder.parents):
+        if place.exists():
+            return None if place.is_dir() else place
+    return None
