@@ -141,9 +141,11 @@ def test_stores_devices_processes_kills_and_refusals(tmp_path, capfd):
     assert main(features_command([str(root.parent)], tmp_path / "killed")[3:]) == 1
     assert_same(arrays(tmp_path / "killed"), reference, 1e-6)
 
-    before = {p.name: p.read_bytes() for p in (tmp_path / "one").iterdir()}
+    def files(folder):  # every file, the private .stres_jax/ ones too
+        return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    before = files(tmp_path / "one")
     capfd.readouterr()
     assert main(features_command([str(root.parent)], tmp_path / "one", "--stride", "8")[3:]) == 2
     err = capfd.readouterr().err
     assert err.count("\n") == 1 and "holds the results of another run (it differs in stride)" in err, err
-    assert {p.name: p.read_bytes() for p in (tmp_path / "one").iterdir()} == before
+    assert files(tmp_path / "one") == before

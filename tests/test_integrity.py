@@ -174,7 +174,7 @@ def test_features_keep_every_entry(tmp_path, videos):
         deadline = time.time() + 120
         while time.time() < deadline and not (tmp_path / "busy" / ".stres_jax" / "state.json").exists():
             time.sleep(0.1)
-        refused(run(features([str(v6)], tmp_path / "busy"), tmp_path), "another features run")
+        refused(run(features([str(v6)], tmp_path / "busy", "--fps", "0"), tmp_path), "another features run")
         with pytest.raises(Exception, match="unfinished features run"):
             open_features(tmp_path / "busy")
         assert open_features(tmp_path / "busy", partial=True).complete is False

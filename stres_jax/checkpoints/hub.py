@@ -15,7 +15,7 @@ from flax import traverse_util
 
 from stres_jax.data.transforms import PREPROCESSING
 from stres_jax.errors import UserError
-from stres_jax.runtime.atomic import output_path
+from stres_jax.runtime.atomic import check_space, output_path
 
 CONFIG_FILE, WEIGHTS_FILE, HUB_FORMAT = "config.json", "model.safetensors", "stres_jax-hub-1"
 
@@ -35,6 +35,7 @@ def save_hub_folder(directory, arch, variables, labels, batchnorm_folded=False, 
     config = {"format": HUB_FORMAT, "arch": arch, "num_classes": len(labels), "labels": list(labels),
               "clip_len": ARCH_SPECS[arch].clip_len, "preprocessing": PREPROCESSING,
               "batchnorm_folded": bool(batchnorm_folded), "library": "stres_jax"}
+    check_space(directory, sum(value.nbytes for value in flat.values()) + (1 << 20))
     with output_path(directory, "folder", overwrite, inputs) as staging:
         staging.mkdir()
         save_file(flat, str(staging / WEIGHTS_FILE), metadata={"format": HUB_FORMAT, "arch": arch})

@@ -7,7 +7,7 @@ from pathlib import Path
 import jax
 from flax import traverse_util
 
-from stres_jax.runtime.atomic import output_path
+from stres_jax.runtime.atomic import check_space, output_path
 from stres_jax.data.transforms import PREPROCESSING
 from stres_jax.errors import UserError, first_line
 from stres_jax.models import ARCH_SPECS, create_model
@@ -35,6 +35,7 @@ def _checkpointer():
 def save_checkpoint(directory, arch, variables, labels, source=None, overwrite=False, inputs=()):
     """Write `variables` and their metadata to `directory` atomically; it replaces only an earlier
     stres_jax result there (`runtime.atomic.output_path`)."""
+    check_space(directory, sum(leaf.nbytes for leaf in jax.tree.leaves(variables)) + (1 << 20))
     with output_path(directory, "folder", overwrite, inputs) as staging, _quiet_absl():
         checkpointer = _checkpointer()
         checkpointer.save(staging / VARIABLES_DIR, variables)

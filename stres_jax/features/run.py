@@ -133,8 +133,10 @@ def extract(items, out, net, plan, layer="pre_logits", batch_size=8, half=False,
                 "dtype": net.options.dtype, "layer": layer, "half": bool(half), **plan.describe()}
     out.mkdir(parents=True, exist_ok=True)
     items = unique_items(items)
+    results = ("*.npy", ledger.INDEX)
+    claim_workdir(out, identity, results, "choose another --out", write=False)  # refused before the lock is touched
     with ledger.Lock(out, jax.process_index()):
-        claim_workdir(out, identity, ("*.npy", ledger.INDEX), "choose another --out")
+        claim_workdir(out, identity, results, "choose another --out")
         remove_stale_partials(out)
         if jax.process_index() == 0:
             ledger.write_state(out, complete=False, videos=len(items))

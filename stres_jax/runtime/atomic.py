@@ -94,6 +94,16 @@ def disk_full(path, staging=None):
                        f"{free:,} bytes free); free some space or write elsewhere, then run again")
 
 
+def check_space(path, needed):
+    """A one-line UserError, before anything is written, when the disk of `path` has less than
+    `needed` bytes free (a checkpoint's size is known before it is saved)."""
+    folder = next((p for p in (Path(path).absolute(), *Path(path).absolute().parents) if p.exists()), Path("/"))
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise _user_error(f"{path}: no space left on its disk for {needed:,} bytes ({free:,} free); free some "
+                          "space or write elsewhere, then run again")
+
+
 def _size(path):
     if path is None or not path.exists():
         return 0
