@@ -9,11 +9,12 @@ from stres_jax.checkpoints.key_table import check_shapes, torch_to_flax
 from stres_jax.checkpoints.store import save_checkpoint
 from stres_jax.models.init import abstract_variables
 from stres_jax.checkpoints.torch_file import read_state_dict
-from stres_jax.labels import read_label_file
+from stres_jax.labels import kinetics400_labels, read_label_file
 from stres_jax.runtime.atomic import check_output
 from stres_jax.models import canonical_arch, create_model
 
 
+RANDOM_SOURCE = {"random_init": True}
 MAX_CLASSES = 100_000  # a classifier wider than this is not one of these nets'
 
 
@@ -41,6 +42,20 @@ def convert_file(checkpoint, arch, out, labels_file=None, output_format="orbax",
         return save_hub_folder(out, arch, variables, labels, overwrite=overwrite, inputs=[checkpoint])
     source = {"file": Path(checkpoint).name, "sha256": sha256_file(checkpoint)}
     return save_checkpoint(out, arch, variables, labels, source, overwrite, [checkpoint])
+
+
+def random_checkpoint(arch, out, labels_file=None, output_format="orbax", overwrite=False):
+    """A checkpoint of torchvision's random initialisation (marked `source.random_init`, as
+    `--random-init` answers are): a real folder to try every command and example offline."""
+    from stres_jax.models.init import torchvision_init
+    arch = canonical_arch(arch)
+    check_output(out, "folder", overwrite)
+    labels = read_label_file(labels_file, None) if labels_file else kinetics400_labels()
+    variables = torchvision_init(create_model(arch, num_classes=len(labels)))
+    if output_format == "safetensors":
+        from stres_jax.checkpoints.hub import save_hub_folder
+        return save_hub_folder(out, arch, variables, labels, overwrite=overwrite, source=RANDOM_SOURCE)
+    return save_checkpoint(out, arch, variables, labels, RANDOM_SOURCE, overwrite)
 
 
 def fetch(arch, out=None, source=None, timeout=60, overwrite=False):

@@ -25,7 +25,8 @@ def is_hub_folder(directory):
     return (directory / CONFIG_FILE).is_file() and (directory / WEIGHTS_FILE).is_file()
 
 
-def save_hub_folder(directory, arch, variables, labels, batchnorm_folded=False, overwrite=False, inputs=()):
+def save_hub_folder(directory, arch, variables, labels, batchnorm_folded=False, overwrite=False, inputs=(),
+                    source=None):
     """Write `variables` ({"params", "batch_stats"?}) and their config to `directory`, atomically
     (replacing only a stres_jax result there: `runtime.atomic.output_path`)."""
     from safetensors.numpy import save_file
@@ -34,7 +35,7 @@ def save_hub_folder(directory, arch, variables, labels, batchnorm_folded=False, 
             for path, value in traverse_util.flatten_dict(dict(variables)).items()}
     config = {"format": HUB_FORMAT, "arch": arch, "num_classes": len(labels), "labels": list(labels),
               "clip_len": ARCH_SPECS[arch].clip_len, "preprocessing": PREPROCESSING,
-              "batchnorm_folded": bool(batchnorm_folded), "library": "stres_jax"}
+              "batchnorm_folded": bool(batchnorm_folded), "library": "stres_jax", **({"source": source} if source else {})}
     check_space(directory, sum(value.nbytes for value in flat.values()) + (1 << 20))
     with output_path(directory, "folder", overwrite, inputs) as staging:
         staging.mkdir()
@@ -46,7 +47,8 @@ def save_hub_folder(directory, arch, variables, labels, batchnorm_folded=False, 
 def save_pretrained(variables, meta, directory, overwrite=False):
     """The linen side of `stres_jax.nnx.save_pretrained`: `variables` (BN folded or not) with the
     arch and labels of `meta` (as `load_checkpoint` returns it) into a Hub-layout folder."""
-    return save_hub_folder(directory, meta["arch"], variables, meta["labels"], "batch_stats" not in variables, overwrite)
+    return save_hub_folder(directory, meta["arch"], variables, meta["labels"], "batch_stats" not in variables, overwrite,
+                           source=meta.get("source") or None)
 
 
 def check_meta(meta, path, hint):
@@ -69,6 +71,8 @@ def check_meta(meta, path, hint):
     clip_len = meta.get("clip_len", ARCH_SPECS[arch].clip_len)
     if not isinstance(clip_len, int) or isinstance(clip_len, bool) or not 1 <= clip_len <= 4096:
         raise UserError(f"{path}: key 'clip_len' is {clip_len!r:.40}, not a whole number from 1 to 4096; {hint}")
+    if not isinstance(meta.get("source", {}), dict):
+        raise UserError(f"{path}: key 'source' must be an object; {hint}")
     if "batchnorm_folded" in meta and not isinstance(meta["batchnorm_folded"], bool):
         raise UserError(f"{path}: key 'batchnorm_folded' must be true or false; {hint}")
     return meta
@@ -86,7 +90,7 @@ def read_hub_config(directory):
         shown = config.get("format") if isinstance(config, dict) else type(config).__name__
         raise UserError(f"{path}: not a stres_jax folder (format {shown!r:.40}); {hint}")
     check_meta(config, path, hint)
-    return {**config, "source": {"hub_folder": str(Path(directory).absolute())}}
+    return {**config, "source": {**config.get("source", {}), "hub_folder": str(Path(directory).absolute())}}
 
 
 def read_hub_folder(directory):

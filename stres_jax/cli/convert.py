@@ -2,7 +2,7 @@
 
 from stres_jax.cli.options import ARCH_HELP, OneLineParser, add_overwrite_flag, arch_name
 from stres_jax.checkpoints.fetch import PUBLISHED_FILES, FetchError
-from stres_jax.convert import convert_file, fetch
+from stres_jax.convert import convert_file, fetch, random_checkpoint
 from stres_jax.errors import UserError
 
 DESCRIPTION = ("Convert a torchvision video ResNet state_dict (.pth, zip or legacy format, or "
@@ -16,6 +16,9 @@ def add_arguments(parser):
     source.add_argument("--checkpoint", help="the torchvision state_dict file to convert")
     source.add_argument("--download", action="store_true",
                         help="download torchvision's published weights (sha256-checked, cached)")
+    source.add_argument("--random-init", action="store_true",
+                        help="torchvision's random initialisation, for trying things offline (every command "
+                        "that reads it marks its answers as random)")
     parser.add_argument("--out", help="output directory (default with --download: the cache)")
     parser.add_argument("--labels", help="class names, one per line (default: Kinetics-400)")
     parser.add_argument("--format", choices=("orbax", "safetensors"), default="orbax",
@@ -59,7 +62,11 @@ def run(args):
         out = fetch(args.arch, args.out, overwrite=args.overwrite)
     else:
         if not args.out:
-            raise UserError("--out DIR is required with --checkpoint")
+            raise UserError(f"--out DIR is required with {'--random-init' if args.random_init else '--checkpoint'}")
+        if args.random_init:
+            out = random_checkpoint(args.arch, args.out, args.labels, args.format, args.overwrite)
+            print(f"wrote {out} (random weights: its answers mean nothing)")
+            return 0
         out = convert_file(args.checkpoint, args.arch, args.out, args.labels, args.format, args.overwrite)
     print(f"wrote {out}")
     return 0

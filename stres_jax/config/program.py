@@ -40,6 +40,28 @@ def config_file():
     return "--config"
 
 
+def resolve_config_argument(prog):
+    """Rewrite --config NAME in sys.argv to the file it names (stres_jax.config.named); say which."""
+    from stres_jax.config.named import resolve
+    args = sys.argv
+    for i, arg in enumerate(args[1:], 1):
+        if arg.startswith("--config="):
+            value, at = arg.split("=", 1)[1], (i, "--config=")
+        elif arg == "--config" and i + 1 < len(args):
+            value, at = args[i + 1], (i + 1, "")
+        else:
+            continue
+        name, _, overrides = value.partition(":")
+        try:
+            path, note = resolve(name)
+        except UserError as err:
+            fail(prog, err)
+        if note:
+            print(f"{prog}: {note}", file=sys.stderr)
+        args[at[0]] = at[1] + path + (f":{overrides}" if overrides else "")
+        return
+
+
 def flags_parser(prog):
     """An `app.run(flags_parser=...)` that turns every flag or config-file mistake into one line."""
     def parse(argv):
@@ -53,7 +75,7 @@ def flags_parser(prog):
         except (flags.Error, AttributeError, KeyError, TypeError, ValueError, OSError) as err:
             message = one_line(err)
             if "'config_config' has no attribute 'get_config'" in message:  # ml_collections' name for the file
-                message = f"{config_file()}: not a config file (it defines no get_config()); pass one from configs/"
+                message = f"{config_file()}: not a config file (it defines no get_config()); pass a packaged name (e.g. r2plus1d) or a config file"
             fail(prog, message)
         except Exception as err:  # noqa: BLE001 (raised by the config file's own code)
             fail(prog, f"the config file failed: {type(err).__name__}: {one_line(err)}")
@@ -92,6 +114,7 @@ def run_program(prog, config_help, workdir_help, body, usage=None, default_confi
         except BrokenPipeError:  # `--help | head`
             sys.stderr.close()
         sys.exit(0)
+    resolve_config_argument(prog)
     config_flags.DEFINE_config_file("config", None, config_help, lock_config=True)
     flags.DEFINE_string("workdir", None, workdir_help)
     if random_init_key:

@@ -44,7 +44,6 @@ def evaluate(config, workdir, items=None, embeddings=False, net=None):
         source_of(config.data).check_plan(config.data, plan)
     initialize_distributed(config.distributed)
     workdir = check_folder(Path(workdir))
-    workdir.mkdir(parents=True, exist_ok=True)
     data_shardings(config.batch_size)  # the batch divides among the devices, before anything slow
     net = net or load_net(ModelOptions.from_config(config))
     model, variables, labels = net.model, net.variables, net.labels

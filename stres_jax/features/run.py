@@ -131,10 +131,10 @@ def extract(items, out, net, plan, layer="pre_logits", batch_size=8, half=False,
     out = check_folder(Path(out).absolute(), "--out")
     identity = {"kind": "features", "arch": net.arch, "weights_sha256": weights_fingerprint(net.variables),
                 "dtype": net.options.dtype, "layer": layer, "half": bool(half), **plan.describe()}
-    out.mkdir(parents=True, exist_ok=True)
     items = unique_items(items)
     results = ("*.npy", ledger.INDEX)
     claim_workdir(out, identity, results, "choose another --out", write=False)  # refused before the lock is touched
+    out.mkdir(parents=True, exist_ok=True)
     with ledger.Lock(out, jax.process_index()):
         claim_workdir(out, identity, results, "choose another --out")
         remove_stale_partials(out)

@@ -42,6 +42,7 @@ def claim_workdir(workdir, identity, results_glob, fresh_hint="delete it first",
         if changed:
             raise UserError(f"{workdir}: holds the results of another run (it differs in {', '.join(changed)}); "
                             f"use a new workdir, or {fresh_hint}")
+        workdir.mkdir(parents=True, exist_ok=True)
         return
     patterns = (results_glob,) if isinstance(results_glob, str) else results_glob
     if any(any(workdir.glob(pattern)) for pattern in patterns):
@@ -50,6 +51,7 @@ def claim_workdir(workdir, identity, results_glob, fresh_hint="delete it first",
     if not write:
         return
     sync_processes("stres_jax: workdir checked")  # every process read it before it is written
+    workdir.mkdir(parents=True, exist_ok=True)  # only now: a refused run leaves no folder behind
     if jax.process_index() == 0:
         with atomic_path(path) as staging:
             staging.write_text(json.dumps(identity, indent=1))

@@ -90,7 +90,6 @@ def train(config, workdir):
         check_data(config.validation.data, "validation.data")
     initialize_distributed(config.distributed)
     workdir = check_folder(Path(workdir).absolute())
-    workdir.mkdir(parents=True, exist_ok=True)
     check_identity(workdir, config, write=False)
     rows, replicated = data_shardings(config.batch_size)  # the cheap checks before any video is probed
     if not config.from_scratch:
@@ -100,8 +99,6 @@ def train(config, workdir):
     videos, skipped, classes, num_videos = training_videos(config.data, plan)
     for entry in skipped:
         print(f"stres_jax.train: skipped {entry['reason']}", file=sys.stderr)
-    if lead:
-        (workdir / "skipped.json").write_text(json.dumps(skipped, indent=1))
     if not videos:
         raise UserError(f"none of the {num_videos} training videos could be read")
     model, variables, origin = start_variables(config, classes)
@@ -115,6 +112,8 @@ def train(config, workdir):
     optimizer = sgd(learning_rate_schedule(config.optimizer, steps_per_epoch, config.batch_size),
                     config.optimizer.momentum, config.optimizer.weight_decay)
     check_identity(workdir, config)  # every check passed: the workdir is this run's
+    if lead:
+        (workdir / "skipped.json").write_text(json.dumps(skipped, indent=1))
     local_batch = config.batch_size // jax.process_count()
     state = jax.device_put(init_state(model, variables, optimizer), replicated)
     step_fn = jax.jit(traced_on(make_train_step(model, optimizer, trainable_filter(config.frozen_stages)), rows),
