@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from stres_jax.runtime.atomic import ZIP_COMMENT, output_path
-from stres_jax.data.sources import VideoItem, folder_source, unique_items
+from stres_jax.data.sources import VideoItem, unique_items, video_tree
 from stres_jax.errors import UserError
 from stres_jax.eval.run import evaluate
 from stres_jax.labels import kinetics400_labels
@@ -19,11 +19,11 @@ from stres_jax.eval.records import read_records
 
 
 def items_for(paths):
-    """VideoItems of videos and Kinetics-layout folders: folder names become labels, spelt as
-    the Kinetics class of that name where there is one."""
+    """VideoItems of videos and folders of them (flat, Kinetics-layout or nested): a top folder's
+    name becomes the label, spelt as the Kinetics class of that name where there is one."""
     items, known = [], kinetics400_labels()
     for path in (Path(p).absolute() for p in paths):  # absolute: the .npz is read from elsewhere
-        items += folder_source(path, known, strict=False) if path.is_dir() else [VideoItem(str(path))]
+        items += video_tree(path, known) if path.is_dir() else [VideoItem(str(path))]
     return unique_items(items)
 
 

@@ -100,6 +100,9 @@ def load_net(options=ModelOptions()):
     torchvision's random initialisation (`options.random_init`). A checkpoint of another arch than an
     explicitly asked one is refused in one line."""
     dtype = jnp.dtype(options.dtype)
+    if options.random_init and options.checkpoint:
+        raise UserError(f"--random-init (random_init) and --checkpoint {options.checkpoint} exclude each other: "
+                        "random weights ignore the checkpoint; drop one of them")
     if options.random_init:
         arch = canonical_arch(options.arch or DEFAULT_ARCH)
         model = create_model(arch, conv_impl=options.conv_impl, dtype=dtype)

@@ -66,6 +66,10 @@ def check_published(arch, path):
     """`path` if it is the published file for `arch` (by its sha256 prefix), else FetchError."""
     filename = published_file(arch)
     prefix = expected_sha256_prefix(filename)
+    if Path(path).is_dir():
+        if not (Path(path) / filename).is_file():
+            raise FetchError(f"{path}: a folder without {filename}; pass the published file itself: --from FILE.pth")
+        path = Path(path) / filename
     if not Path(path).is_file():
         raise FetchError(f"{path}: no such file")
     digest = sha256_file(path)

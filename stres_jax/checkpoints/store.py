@@ -83,7 +83,8 @@ def checkpoint_dir(name):
 def read_meta(directory):
     """The checkpoint's metadata, checked for presence and version (`directory` as `checkpoint_dir`)."""
     directory = checkpoint_dir(directory)
-    hint = "make one with `python convert_weights.py` or `stres-jax fetch ARCH`"
+    hint = ("make one with `stres-jax fetch ARCH`, `stres-jax convert --checkpoint FILE.pth --arch ARCH --out DIR` "
+            "or, offline, `stres-jax convert --random-init --arch ARCH --out DIR`")
     if directory.is_file():
         from stres_jax.checkpoints.fetch import PUBLISHED_FILES
         published = {name: arch for arch, name in PUBLISHED_FILES.items()}

@@ -17,7 +17,7 @@ def register(subparsers):
         description="Write an .npz with `embeddings` (N, 512) float32 (pooled pre-logit features "
         "averaged over the protocol's 5 clips), `paths` and, for folders, `labels` (the folder "
         "names). Plain arrays: loads with allow_pickle=False. Unreadable videos are listed and skipped.")
-    parser.add_argument("paths", nargs="*", metavar="PATH", help="videos, or folders of <class>/<video>")
+    parser.add_argument("paths", nargs="*", metavar="PATH", help="videos, or folders of videos at any depth (a top folder names the label)")
     parser.add_argument("--store", metavar="DIR", help="embed the videos of a clip store (`stres-jax prepare`) "
                         "instead; `paths` are their source paths")
     parser.add_argument("--out", required=True, metavar="FILE.npz")
@@ -40,6 +40,8 @@ def register(subparsers):
 
 
 def run(args):
+    if args.stride and not args.window:
+        raise UserError("--stride S spaces the windows of --window W: add --window W (or drop --stride)")
     net = load_net(ModelOptions.from_args(args))  # once, for the clips and the windows
     config = ModelOptions.from_args(args, arch=net.arch).write_to(get_base_config(net.arch))
     config.batch_size, config.fresh = args.batch_size, args.fresh

@@ -14,9 +14,9 @@ def register(subparsers):
         "frames every --stride frames, pass each through the eval preset and the net, and write each video's "
         "(windows, D) features to OUT/<name>.npy with a line in OUT/index.jsonl. Every device and host works "
         "at once; killed and started again with the same command, only the unfinished videos are redone.",
-        epilog="Sources: video files and <class>/<video> folders, --csv FILE --root DIR, --tfds NAME --split S, "
+        epilog="Sources: video files and folders of them (flat like ActivityNet, <class>/<video>, or nested; hidden entries skipped), --csv FILE --root DIR, --tfds NAME --split S, "
         "or --store DIR (a clip store at its 15 fps). Load the result with stres_jax.features.open_features(OUT).")
-    parser.add_argument("paths", nargs="*", metavar="PATH", help="video files or folders of <class>/<video>")
+    parser.add_argument("paths", nargs="*", metavar="PATH", help="video files, or folders of videos at any depth (a top folder names the label)")
     parser.add_argument("--out", required=True, metavar="DIR", help="the features folder (new, or one to finish)")
     parser.add_argument("--csv", metavar="FILE", help="Kinetics CSV annotations of the videos in --root")
     parser.add_argument("--root", dest="csv_root", metavar="DIR", help="where the CSV's videos are")

@@ -56,6 +56,8 @@ def run(args):
         from stres_jax.demo import CREDIT, DEMO_CLIP
         print(f"stres-jax: no VIDEO given: predicting the demo clip {DEMO_CLIP} ({CREDIT})", file=sys.stderr)
         args.videos = [str(DEMO_CLIP)]
+    if args.stride and not args.window:
+        raise UserError("--stride S spaces the windows of --window W: add --window W (or drop --stride)")
     if args.plot and (not args.window or len(args.videos) != 1):
         raise UserError("--plot draws the windows of one video: give one VIDEO and --window W")
     if args.plot:

@@ -19,7 +19,7 @@ def register(subparsers):
         "Kinetics-scale training needs; clips within a few normalised units' hundredths of the videos') "
         "or lossless (zstd, about 5x larger; frames bit-identical to the eval preset's, so eval from the "
         "store equals eval from the videos). BENCHMARKS.md has the measurements.")
-    parser.add_argument("root", nargs="?", metavar="ROOT", help="a folder of <class>/<video> folders")
+    parser.add_argument("root", nargs="?", metavar="ROOT", help="a folder of videos: <class>/<video> (labels for training), flat or nested")
     parser.add_argument("--out", required=True, metavar="STORE", help="the store folder (new, or one to finish)")
     parser.add_argument("--csv", metavar="FILE", help="Kinetics CSV annotations (label,youtube_id,time_start,"
                         "time_end[,split]) of the videos in --root")

@@ -62,6 +62,7 @@ def get_train_config(arch=DEFAULT_ARCH):
     config.bn_momentum = 0.1        # BatchNorm momentum in PyTorch's sense; ig65m-pytorch's code sets 0.9 for
     #                                 its nets (probably a slip: Caffe2's 0.9 is PyTorch's 0.1)
     config.seed = 0
+    config.fresh = False            # True (or --fresh): delete the workdir's checkpoints and logs first
     config.num_epochs = 1
     config.batch_size = 24          # clips per step over all devices and hosts
     config.dtype = "float32"        # "bfloat16": bf16 compute, f32 parameters, optimizer and BN stats;

@@ -119,6 +119,7 @@ def run_program(prog, config_help, workdir_help, body, usage=None, default_confi
     flags.DEFINE_string("workdir", None, workdir_help)
     if random_init_key:
         flags.DEFINE_boolean("random-init", False, f"torchvision's random weights (= --config.{random_init_key}=True)")
+    flags.DEFINE_boolean("fresh", False, "delete the workdir's earlier results and start afresh (= --config.fresh=True)")
 
     def main(argv):
         if len(argv) > 1:
@@ -128,6 +129,8 @@ def run_program(prog, config_help, workdir_help, body, usage=None, default_confi
             fail(prog, "--config and --workdir are required (see --help)")
         if random_init_key and flags.FLAGS["random-init"].value:
             config[random_init_key] = True
+        if flags.FLAGS.fresh:
+            config.fresh = True
         with user_errors(prog):
             body(config, workdir)
     app.run(main, flags_parser=flags_parser(prog))

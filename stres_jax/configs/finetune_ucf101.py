@@ -4,7 +4,7 @@ at native resolution (`ucf101/ucf101_1`, not the default 256x256 `ucf101_1_256`)
     stres-jax fetch r2plus1d_18    # once: the Kinetics-400 weights this starts from
     python -m stres_jax.train --config configs/finetune_ucf101.py --workdir /tmp/ucf101
 
-Needs `pip install -e ".[tfds]"`. On first use TFDS downloads UCF-101 and prepares it as
+Needs `pip install "stres-jax[tfds]"` (in a clone: `pip install -e ".[tfds]"`). On first use TFDS downloads UCF-101 and prepares it as
 array_record (training reads examples in random order); a copy already prepared as tfrecord
 is refused with the command that converts it. The 101 classes get a new head; split 1's test
 videos are validated after each epoch with the eval protocol.

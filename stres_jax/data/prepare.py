@@ -45,7 +45,7 @@ def prepare(data, out, encoding=DEFAULT_ENCODING, quality=DEFAULT_QUALITY, worke
     data = ml_collections.ConfigDict(data.to_dict())  # keys are absolute paths, wherever the store is read
     for key in source.paths:
         data[key] = str(Path(data[key]).absolute()) if data[key] else ""
-    items = make_source(data, None)
+    items = make_source(data, None, any_depth=True)  # labels optional: a flat folder too
     classes = sorted({item.label for item in items if item.label is not None})
     num_shards = max(math.ceil(len(items) / videos_per_shard), 1)
     identity = {"format_version": FORMAT_VERSION, "data": source.identity(data), "fps": float(sampling.FRAME_RATE),

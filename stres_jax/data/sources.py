@@ -60,7 +60,33 @@ def folder_source(root, labels, strict=True):
         items += [VideoItem(str(f), label) for f in sorted(class_dir.iterdir())
                   if f.suffix.lower() in VIDEO_SUFFIXES]
     if not items:
-        raise UserError(f"{root}: no videos found in <class>/<video> folders")
+        raise UserError(f"{root}: no videos found in <class>/<video> folders (eval and training take their labels "
+                        "from the class folders; features, embed and prepare also take flat folders)")
+    return items
+
+
+def video_tree(root, labels, strict=False):
+    """Every video under `root`, at any depth (a flat folder too; hidden entries skipped, folder
+    links followed once): its label is its top folder's name, matched to `labels` as
+    `folder_source` does, or None for a video in `root` itself."""
+    import os
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"{root}: no such folder; give a folder of videos (flat or in sub-folders) or video files")
+    lookup, items, seen = _label_lookup(labels), [], set()
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:  # a link back up the tree
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        top = Path(folder).relative_to(root).parts[:1]
+        label = _match(top[0], lookup, root / top[0], strict) if top else None
+        items += [VideoItem(str(Path(folder) / f), label) for f in sorted(files)
+                  if not f.startswith(".") and Path(f).suffix.lower() in VIDEO_SUFFIXES]
+    if not items:
+        raise UserError(f"{root}: no videos found (looked for {', '.join(sorted(VIDEO_SUFFIXES))} at any depth)")
     return items
 
 
@@ -229,10 +255,13 @@ def check_data(data, block="data"):
     source_of(data, block)
 
 
-def make_source(data, labels, strict=None):
+def make_source(data, labels, strict=None, any_depth=False):
     """The VideoItems a config's `data` block names, labels matched to `labels` (None: the
-    data's own class names; `strict`, default `labels is not None`: a class outside them is an error)."""
-    items = unique_items(source_of(data).items(data, labels, labels is not None if strict is None else strict))
+    data's own class names; `strict`, default `labels is not None`: a class outside them is an error).
+    `any_depth`: a folder source may be flat or nested (`video_tree`: where labels are optional)."""
+    source, strict = source_of(data), labels is not None if strict is None else strict
+    items = unique_items(video_tree(data.root, labels or [], strict) if any_depth and source.name == "folder"
+                         else source.items(data, labels, strict))
     return items[: data.max_videos] if data.max_videos else items
 
 

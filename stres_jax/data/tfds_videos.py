@@ -22,8 +22,8 @@ def import_tfds():
     tfds needs it on its download path but does not declare it)."""
     for name in ("tensorflow_datasets", "importlib_resources"):
         if importlib.util.find_spec(name) is None:
-            raise UserError(f"the TFDS source needs {name}: pip install -e \".[tfds]\" "
-                            "(or pip install tensorflow-datasets importlib_resources)")
+            from stres_jax.install import pip_extra
+            raise UserError(f"the TFDS source needs {name}: {pip_extra('tfds')}")
     with _without_tensorflow_info_lines():
         import tensorflow_datasets
         if importlib.util.find_spec("tensorflow"):

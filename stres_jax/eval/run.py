@@ -51,7 +51,7 @@ def evaluate(config, workdir, items=None, embeddings=False, net=None):
     if config.fresh:
         clear_workdir(workdir, RESULT_FILES)
     items = make_source(config.data, labels) if items is None else items  # its classes checked: before the claim
-    claim_workdir(workdir, identity, "predictions*.jsonl", "pass --config.fresh=True to start it afresh")
+    claim_workdir(workdir, identity, "predictions*.jsonl", "pass --fresh (--config.fresh=True) to start it afresh")
     done = read_records(workdir)
     mine = [item for item in items if item.key not in done][jax.process_index()::jax.process_count()]
     parallel = DataParallel(forward_fn(model), variables, config.batch_size, compiler_options(config.cpu_library))

@@ -16,6 +16,7 @@ from pathlib import Path
 import jax
 
 from stres_jax.cache import cache_dir
+from stres_jax.install import pip_extra
 
 SOURCE = Path(__file__).resolve().parent / "onednn_conv.cc"
 TARGETS = {"forward": "StresOnednnConvForward", "forward_reuse": "StresOnednnConvForwardReuse",
@@ -71,7 +72,7 @@ def load():
         return None, f"oneDNN runs on Linux CPUs only (here: {sys.platform}, {jax.default_backend()})"
     root = _onednn_root()
     if root is None:
-        return None, "the oneDNN wheels are not installed: pip install \"stres_jax[onednn]\""
+        return None, f"the oneDNN wheels are not installed: {pip_extra('onednn')}"
     try:
         library = ctypes.CDLL(str(_build(root)))
     except (OneDNNUnavailable, OSError) as err:

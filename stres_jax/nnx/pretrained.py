@@ -34,7 +34,7 @@ def load_variables(model, variables):
 
 def from_pretrained(name_or_path, *, num_classes=None, dtype=None, conv_impl="auto", fold_batchnorm=False):
     """The NNX net and weights of `name_or_path`, in eval mode: an arch name (the checkpoint
-    `stres-jax fetch ARCH` cached), a checkpoint directory (`convert_weights.py`), a Hub-layout
+    `stres-jax fetch ARCH` cached), a checkpoint directory (`stres-jax convert`), a Hub-layout
     folder (`save_pretrained`) or `hf://owner/repo`. BatchNorm is kept (trainable) unless
     `fold_batchnorm=True` (faster inference); a folded folder gives a folded net. `num_classes`
     gives a new head, initialised as torch's nn.Linear; `dtype=jnp.float64` (with x64 enabled)

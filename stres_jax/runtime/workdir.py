@@ -58,9 +58,10 @@ def claim_workdir(workdir, identity, results_glob, fresh_hint="delete it first",
 
 
 def clear_workdir(workdir, patterns):
-    """Delete run.json and the files matching `patterns` (a run that starts afresh)."""
-    if jax.process_index() == 0:
+    """Delete run.json and the files (or a run's folders) matching `patterns` (a run that starts afresh)."""
+    import shutil
+    if jax.process_index() == 0 and (Path(workdir) / RUN_FILE).is_file():  # only a run's own workdir
         for pattern in (RUN_FILE, *patterns):
             for path in Path(workdir).glob(pattern):
-                path.unlink()
+                shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
     sync_processes("stres_jax: workdir cleared")

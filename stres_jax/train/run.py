@@ -27,9 +27,10 @@ from stres_jax.train.log import RunLog
 from stres_jax.train.step import init_state, make_train_step, sgd
 from stres_jax.train.validate import Validator, has_validation
 from stres_jax.runtime.atomic import check_folder
-from stres_jax.runtime.workdir import claim_workdir
+from stres_jax.runtime.workdir import claim_workdir, clear_workdir
 from stres_jax.runtime.xla_options import compiler_options
 
+TRAIN_OUTPUTS = ("checkpoints", "best", "final", "tensorboard", "metrics.jsonl", "skipped.json")  # --fresh clears
 IDENTITY_KEYS = ("arch", "checkpoint", "from_scratch", "bn_momentum", "seed", "batch_size", "num_epochs", "frozen_stages",
                  "dtype", "data", "sampling", "optimizer", "validation")
 
@@ -76,7 +77,7 @@ def check_identity(workdir, config, write=True):
     (`write=False`: check only; the run claims it once every check has passed)."""
     identity = {key: config[key].to_dict() if hasattr(config[key], "to_dict") else config[key]
                 for key in IDENTITY_KEYS}
-    claim_workdir(workdir, identity, "checkpoints/*", write=write)
+    claim_workdir(workdir, identity, "checkpoints/*", "pass --fresh (--config.fresh=True) to start it afresh", write=write)
 
 
 def train(config, workdir):
@@ -90,6 +91,8 @@ def train(config, workdir):
         check_data(config.validation.data, "validation.data")
     initialize_distributed(config.distributed)
     workdir = check_folder(Path(workdir).absolute())
+    if config.fresh:
+        clear_workdir(workdir, TRAIN_OUTPUTS)
     check_identity(workdir, config, write=False)
     rows, replicated = data_shardings(config.batch_size)  # the cheap checks before any video is probed
     if not config.from_scratch:
