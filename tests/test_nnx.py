@@ -43,9 +43,17 @@ def test_logits_equal_torchvision_and_linen_folded_or_not(arch, converted, torch
                                       variables["params"]["fc"]["kernel"])
 
 
-def test_save_pretrained_round_trip_in_nnx_and_linen(converted, tmp_path):
+def test_save_pretrained_round_trip_in_nnx_and_linen(converted, tmp_path, monkeypatch):
     clips = np.random.default_rng(1).standard_normal((1, 4, 48, 48, 3)).astype(np.float32)
+    draws = []  # from_pretrained builds shapes only (nnx.eval_shape): random weights are traced, never drawn
+    normal = jax.random.normal
+    monkeypatch.setattr(jax.random, "normal", lambda key, *a, **k: (
+        isinstance(key, jax.core.Tracer) or draws.append(key)) and None or normal(key, *a, **k))
     model = snnx.from_pretrained(str(converted("r3d_18")))
+    assert draws == [] and all(isinstance(leaf, jax.Array) for leaf in jax.tree.leaves(nnx.state(model)))
+    snnx.create_model("r3d_18")
+    assert len(draws) > 10  # the counter sees create_model's random initialisation
+    monkeypatch.undo()
     expected = split_jit(model)(clips)
     snnx.save_pretrained(model, tmp_path / "hub")
     flat = load_file(str(tmp_path / "hub" / "model.safetensors"))  # the documented names

@@ -27,8 +27,12 @@ def load_variables(model, variables):
     for kind, collection in ((nnx.Param, "params"), (nnx.BatchStat, "batch_stats")):
         state = nnx.state(model, kind)
         if collection in variables or nnx.to_pure_dict(state):
-            nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, variables[collection]))
+            nnx.replace_by_pure_dict(state, jax.device_put(variables[collection]))  # one transfer, not one per array
             nnx.update(model, state)
+    unfilled = [".".join(map(str, path)) for path, leaf in nnx.to_flat_state(nnx.state(model))
+                if isinstance(leaf.get_value(), jax.ShapeDtypeStruct)]
+    if unfilled:  # a model built by nnx.eval_shape whose weights the variables did not all give
+        raise ValueError(f"no weights for {', '.join(unfilled[:3])}{' ...' if len(unfilled) > 3 else ''}")
     return model
 
 
@@ -44,8 +48,8 @@ def from_pretrained(name_or_path, *, num_classes=None, dtype=None, conv_impl="au
     if num_classes is not None and num_classes != meta["num_classes"]:
         variables = new_head(variables, num_classes)
         meta = {**meta, "num_classes": num_classes, "labels": [f"class_{i}" for i in range(num_classes)]}
-    model = create_model(meta["arch"], meta["num_classes"], conv_impl, dtype or jnp.float32,
-                         fold_batchnorm=folded or fold_batchnorm)
+    model = nnx.eval_shape(lambda: create_model(meta["arch"], meta["num_classes"], conv_impl, dtype or jnp.float32,
+                                                fold_batchnorm=folded or fold_batchnorm))  # shapes only: no random init
     if fold_batchnorm and not folded:
         variables = fold(variables, model.spec)
     if dtype is not None:
