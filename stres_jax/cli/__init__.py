@@ -6,6 +6,7 @@ from stres_jax.cli import convert, embed, explain, features, jax_export, labels,
 from stres_jax.cli.options import OneLineParser
 from stres_jax.errors import UserError, disk_full
 from stres_jax.eval import program as eval_program
+from stres_jax.runtime.interrupt import Stopped
 from stres_jax.runtime.xla_options import use_compilation_cache
 from stres_jax.train import program as train_program
 
@@ -20,6 +21,9 @@ def run_guarded(fn, prog="stres-jax"):
     except UserError as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
+    except Stopped as stopped:  # a signal cut the run short; its finished results are kept
+        print(f"{prog}: {stopped}", file=sys.stderr)
+        return stopped.exit_status
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130

@@ -83,6 +83,7 @@ def run(args):
     print(json.dumps({"out": args.out, **result}))
     if result["stopped"]:
         name = "SIGINT" if result["stopped"] == 130 else "SIGTERM"
+        from stres_jax.runtime.interrupt import resume_command
         print(f"stres-jax features: stopped by {name} after {result['videos']} videos, each written whole; "
-              "run the same command again to finish", file=sys.stderr)
+              f"to finish, run the same command again: {resume_command()}", file=sys.stderr)
     return result["stopped"] or (1 if result["errors"] else 0)

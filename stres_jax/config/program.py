@@ -9,6 +9,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from stres_jax.errors import UserError, disk_full
+from stres_jax.runtime.interrupt import Stopped
 
 
 def one_line(error):
@@ -90,6 +91,9 @@ def user_errors(prog):
         yield
     except UserError as err:
         fail(prog, err)
+    except Stopped as stopped:  # a signal cut the run short; its finished results are kept
+        print(f"{prog}: {stopped}", file=sys.stderr)
+        sys.exit(stopped.exit_status)
     except KeyboardInterrupt:  # Ctrl-C outside the training loop (which saves and stops by itself)
         print(f"{prog}: interrupted", file=sys.stderr)
         sys.exit(130)

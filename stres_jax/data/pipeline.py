@@ -124,11 +124,13 @@ def submit_padded(parallel, clips, clip_shape):
     return parallel.submit(normalize(batch))
 
 
-def run_videos(videos, parallel, clip_shape, on_video):
+def run_videos(videos, parallel, clip_shape, on_video, stopped=lambda: False):
     """Push every clip of `videos` through `parallel` in fixed-size, padded local batches.
 
     `on_video(item, outputs or UserError)` gets, per video, the stacked per-clip outputs;
     padding rows are dropped, so each clip counts exactly once. All processes loop together.
+    Once `stopped()`, only the batch in flight is finished: its videos are delivered, the
+    clips not yet submitted are dropped.
     """
     videos, buffer, partial, in_flight = iter(videos), [], {}, None
 
@@ -143,7 +145,7 @@ def run_videos(videos, parallel, clip_shape, on_video):
 
     while True:
         while len(buffer) < parallel.local_batch:
-            item, clips = next(videos, (None, None))
+            item, clips = next(videos, (None, None)) if not stopped() else (None, None)
             if item is None:
                 break
             if isinstance(clips, UserError):
@@ -151,7 +153,7 @@ def run_videos(videos, parallel, clip_shape, on_video):
                 continue
             partial[item.key] = (item, len(clips), [])
             buffer += [(item.key, clip) for clip in clips]
-        rows, buffer = buffer[: parallel.local_batch], buffer[parallel.local_batch:]
+        rows, buffer = ([], []) if stopped() else (buffer[: parallel.local_batch], buffer[parallel.local_batch:])
         more = any_process(len(rows) > 0)
         submitted = None
         if more:

@@ -89,6 +89,13 @@ class DecodeWorkers:
         started = [self._launch() for _ in range(max(count, 1))]
         self._idle = collections.deque(self._ready(worker) for worker in started)
         self._all = list(self._idle)
+        self.stopping = False
+
+    def stop(self):
+        """End every worker now and start no more (a stopped run); their callers get a VideoError."""
+        self.stopping = True
+        for process, _ in list(self._all):
+            process.kill()
 
     def _launch(self):
         parent, child = Pipe()
@@ -117,6 +124,8 @@ class DecodeWorkers:
         process.kill()
         process.wait()
         connection.close()
+        if self.stopping:
+            raise VideoError("decoding stopped")
         with self._lock:
             fresh = self._start()
             if worker in self._all:
@@ -126,6 +135,8 @@ class DecodeWorkers:
         return fresh
 
     def run(self, key, fn, *args):
+        if self.stopping:
+            raise VideoError(f"{key}: decoding stopped")
         with self._lock:
             if self._idle:
                 worker = self._idle.popleft()
@@ -159,9 +170,12 @@ class DecodeWorkers:
                     return
                 raise VideoError(value if value.startswith(str(key)) else f"{key}: {value}")
         finally:
-            if not finished and worker[0] is process:  # abandoned mid-task: it may still be sending
-                worker = self._replace(worker)
-            self._idle.append(worker)
+            if self.stopping:
+                pass  # stop() ended the workers; close() reaps them
+            elif not finished and worker[0] is process:  # abandoned mid-task: it may still be sending
+                self._idle.append(self._replace(worker))
+            else:
+                self._idle.append(worker)
 
     def close(self):
         for process, connection in self._all:
@@ -169,7 +183,7 @@ class DecodeWorkers:
                 connection.send(None)
             except OSError:
                 pass
-        deadline = time.monotonic() + 2
+        deadline = time.monotonic() + (0 if self.stopping else 2)
         for process, connection in self._all:
             if _wait(process, max(deadline - time.monotonic(), 0)) is None:
                 process.kill()

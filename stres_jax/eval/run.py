@@ -26,6 +26,7 @@ from stres_jax.eval.metrics import summarize, video_record
 from stres_jax.data.pipeline import clip_loader, decoded_videos, run_videos
 from stres_jax.runtime.progress import progress
 from stres_jax.eval.records import COMBINED, open_shard, read_records, remove_shards
+from stres_jax.runtime.interrupt import GracefulStop, Stopped, resume_command
 from stres_jax.runtime.workdir import claim_workdir, clear_workdir, weights_fingerprint
 from stres_jax.runtime.xla_options import compiler_options
 
@@ -55,8 +56,11 @@ def evaluate(config, workdir, items=None, embeddings=False, net=None):
     done = read_records(workdir)
     mine = [item for item in items if item.key not in done][jax.process_index()::jax.process_count()]
     parallel = DataParallel(forward_fn(model), variables, config.batch_size, compiler_options(config.cpu_library))
-    with DecodeWorkers(config.num_workers) as workers, open_shard(workdir, jax.process_index()) as shard, \
-            progress(len(mine), "embed" if embeddings else "eval", "video", show=jax.process_index() == 0) as bar:
+    kind = "embed" if embeddings else "eval"
+    stop = GracefulStop(f"stres-jax {kind}", "stopping after the batch in flight (every answered video is kept)")
+    with stop, DecodeWorkers(config.num_workers) as workers, open_shard(workdir, jax.process_index()) as shard, \
+            progress(len(mine), kind, "video", show=jax.process_index() == 0) as bar:
+        stop.on_stop = stop.on_exit = workers.stop
         def on_video(item, outputs):
             record = video_record(item, outputs, labels, plan.crops)
             if embeddings and "error" not in record:
@@ -65,7 +69,11 @@ def evaluate(config, workdir, items=None, embeddings=False, net=None):
             shard.flush()
             bar.update()
         videos = decoded_videos(mine, clip_loader(plan, workers), config.num_workers, config.prefetch)
-        run_videos(videos, parallel, clip_shape(plan.clip_len), on_video)
+        run_videos(videos, parallel, clip_shape(plan.clip_len), on_video, stopped=lambda: bool(stop))
+    answered = len(read_records(workdir)) if stop else len(items)
+    if answered < len(items):  # a signal cut it short (with every video answered, it just finishes)
+        raise Stopped(f"stopped by {stop.name} with {answered} of {len(items)} videos answered, each kept in "
+                      f"{workdir}; to finish, run the same command again: {resume_command()}", stop.exit_status)
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
         multihost_utils.sync_global_devices("stres_jax.eval finished")

@@ -12,7 +12,6 @@ import json
 import os
 import queue
 import re
-import signal
 import sys
 import threading
 import time
@@ -32,6 +31,7 @@ from stres_jax.data.sources import unique_items
 from stres_jax.features import ledger
 from stres_jax.runtime.atomic import atomic_path, check_folder, remove_stale_partials
 from stres_jax.runtime.distributed import any_process, sync_processes
+from stres_jax.runtime.interrupt import GracefulStop
 from stres_jax.runtime.mesh import DataParallel
 from stres_jax.runtime.progress import progress
 from stres_jax.runtime.workdir import claim_workdir, weights_fingerprint
@@ -99,6 +99,8 @@ class _Producer:
             try:
                 self._video(item, reader)
             except Exception as err:  # noqa: BLE001 (a decoder failure costs this video only)
+                if self.stopped.is_set():  # its decoder was stopped with the run: not the video's fault
+                    break
                 reason = str(err) if isinstance(err, UserError) else f"{item.key}: {type(err).__name__}: {err}"
                 self._put(item, "error", reason)
         self._put(None, "exit", None)
@@ -152,11 +154,14 @@ def _extract(items, out, net, plan, layer, batch_size, half, workers, show):
     line = {"layer": layer, **plan.describe()}
     widths = net.model.spec.widths
     width = widths[-1] if layer == "pre_logits" else widths[int(layer[-1]) - 1]
-    stop, counts = [], {"videos": 0, "windows": 0, "errors": 0}
-    previous = {sig: signal.signal(sig, lambda number, _: stop.append(number)) for sig in (signal.SIGTERM, signal.SIGINT)}
-    with DecodeWorkers(workers) as decoders, ledger.open_shard(out, jax.process_index()) as shard, \
+    counts = {"videos": 0, "windows": 0, "errors": 0}
+    stop = GracefulStop("stres-jax features", "stopping after the batch in flight (every finished video is kept)")
+    with stop, DecodeWorkers(workers) as decoders, ledger.open_shard(out, jax.process_index()) as shard, \
             progress(len(mine), "features", "video", show=show and jax.process_index() == 0) as bar:
         producer = _Producer(mine, plan, decoders, workers, parallel.local_batch, 4 * parallel.local_batch)
+        stop.on_stop = stop.on_exit = lambda: (producer.stop(), decoders.stop())  # no new decoding; workers end
+        if stop:
+            stop.on_stop()
         pending, start = {}, time.perf_counter()
 
         def finish(item, record):
@@ -204,7 +209,7 @@ def _extract(items, out, net, plan, layer, batch_size, half, workers, show):
 
         in_flight = None
         while True:
-            rows = take([]) if not stop or producer.alive else []
+            rows = take([]) if not stop else []  # stopped: the queued windows are dropped
             more = any_process(len(rows) > 0)
             submitted = None
             if more:
@@ -215,9 +220,7 @@ def _extract(items, out, net, plan, layer, batch_size, half, workers, show):
             if not more:
                 break
         producer.stop()
-    for sig, handler in previous.items():
-        signal.signal(sig, handler)
-    stopped = 128 + stop[0] if stop else 0
+    stopped = stop.exit_status
     sync_processes("stres_jax features finished")
     if not stopped and jax.process_index() == 0:
         ledger.combine(out, items)
