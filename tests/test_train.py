@@ -141,6 +141,8 @@ def test_ctrl_c_saves_stops_in_one_line_and_the_rerun_resumes(finetuned, convert
     assert proc.returncode == 130, stderr[-3000:]
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr[-3000:]
     assert "stres_jax.train: stopped at step" in stderr and "(SIGINT), checkpoint saved" in stderr
+    assert "Ctrl-C again to stop now" in stderr and "leaked shared_memory" not in stderr, stderr[-3000:]
+    assert "Waiting for previous save" not in stderr and "to resume, run the same command again: python -m" in stderr
     assert not list((tmp_path / "checkpoints").glob("*tmp*")) and not (tmp_path / "final").exists()
     resumed_run = run_train(converted(ARCH), folder, tmp_path)
     assert "stres_jax.train: resuming from step" in resumed_run.stderr

@@ -1,13 +1,12 @@
 """Checkpoint directories: orbax variables plus meta.json; written atomically, loaded with clear errors."""
-import contextlib
 import json
-import logging
 from pathlib import Path
 
 import jax
 from flax import traverse_util
 
 from stres_jax.runtime.atomic import check_space, output_path
+from stres_jax.runtime.quiet import quiet_absl
 from stres_jax.data.transforms import PREPROCESSING
 from stres_jax.errors import UserError, first_line
 from stres_jax.models import ARCH_SPECS, create_model
@@ -36,7 +35,8 @@ def save_checkpoint(directory, arch, variables, labels, source=None, overwrite=F
     """Write `variables` and their metadata to `directory` atomically; it replaces only an earlier
     stres_jax result there (`runtime.atomic.output_path`)."""
     check_space(directory, sum(leaf.nbytes for leaf in jax.tree.leaves(variables)) + (1 << 20))
-    with output_path(directory, "folder", overwrite, inputs) as staging, _quiet_absl():
+    with output_path(directory, "folder", overwrite, inputs) as staging, quiet_absl():  # orbax logs a failed
+        #  save's traceback before raising it (a full disk): the raise is reported, in one line
         checkpointer = _checkpointer()
         checkpointer.save(staging / VARIABLES_DIR, variables)
         checkpointer.wait_until_finished()
@@ -45,18 +45,6 @@ def save_checkpoint(directory, arch, variables, labels, source=None, overwrite=F
                 "source": source or {}}
         (staging / META_FILE).write_text(json.dumps(meta, indent=1))
     return Path(directory).absolute()
-
-
-@contextlib.contextmanager
-def _quiet_absl():
-    """orbax logs a failed save's traceback before raising it (a full disk): the raise is reported, in one line."""
-    logger = logging.getLogger("absl")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def checkpoint_dir(name):

@@ -4,6 +4,7 @@ order, and eval of a dataset prepared that way). Frames are decoded by TFDS's ow
 import contextlib
 import functools
 import importlib.util
+import logging
 import os
 import socket
 import sys
@@ -13,6 +14,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from stres_jax.errors import UserError, first_line
+from stres_jax.runtime.quiet import quiet_absl
 
 VIDEO_KEY, LABEL_KEY = "video", "label"  # the feature names of TFDS's video datasets
 
@@ -52,24 +54,13 @@ def _without_tensorflow_info_lines():
                                      and "before absl::InitializeLog() is called" not in line))
 
 
-@contextlib.contextmanager
-def _quiet_absl():
-    from absl import logging as absl_logging
-    verbosity = absl_logging.get_verbosity()
-    absl_logging.set_verbosity(absl_logging.ERROR)
-    try:
-        yield
-    finally:
-        absl_logging.set_verbosity(verbosity)
-
-
 def prepared_builder(name, data_dir="", file_format=None):
     """The builder of TFDS dataset `name` (`dataset/config` picks a config), prepared in
     `data_dir` ("" = TFDS's default); one that is not there yet is downloaded and prepared in
     `file_format` (None: TFDS's default, tfrecord)."""
     tfds = import_tfds()
     try:
-        with _quiet_absl():  # "Variant folder ... has no dataset_info.json" for one not prepared
+        with quiet_absl(logging.ERROR):  # "Variant folder ... has no dataset_info.json" for one not prepared
             builder = tfds.builder(name, data_dir=data_dir or None)
             prepared = builder.is_prepared()
     except Exception as err:  # noqa: BLE001 (tfds raises several kinds for an unknown name)

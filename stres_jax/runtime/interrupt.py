@@ -47,6 +47,9 @@ class GracefulStop:
             print(f"{self.prog}: stopped now", file=sys.stderr, flush=True)
             if self.on_exit is not None:
                 self.on_exit()
+            import multiprocessing
+            for child in multiprocessing.active_children():  # grain's workers ignore signals: end them
+                child.kill()
             os._exit(130)
 
     def _watch(self, read_end):

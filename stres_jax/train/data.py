@@ -186,8 +186,17 @@ def train_batches(sampler, total_steps, local_batch, process_index=0, process_co
         from absl import flags
         if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; outside an absl program
             flags.FLAGS.mark_as_parsed()  # (a library caller) they keep their defaults
-        dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
+        dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers), worker_init_fn=_worker_signals)
     return dataset
+
+
+def _worker_signals(_index, _count):
+    """grain's workers leave SIGINT and SIGTERM to the trainer, which closes them after its last
+    save: a Ctrl-C or a SLURM SIGTERM reaches the whole process group, and a worker killed by
+    it mid-batch left its shared memory to the resource tracker ("leaked shared_memory")."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def next_batch(iterator):

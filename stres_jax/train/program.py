@@ -1,17 +1,12 @@
 """`python -m stres_jax.train --config configs/finetune.py --workdir W`: a thin absl entry point
 over `stres_jax.train.run.train`. A run started again with the same workdir resumes."""
-import sys
 
 from stres_jax.config.program import run_program
 
 
 def train_and_report(config, workdir):
-    from stres_jax.train.run import TrainingStopped, train
-    try:
-        final = train(config, workdir)
-    except TrainingStopped as stopped:
-        print(f"stres_jax.train: {stopped}", file=sys.stderr)
-        sys.exit(stopped.status)  # 130 after Ctrl-C, 143 after SIGTERM
+    from stres_jax.train.run import train
+    final = train(config, workdir)  # a signal: runtime.interrupt.Stopped, reported by run_program (130 / 143)
     if final is not None:
         print(f"wrote {final}")
 

@@ -1,7 +1,6 @@
 """`train(config, workdir)`: the whole run behind `python -m stres_jax.train` (configs/finetune.py)."""
 import dataclasses
 import json
-import signal
 import sys
 import time
 from pathlib import Path
@@ -14,6 +13,8 @@ import optax
 from stres_jax.config.check import TRAIN as TRAIN_RULES
 from stres_jax.config.check import check_config
 from stres_jax.checkpoints.store import read_meta, save_checkpoint
+from stres_jax.runtime.interrupt import GracefulStop, Stopped, resume_command
+from stres_jax.runtime.quiet import quiet_absl
 from stres_jax.data.sampling import ClipPlan
 from stres_jax.data.sources import check_data
 from stres_jax.runtime.distributed import initialize_distributed
@@ -33,15 +34,6 @@ from stres_jax.runtime.xla_options import compiler_options
 TRAIN_OUTPUTS = ("checkpoints", "best", "final", "tensorboard", "metrics.jsonl", "skipped.json")  # --fresh clears
 IDENTITY_KEYS = ("arch", "checkpoint", "from_scratch", "bn_momentum", "seed", "batch_size", "num_epochs", "frozen_stages",
                  "dtype", "data", "sampling", "optimizer", "validation")
-
-
-class TrainingStopped(Exception):
-    """SIGTERM or SIGINT (Ctrl-C) arrived; the state of the last step is saved. `status`: the
-    exit status the shell expects (128 + the signal)."""
-
-    def __init__(self, message, status):
-        super().__init__(message)
-        self.status = status
 
 
 def learning_rate_schedule(optimizer, steps_per_epoch, batch_size):
@@ -132,18 +124,19 @@ def train(config, workdir):
                                   jax.process_count(), config.num_workers, first_step=start))
 
     def save(step):
-        manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)), force=True)
-        manager.wait_until_finished()
+        with quiet_absl():  # orbax warns of "Waiting for previous save" at every save
+            manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)), force=True)
+            manager.wait_until_finished()
 
     validator = Validator(model, config, classes, state) if has_validation(config.validation.data) else None
     best = BestCheckpoint(workdir / "best", canonical_arch(config.arch), classes) if lead else None
     if start and lead:
         print(f"stres_jax.train: resuming from step {start} of {total_steps} ({workdir / 'checkpoints'})",
               file=sys.stderr)
-    stop = []  # the signals that arrived: the step in flight finishes, is saved, and the run stops
-    previous = {sig: signal.signal(sig, lambda number, _: stop.append(number)) for sig in (signal.SIGTERM, signal.SIGINT)}
+    stop = GracefulStop("stres_jax.train", "stopping after the step in flight and its checkpoint")
     log = RunLog(workdir, start, total_steps, lead)
     replaced = ReplacedClips(config.data.max_replaced_fraction, steps_per_epoch * config.batch_size)
+    stop.__enter__()  # not a `with`: the loop's `finally` below closes it with the data
     try:
         tick = time.perf_counter()
         for step in range(start + 1, total_steps + 1):
@@ -167,12 +160,11 @@ def train(config, workdir):
             if step % config.checkpoint_every_steps == 0 or step % steps_per_epoch == 0 or stop:
                 save(step)
             if stop:
-                name = signal.Signals(stop[0]).name
-                raise TrainingStopped(f"stopped at step {step} of {total_steps} ({name}), checkpoint "
-                                      "saved; run the same command again to resume", 128 + stop[0])
+                raise Stopped(f"stopped at step {step} of {total_steps} ({stop.name}), checkpoint "
+                                      f"saved; to resume, run the same command again: {resume_command()}",
+                                      stop.exit_status)
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        stop.__exit__(None, None, None)
         log.close()
         close_batches(iterator)
     final = float32_variables(state)
