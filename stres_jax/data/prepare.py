@@ -17,6 +17,7 @@ import numpy as np
 from stres_jax.runtime.atomic import atomic_path, check_folder, remove_stale_partials
 from stres_jax.data import sampling
 from stres_jax.data.sources import make_source, source_of
+from stres_jax.runtime.interrupt import GracefulStop, Stopped, resume_command
 from stres_jax.data.store import (COLUMNS, DEFAULT_ENCODING, DEFAULT_QUALITY, ENCODINGS, FORMAT_VERSION, FRAME_ROW,
                                   FRAMES_FILE, INDEX_FILE, STORE_FILE, encoder, whole_frame)
 from stres_jax.data.transforms import RESIZE
@@ -56,17 +57,30 @@ def prepare(data, out, encoding=DEFAULT_ENCODING, quality=DEFAULT_QUALITY, worke
     shards = [s for s in range(process_index, num_shards, process_count) if not (out / _name(s, "json")).exists()]
     mine = [(s, item) for s in shards for item in items[s * videos_per_shard: (s + 1) * videos_per_shard]]
     label_of = {name: i for i, name in enumerate(classes)}
-    with DecodeWorkers(workers) as pool, progress_bar(len(mine), f"prepare {out.name}", "video",
-                                                             show=progress is not False) as bar:
+    stop = GracefulStop("stres-jax prepare", "stopping now: the finished shards are kept, the one in progress "
+                        "is made again by the next run")
+    with stop, DecodeWorkers(workers) as pool, progress_bar(len(mine), f"prepare {out.name}", "video",
+                                                                   show=progress is not False) as bar:
+        stop.on_stop = stop.on_exit = pool.stop
         def load(item, reader):
             if reader.isolated:
                 return pool.run(item.key, store_task, reader, (encoding, quality))
             return store_task(reader, (encoding, quality))
         written = 0
+
+        def halt():  # raised before the shard in progress is renamed into place: its staging file goes
+            if stop:
+                raise Stopped(f"stopped by {stop.name} with {done} of {len(shards)} shards made here; to "
+                              f"finish, run the same command again: {resume_command()}", stop.exit_status)
+
+        def shard_videos(count):
+            for _ in range(count):
+                halt()
+                yield next(videos)
         with contextlib.closing(streamed_videos([item for _, item in mine], load, workers)) as videos:
-            for shard in shards:
+            for done, shard in enumerate(shards):
                 count = len(items[shard * videos_per_shard: (shard + 1) * videos_per_shard])
-                written += _write_shard(out, shard, (next(videos) for _ in range(count)), label_of, bar)
+                written += _write_shard(out, shard, shard_videos(count), label_of, bar, halt)
                 bar.set_postfix_str(f"{written / 2**20:,.0f} MB written")
     skipped = _finish(out, num_shards)
     return skipped
@@ -110,9 +124,10 @@ def _claim(out, header):
         staging.write_text(json.dumps(header, indent=1))
 
 
-def _write_shard(out, shard, videos, label_of, bar):
+def _write_shard(out, shard, videos, label_of, bar, halt=lambda: None):
     """Write one shard from `(item, chunks)` (`store_task`'s messages); returns the bytes written.
-    A video that fails part-way is cut back out of the shard and listed as skipped."""
+    A video that fails part-way is cut back out of the shard and listed as skipped, unless the
+    run was stopped (`halt` raises then)."""
     entries, skipped, rows, offset = [], [], [], 0
     frames_path = out / _name(shard, "frames")
     with atomic_path(frames_path) as staging, open(staging, "wb") as file:
@@ -129,6 +144,7 @@ def _write_shard(out, shard, videos, label_of, bar):
                         rows.append((offset, len(blob), zlib.crc32(blob)))
                         offset += len(blob)
             except UserError as err:
+                halt()
                 del rows[entry["first"]:]
                 offset = rows[-1][0] + rows[-1][1] if rows else 0
                 file.seek(offset)

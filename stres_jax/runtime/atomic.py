@@ -55,6 +55,9 @@ def remove_stale_partials(folder, name=None):
             _remove(path)
 
 
+STAGING = set()  # the staging paths being written in this process
+
+
 @contextlib.contextmanager
 def atomic_path(path, replace_folder=False):
     """Yield a staging path beside `path` to write a file or a folder to; on success it replaces
@@ -64,6 +67,7 @@ def atomic_path(path, replace_folder=False):
     remove_stale_partials(path.parent, path.name)
     staging = _staging(path)
     _remove(staging)
+    STAGING.add(staging)
     try:
         yield staging
         if path.is_dir() and not path.is_symlink():
@@ -80,6 +84,13 @@ def atomic_path(path, replace_folder=False):
             raise disk_full(path, staging) from None
         raise
     finally:
+        STAGING.discard(staging)
+        _remove(staging)
+
+
+def remove_staging():
+    """Remove every staging file or folder being written now (a process about to end at once)."""
+    for staging in list(STAGING):
         _remove(staging)
 
 

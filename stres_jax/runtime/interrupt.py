@@ -48,8 +48,10 @@ class GracefulStop:
             if self.on_exit is not None:
                 self.on_exit()
             import multiprocessing
+            from stres_jax.runtime.atomic import remove_staging
             for child in multiprocessing.active_children():  # grain's workers ignore signals: end them
                 child.kill()
+            remove_staging()  # nothing half-written is left, not even a staging file
             os._exit(130)
 
     def _watch(self, read_end):
