@@ -103,7 +103,8 @@ def resume_command():
     argv = list(getattr(sys, "orig_argv", sys.argv))
     if "-m" in argv[1:]:
         at = argv.index("-m", 1)
-        prog, args = f"python -m {argv[at + 1]}", argv[at + 2:]
+        module = argv[at + 1] if at + 1 < len(argv) else ""
+        prog, args = "stres-jax" if module == "stres_jax.cli" else f"python -m {module}", argv[at + 2:]
     else:
         script = next((i for i, arg in enumerate(argv[1:], 1) if not arg.startswith("-")), len(argv) - 1)
         prog, args = os.path.basename(argv[script]), argv[script + 1:]
