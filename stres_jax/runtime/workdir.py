@@ -42,7 +42,6 @@ def claim_workdir(workdir, identity, results_glob, fresh_hint="delete it first",
         if changed:
             raise UserError(f"{workdir}: holds the results of another run (it differs in {', '.join(changed)}); "
                             f"use a new workdir, or {fresh_hint}")
-        workdir.mkdir(parents=True, exist_ok=True)
         return
     patterns = (results_glob,) if isinstance(results_glob, str) else results_glob
     if any(any(workdir.glob(pattern)) for pattern in patterns):
