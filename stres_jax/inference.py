@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from stres_jax.data.transforms import normalize
+from stres_jax.data.views import normalize
 from stres_jax.runtime.xla_options import DEFAULT_CPU_LIBRARY, compiler_options
 
 
@@ -66,15 +66,15 @@ class ClipRunner:
         self._forward = jit_forward(self.model, self.net.options.cpu_library)
 
     def run(self, clips_uint8):
-        """`(N, T, 112, 112, 3)` uint8 (resized and cropped) -> (probabilities, features)."""
+        """`(N, T, crop, crop, 3)` uint8 (resized and cropped) -> (probabilities, features)."""
         probabilities, features, start = [], [], 0
         for size in batch_sizes(len(clips_uint8), self.batch_size):
-            out = self._forward(self.variables, normalize(np.asarray(clips_uint8[start:start + size])))
+            out = self._forward(self.variables, normalize(np.asarray(clips_uint8[start:start + size]), self.model.preset))
             probabilities.append(np.asarray(out["probabilities"]))
             features.append(np.asarray(out["features"]))
             start += size
         if not probabilities:
-            return np.zeros((0, len(self.labels)), np.float32), np.zeros((0, 512), np.float32)
+            return np.zeros((0, len(self.labels)), np.float32), np.zeros((0, self.model.feature_width), np.float32)
         return np.concatenate(probabilities), np.concatenate(features)
 
     def top(self, probabilities, k):

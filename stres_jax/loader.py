@@ -90,6 +90,11 @@ class LoadedNet:
         return self.meta["arch"]
 
     @property
+    def preset(self):
+        """The test protocol of its weights (`models.preset.Preset`), which every command follows."""
+        return self.model.preset
+
+    @property
     def random_weights(self):
         """Whether the weights are torchvision's random initialisation (its answers mean nothing)."""
         return bool(self.meta.get("source", {}).get("random_init"))

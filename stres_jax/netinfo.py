@@ -8,6 +8,7 @@ import numpy as np
 from flax import traverse_util
 
 from stres_jax.data.transforms import clip_shape
+from stres_jax.models.preset import Preset
 from stres_jax.models import TorchBatchNorm
 from stres_jax.models.init import abstract_variables
 
@@ -30,7 +31,7 @@ def _trace_layers(model):
     def forward(v, x):
         with nn.intercept_methods(interceptor):
             return model.apply(v, x)
-    jaxpr = jax.make_jaxpr(forward)(variables, jnp.zeros(clip_shape(model.clip_len, batch=1), jnp.float32))
+    jaxpr = jax.make_jaxpr(forward)(variables, jnp.zeros(clip_shape(model.clip_len, batch=1, crop=model.preset.crop), jnp.float32))
     return calls, variables, jaxpr
 
 
@@ -77,7 +78,8 @@ def net_information(model, arch=None):
                        **({"kernel": list(kernel)} if kernel else {})})
     total = sum(arrays.values())
     return {"arch": arch or type(model).__name__,
-            "input": list(clip_shape(model.clip_len)), "total_params": total, "trainable_params": total,
+            "input": list(clip_shape(model.clip_len, crop=model.preset.crop)), "preset": model.preset.to_json(),
+            "total_params": total, "trainable_params": total,
             "batch_norm_statistics": stats, "layer_types": layer_types,
             "gmacs": round(sum(_macs(k, i, o, kern) for _, k, i, o, kern in calls) / 1e9, 3),
             "kernel_sizes": dict(kernel_sizes), "arrays": arrays, "layers": layers}
@@ -87,7 +89,8 @@ def format_information(info):
     """Readable tables of `net_information`'s dict."""
     lines = [f"{info['arch']}: {info['total_params']:,} parameters (all trainable), "
              f"{info['batch_norm_statistics']:,} batch-norm statistics, "
-             f"{info['gmacs']} GMACs per {'x'.join(map(str, info['input'][:3]))} clip", "",
+             f"{info['gmacs']} GMACs per {'x'.join(map(str, info['input'][:3]))} clip",
+             f"preset: {Preset.from_json(info['preset'], 'info').summary()}", "",
              "layer types:"]
     lines += [f"  {name:20s} {count}" for name, count in info["layer_types"].items()]
     lines += ["", "kernel sizes [time, height, width] of each block's convolutions:"]

@@ -19,10 +19,10 @@ class PlanOutputs:
     """Everything the net said about one video by a `ClipPlan`, in one decoding pass."""
     info: object                 # the video's VideoInfo
     main_probs: np.ndarray       # (clips x crops, classes) softmax of every main view
-    main_features: np.ndarray    # (clips x crops, 512) pooled features
+    main_features: np.ndarray    # (clips x crops, width) pooled features
     spans: list                  # [(first frame, end frame, indices)] of the windows
     window_probs: np.ndarray     # (windows, classes)
-    window_features: np.ndarray  # (windows, 512)
+    window_features: np.ndarray  # (windows, width)
     window_frames: np.ndarray    # (windows, 112, 112, 3) uint8: each window clip's middle frame
 
     def window_times(self):
@@ -43,12 +43,12 @@ def run_plan(runner, path, plan=ClipPlan(), progress=False, main=True, workers=N
     spans = plan.windows(info)
     jobs = [(("main", i), idx) for i, idx in enumerate(main)]
     jobs += [(("window", k), idx) for k, (_, _, idx) in enumerate(spans)]
-    classes, crops = len(runner.labels), plan.crops
-    out = PlanOutputs(info, np.zeros((len(main) * crops, classes), np.float32), np.zeros((len(main) * crops, 512), np.float32),
-                      spans, np.zeros((len(spans), classes), np.float32), np.zeros((len(spans), 512), np.float32),
-                      np.zeros((len(spans), 112, 112, 3), np.uint8))
+    classes, crops, width = len(runner.labels), plan.crops, runner.model.feature_width
+    out = PlanOutputs(info, np.zeros((len(main) * crops, classes), np.float32), np.zeros((len(main) * crops, width), np.float32),
+                      spans, np.zeros((len(spans), classes), np.float32), np.zeros((len(spans), width), np.float32),
+                      np.zeros((len(spans), plan.preset.crop, plan.preset.crop, 3), np.uint8))
     last = max((int(idx.max()) for _, idx in jobs), default=0)
-    arguments = (path, jobs, runner.batch_size, crops)
+    arguments = (path, jobs, runner.batch_size, crops, plan.preset)
     source = workers.run(path, stream_task, *arguments) if workers else stream_task(*arguments)
     with tqdm(total=last + 1, desc=str(path), unit="frame", disable=not progress, leave=False) as bar:
         for decoded, batch in source:

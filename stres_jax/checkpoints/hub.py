@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 from flax import traverse_util
 
-from stres_jax.data.transforms import PREPROCESSING
 from stres_jax.errors import UserError
+from stres_jax.models.preset import Preset
 from stres_jax.runtime.atomic import check_space, output_path
 
 CONFIG_FILE, WEIGHTS_FILE, HUB_FORMAT = "config.json", "model.safetensors", "stres_jax-hub-1"
@@ -26,15 +26,17 @@ def is_hub_folder(directory):
 
 
 def save_hub_folder(directory, arch, variables, labels, batchnorm_folded=False, overwrite=False, inputs=(),
-                    source=None):
+                    source=None, preset=None):
     """Write `variables` ({"params", "batch_stats"?}) and their config to `directory`, atomically
-    (replacing only a stres_jax result there: `runtime.atomic.output_path`)."""
+    (replacing only a stres_jax result there: `runtime.atomic.output_path`). `preset`: the
+    weights' test protocol (default: the arch's)."""
     from safetensors.numpy import save_file
     from stres_jax.models import ARCH_SPECS
+    preset = preset or ARCH_SPECS[arch].preset
     flat = {".".join(path): np.ascontiguousarray(np.asarray(value, np.float32))
             for path, value in traverse_util.flatten_dict(dict(variables)).items()}
     config = {"format": HUB_FORMAT, "arch": arch, "num_classes": len(labels), "labels": list(labels),
-              "clip_len": ARCH_SPECS[arch].clip_len, "preprocessing": PREPROCESSING,
+              "clip_len": preset.clip_len, "preset": preset.to_json(), "preprocessing": preset.preprocessing(),
               "batchnorm_folded": bool(batchnorm_folded), "library": "stres_jax", **({"source": source} if source else {})}
     check_space(directory, sum(value.nbytes for value in flat.values()) + (1 << 20))
     with output_path(directory, "folder", overwrite, inputs) as staging:
@@ -48,7 +50,18 @@ def save_pretrained(variables, meta, directory, overwrite=False):
     """The linen side of `stres_jax.nnx.save_pretrained`: `variables` (BN folded or not) with the
     arch and labels of `meta` (as `load_checkpoint` returns it) into a Hub-layout folder."""
     return save_hub_folder(directory, meta["arch"], variables, meta["labels"], "batch_stats" not in variables, overwrite,
-                           source=meta.get("source") or None)
+                           source=meta.get("source") or None, preset=preset_of(meta))
+
+
+def preset_of(meta):
+    """The test protocol of a checkpoint's meta: its `preset`, or (written before presets travelled)
+    its arch's with its `clip_len`."""
+    from stres_jax.models import ARCH_SPECS
+    if isinstance(meta.get("preset"), Preset):
+        return meta["preset"]
+    if "preset" in meta:
+        return Preset.from_json(meta["preset"], meta.get("arch"))
+    return ARCH_SPECS[meta["arch"]].preset.replace(clip_len=meta.get("clip_len"))
 
 
 def check_meta(meta, path, hint):
@@ -73,6 +86,10 @@ def check_meta(meta, path, hint):
         raise UserError(f"{path}: key 'clip_len' is {clip_len!r:.40}, not a whole number from 1 to 4096; {hint}")
     if not isinstance(meta.get("source", {}), dict):
         raise UserError(f"{path}: key 'source' must be an object; {hint}")
+    if "preset" in meta:
+        preset = Preset.from_json(meta["preset"], path)
+        if preset.clip_len != clip_len:
+            raise UserError(f"{path}: key 'clip_len' is {clip_len}, but its 'preset' has {preset.clip_len}; {hint}")
     if "batchnorm_folded" in meta and not isinstance(meta["batchnorm_folded"], bool):
         raise UserError(f"{path}: key 'batchnorm_folded' must be true or false; {hint}")
     return meta

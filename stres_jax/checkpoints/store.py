@@ -7,11 +7,11 @@ from flax import traverse_util
 
 from stres_jax.runtime.atomic import check_space, output_path
 from stres_jax.runtime.quiet import quiet_absl
-from stres_jax.data.transforms import PREPROCESSING
 from stres_jax.errors import UserError, first_line
 from stres_jax.models import ARCH_SPECS, create_model
 from stres_jax.models.init import abstract_variables
-from stres_jax.checkpoints.hub import check_meta, hub_snapshot, is_hub_folder, read_hub_config, read_hub_folder
+from stres_jax.checkpoints.hub import (check_meta, hub_snapshot, is_hub_folder, preset_of, read_hub_config,
+                                      read_hub_folder)
 
 FORMAT_VERSION = 1
 META_FILE = "meta.json"
@@ -31,9 +31,11 @@ def _checkpointer():
         primary_host=me, active_processes={me}))
 
 
-def save_checkpoint(directory, arch, variables, labels, source=None, overwrite=False, inputs=()):
+def save_checkpoint(directory, arch, variables, labels, source=None, overwrite=False, inputs=(), preset=None):
     """Write `variables` and their metadata to `directory` atomically; it replaces only an earlier
-    stres_jax result there (`runtime.atomic.output_path`)."""
+    stres_jax result there (`runtime.atomic.output_path`). `preset`: the weights' test protocol
+    (default: the arch's)."""
+    preset = preset or ARCH_SPECS[arch].preset
     check_space(directory, sum(leaf.nbytes for leaf in jax.tree.leaves(variables)) + (1 << 20))
     with output_path(directory, "folder", overwrite, inputs) as staging, quiet_absl():  # orbax logs a failed
         #  save's traceback before raising it (a full disk): the raise is reported, in one line
@@ -41,8 +43,8 @@ def save_checkpoint(directory, arch, variables, labels, source=None, overwrite=F
         checkpointer.save(staging / VARIABLES_DIR, variables)
         checkpointer.wait_until_finished()
         meta = {"format_version": FORMAT_VERSION, "arch": arch, "num_classes": len(labels),
-                "labels": list(labels), "clip_len": ARCH_SPECS[arch].clip_len, "preprocessing": PREPROCESSING,
-                "source": source or {}}
+                "labels": list(labels), "clip_len": preset.clip_len, "preset": preset.to_json(),
+                "preprocessing": preset.preprocessing(), "source": source or {}}
         (staging / META_FILE).write_text(json.dumps(meta, indent=1))
     return Path(directory).absolute()
 
@@ -108,7 +110,7 @@ def load_checkpoint(directory, fold_batchnorm=False, **model_kwargs):
     absorb the BatchNorms (logits within 1e-6 relative; no `train=True`)."""
     directory = checkpoint_dir(directory).absolute()
     meta = read_meta(directory)
-    model = create_model(meta["arch"], num_classes=meta["num_classes"], **model_kwargs)
+    model = create_model(meta["arch"], num_classes=meta["num_classes"], **{"preset": preset_of(meta), **model_kwargs})
     if is_hub_folder(directory):  # config.json + model.safetensors (`save_pretrained`)
         return _load_hub_folder(directory, model, fold_batchnorm, model_kwargs)
     if not (directory / VARIABLES_DIR).is_dir():

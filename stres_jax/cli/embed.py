@@ -26,14 +26,15 @@ def register(subparsers):
                         "protocol resumes, anything else is refused (default: temporary)")
     parser.add_argument("--fresh", action="store_true", help="delete the workdir's earlier results first")
     parser.add_argument("--batch-size", type=positive_int, default=8)
-    parser.add_argument("--clips", type=bounded_int(sampling.MAX_CLIPS), default=sampling.NUM_CLIPS,
-                        help=f"clips per video, 1 to {sampling.MAX_CLIPS} (default {sampling.NUM_CLIPS})")
+    parser.add_argument("--clips", type=bounded_int(sampling.MAX_CLIPS), 
+                        help=f"clips per video, 1 to {sampling.MAX_CLIPS} (default: the net's preset, 5 or 10)")
     parser.add_argument("--window", type=bounded_int(sampling.MAX_CLIP_LEN), metavar="W", help="also embed windows "
                         f"of W video frames, at most {sampling.MAX_CLIP_LEN} (the windows of `predict --window`): "
                         "window_embeddings, window_video, window_start/end")
     parser.add_argument("--stride", type=bounded_int(sampling.MAX_STRIDE), metavar="S",
                         help="frames between window starts (default W)")
-    parser.add_argument("--crops", type=int, choices=(1, 3), default=1, help="spatial crops per clip (1 or 3)")
+    parser.add_argument("--crops", type=int, choices=(1, 3), help="spatial crops per clip, 1 or 3 (default: the "
+                        "net's preset)")
     add_overwrite_flag(parser)
     add_cpu_library_flag(parser)
     parser.set_defaults(func=run)
@@ -45,8 +46,8 @@ def run(args):
     net = load_net(ModelOptions.from_args(args))  # once, for the clips and the windows
     config = ModelOptions.from_args(args, arch=net.arch).write_to(get_base_config(net.arch))
     config.batch_size, config.fresh = args.batch_size, args.fresh
-    config.protocol.clips_per_video = args.clips
-    config.protocol.crops = args.crops
+    config.protocol.clips_per_video = args.clips or net.preset.clips
+    config.protocol.crops = args.crops or net.preset.crops
     if bool(args.paths) == bool(args.store):
         raise UserError("name the videos: PATH arguments, or --store DIR")
     items = store_items(args.store) if args.store else items_for(args.paths)
@@ -62,7 +63,7 @@ def run(args):
         from stres_jax.embed import window_embeddings
         from stres_jax.inference import ClipRunner
         runner = ClipRunner(net, batch_size=args.batch_size)
-        plan = sampling.ClipPlan(window=args.window, stride=args.stride)
+        plan = sampling.ClipPlan.of(net.preset, crops=1, window=args.window, stride=args.stride)
         with DecodeWorkers(1) as workers:
             windows, failed = window_embeddings(runner, arrays["paths"], plan, sys.stderr.isatty(), workers)
         arrays.update(windows)

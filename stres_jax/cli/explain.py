@@ -8,7 +8,7 @@ from stres_jax.cli.options import add_model_flags, add_overwrite_flag
 from stres_jax.data.clips import plan_clips_of
 from stres_jax.data.sampling import ClipPlan
 from stres_jax.data.sources import VideoItem
-from stres_jax.data.transforms import normalize
+from stres_jax.data.views import normalize
 from stres_jax.errors import UserError
 from stres_jax.runtime.atomic import check_output
 from stres_jax.loader import ModelOptions, load_net
@@ -37,8 +37,8 @@ def register(subparsers):
 
 def run(args):
     from stres_jax.explain import grad_cam  # jax-heavy; only this command needs it
-    if not 0 <= args.clip_index < 5:
-        raise UserError(f"--clip-index must be 0-4, got {args.clip_index}")
+    if args.clip_index < 0:
+        raise UserError(f"--clip-index must be 0 or more, got {args.clip_index}")
     out = args.out or (args.format == "text" and f"{Path(args.video).name}.cam.png")
     if out:
         check_output(out, "png", args.overwrite, [args.video])  # before the work: refused at once
@@ -46,8 +46,11 @@ def run(args):
     model, variables, labels = net.model, net.variables, net.labels
     if args.label is not None and args.label not in labels:
         raise UserError(f"--label {args.label!r} is not one of the net's classes (see `stres-jax labels`)")
-    clip = plan_clips_of(VideoItem(args.video), ClipPlan(clip_len=model.clip_len))[args.clip_index]
-    cam, label, probabilities = grad_cam(model, variables, normalize(clip),
+    plan = ClipPlan.of(net.preset, crops=1)  # the net's protocol, one view per clip
+    if args.clip_index >= plan.clips:
+        raise UserError(f"--clip-index must be 0-{plan.clips - 1} (the preset's {plan.clips} clips), got {args.clip_index}")
+    clip = plan_clips_of(VideoItem(args.video), plan)[args.clip_index]
+    cam, label, probabilities = grad_cam(model, variables, normalize(clip, net.preset),
                                          None if args.label is None else labels.index(args.label), args.layer)
     result = {"video": args.video, "label": labels[label], "probability": float(probabilities[label]),
               "layer": args.layer, "clip_index": args.clip_index, "shape": list(cam.shape)}

@@ -25,9 +25,10 @@ def register(subparsers):
     parser.add_argument("--store", metavar="DIR", help="a clip store (`stres-jax prepare`), read at its 15 fps")
     parser.add_argument("--clip-len", type=bounded_int(sampling.MAX_CLIP_LEN),
                         help=f"frames per window, at most {sampling.MAX_CLIP_LEN} (default: the net's, 16)")
-    parser.add_argument("--fps", type=frame_rate, default=float(sampling.FRAME_RATE),
-                        help=f"resample to this rate first, up to {sampling.MAX_FRAME_RATE:g} (default "
-                        f"{sampling.FRAME_RATE:g}; 0: the native frames)")
+    parser.add_argument("--fps", type=frame_rate,
+                        help=f"resample to this rate first, up to {sampling.MAX_FRAME_RATE:g} (default: the net's "
+                        f"preset, {sampling.FRAME_RATE:g} for the torchvision nets, the native frames for the CSN ones; "
+                        "0: the native frames)")
     parser.add_argument("--stride", type=bounded_int(sampling.MAX_STRIDE),
                         help=f"frames between window starts, at most {sampling.MAX_STRIDE:,} (default: --clip-len)")
     parser.add_argument("--layer", choices=("pre_logits", "layer1", "layer2", "layer3", "layer4"),
@@ -53,7 +54,7 @@ def feature_items(args):
     if len(chosen) != 1:
         raise UserError("name the videos once: PATH arguments, --csv FILE --root DIR, --tfds NAME or --store DIR")
     if args.store:
-        if args.fps != sampling.FRAME_RATE:
+        if args.fps not in (None, sampling.FRAME_RATE):
             raise UserError(f"--store holds frames at {sampling.FRAME_RATE:g} fps; --fps {args.fps:g} needs the "
                             "videos themselves (give their paths)")
         return store_items(args.store)
@@ -78,7 +79,7 @@ def run(args):
     if not items:
         raise UserError("no videos found in the given paths")
     net = load_net(ModelOptions.from_args(args))
-    plan = WindowPlan(args.clip_len or net.model.clip_len, args.fps, args.stride or 0)
+    plan = WindowPlan.of(net.preset, args.clip_len, args.fps, args.stride)
     result = extract(items, args.out, net, plan, args.layer, args.batch_size, args.half, args.workers)
     print(json.dumps({"out": args.out, **result}))
     if result["stopped"]:

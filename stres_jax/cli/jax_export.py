@@ -3,7 +3,6 @@ from pathlib import Path
 
 from stres_jax.runtime.atomic import check_output, output_path
 from stres_jax.cli.options import add_model_flags, add_overwrite_flag, positive_int
-from stres_jax.data.transforms import CROP
 from stres_jax.loader import ModelOptions, load_net
 
 
@@ -17,7 +16,8 @@ def register(subparsers):
     add_model_flags(parser)
     parser.add_argument("--out", required=True, metavar="FILE", help="the artefact (e.g. r2plus1d_18.jax)")
     parser.add_argument("--frames", type=positive_int, help="frames per clip (default: the net's clip length, 16 for the 18-layer nets)")
-    parser.add_argument("--size", type=positive_int, default=CROP, help=f"crop height and width (default {CROP})")
+    parser.add_argument("--size", type=positive_int, help="crop height and width (default: the net's preset, 112 "
+                        "for the torchvision nets, 256 for the CSN ones)")
     parser.add_argument("--platforms", default="cpu,cuda",
                         help="comma-separated: cpu, cuda, rocm, tpu (default cpu,cuda)")
     add_overwrite_flag(parser)
@@ -35,12 +35,12 @@ def run(args):
     check_output(args.out, "jax-export", args.overwrite)  # before the work: refused at once
     check_output(sidecar, "json", args.overwrite)
     net = load_net(ModelOptions.from_args(args, fold_batchnorm=False))
-    frames = args.frames or net.model.clip_len
-    exported = export_net(net, frames, args.size, platforms)
+    frames, size = args.frames or net.preset.clip_len, args.size or net.preset.crop
+    exported = export_net(net, frames, size, platforms)
     with output_path(args.out, "jax-export", args.overwrite) as staging:
         staging.write_bytes(exported.serialize())
     with output_path(sidecar, "json", True) as staging:  # checked above; the artefact beside it is new
-        staging.write_text(describe(net, exported, frames, args.size))
+        staging.write_text(describe(net, exported, frames, size))
     size = Path(args.out).stat().st_size / 1e6
     print(f"wrote {args.out} ({size:.0f} MB; {net.arch}, platforms {', '.join(platforms)}) and {sidecar}")
     return 0

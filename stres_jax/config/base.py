@@ -38,11 +38,12 @@ def get_base_config(arch=DEFAULT_ARCH):
     config.data.store = ""          # clip store directory for source "store" (`stres-jax prepare`)
     config.data.max_videos = 0      # use only the first N videos (0 = all)
 
+    preset = ARCH_SPECS[config.arch].preset  # the arch's test protocol (the net's pixels come from its checkpoint)
     config.protocol = ml_collections.ConfigDict()
-    config.protocol.frame_rate = float(sampling.FRAME_RATE)  # resample to this rate (0 = native)
-    config.protocol.clip_len = ARCH_SPECS[config.arch].clip_len  # 16; the IG-65M nets' 8 or 32
-    config.protocol.clips_per_video = sampling.NUM_CLIPS
-    config.protocol.crops = 1       # spatial crops per clip: 1 (centre) or 3 (left, centre, right)
+    config.protocol.frame_rate = float(preset.frame_rate or 0)  # resample to this rate (0 = native); 15
+    config.protocol.clip_len = preset.clip_len  # 16; the IG-65M nets' 8 or 32, the CSN nets' 32
+    config.protocol.clips_per_video = preset.clips  # 5; the CSN nets' 10
+    config.protocol.crops = preset.crops  # spatial crops per clip: 1 (centre) or 3 (left, centre, right)
 
     config.distributed = ml_collections.ConfigDict()
     config.distributed.num_processes = 1

@@ -9,7 +9,8 @@ import jax
 import numpy as np
 
 from stres_jax.data.clips import clips_task, plan_clips_of
-from stres_jax.data.transforms import normalize
+from stres_jax.data.views import normalize
+from stres_jax.models.preset import TORCHVISION
 from stres_jax.runtime.distributed import any_process
 from stres_jax.errors import UserError
 
@@ -115,22 +116,22 @@ def _guarded(fn, item):
         return UserError(f"{item.key}: {type(err).__name__}: {err}")
 
 
-def submit_padded(parallel, clips, clip_shape):
-    """Start `parallel` on uint8 `clips` zero-padded to its local batch, normalised; returns at
-    once, so the caller reads the next batch while the devices compute this one."""
+def submit_padded(parallel, clips, clip_shape, preset=TORCHVISION):
+    """Start `parallel` on uint8 `clips` zero-padded to its local batch, normalised by `preset`;
+    returns at once, so the caller reads the next batch while the devices compute this one."""
     batch = np.zeros((parallel.local_batch,) + tuple(clip_shape), np.uint8)
     for i, clip in enumerate(clips):
         batch[i] = clip
-    return parallel.submit(normalize(batch))
+    return parallel.submit(normalize(batch, preset))
 
 
-def run_videos(videos, parallel, clip_shape, on_video, stopped=lambda: False):
+def run_videos(videos, parallel, clip_shape, on_video, stopped=lambda: False, preset=TORCHVISION):
     """Push every clip of `videos` through `parallel` in fixed-size, padded local batches.
 
     `on_video(item, outputs or UserError)` gets, per video, the stacked per-clip outputs;
     padding rows are dropped, so each clip counts exactly once. All processes loop together.
     Once `stopped()`, only the batch in flight is finished: its videos are delivered, the
-    clips not yet submitted are dropped.
+    clips not yet submitted are dropped. `preset` normalises the values.
     """
     videos, buffer, partial, in_flight = iter(videos), [], {}, None
 
@@ -157,7 +158,7 @@ def run_videos(videos, parallel, clip_shape, on_video, stopped=lambda: False):
         more = any_process(len(rows) > 0)
         submitted = None
         if more:
-            submitted = (rows, submit_padded(parallel, [clip for _, clip in rows], clip_shape))
+            submitted = (rows, submit_padded(parallel, [clip for _, clip in rows], clip_shape, preset))
         if in_flight:
             deliver(*in_flight)
         in_flight = submitted

@@ -21,6 +21,7 @@ from stres_jax.runtime.interrupt import GracefulStop, Stopped, resume_command
 from stres_jax.data.store import (COLUMNS, DEFAULT_ENCODING, DEFAULT_QUALITY, ENCODINGS, FORMAT_VERSION, FRAME_ROW,
                                   FRAMES_FILE, INDEX_FILE, STORE_FILE, encoder, whole_frame)
 from stres_jax.data.transforms import RESIZE
+from stres_jax.models.preset import TORCHVISION
 from stres_jax.data.readers import as_reader, stream_frames
 from stres_jax.data.workers import DecodeWorkers
 from stres_jax.errors import UserError
@@ -50,7 +51,7 @@ def prepare(data, out, encoding=DEFAULT_ENCODING, quality=DEFAULT_QUALITY, worke
     classes = sorted({item.label for item in items if item.label is not None})
     num_shards = max(math.ceil(len(items) / videos_per_shard), 1)
     identity = {"format_version": FORMAT_VERSION, "data": source.identity(data), "fps": float(sampling.FRAME_RATE),
-                "frame_size": list(RESIZE), "encoding": encoding, "quality": int(quality) if encoding == "jpeg" else None,
+                "frame_size": list(RESIZE), "preset": TORCHVISION.spatial, "encoding": encoding, "quality": int(quality) if encoding == "jpeg" else None,
                 "videos_per_shard": videos_per_shard, "num_videos": len(items)}
     _claim(out, {"identity": identity, "classes": classes, "num_shards": num_shards})
     remove_stale_partials(out)  # a killed run's staging files, whatever their pid

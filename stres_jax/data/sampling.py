@@ -7,6 +7,8 @@ import math
 
 import numpy as np
 
+from stres_jax.models.preset import TORCHVISION, Preset
+
 CLIP_LEN = 16
 NUM_CLIPS = 5
 FRAME_RATE = 15
@@ -70,6 +72,19 @@ def protocol_clips(resampled, clip_len=CLIP_LEN, num_clips=NUM_CLIPS):
     return resampled[starts[:, None] + np.arange(clip_len)]
 
 
+def sample_frames_test(num_frames, clip_len, frame_interval, num_clips):
+    """`(num_clips, clip_len)` indices as mmaction2's `SampleFrames(clip_len, frame_interval,
+    num_clips, test_mode=True)`: offsets spread over the native frames, out-of-range indices looped."""
+    span = (clip_len - 1) * frame_interval + 1
+    max_offset = max(num_frames - span, 0)
+    if num_clips > 1:
+        offsets = np.round(np.arange(num_clips) * (max_offset / float(num_clips - 1)))
+    else:
+        offsets = np.array([max_offset // 2])
+    indices = offsets[:, None] + np.arange(clip_len)[None, :] * frame_interval
+    return np.mod(indices, max(num_frames, 1)).astype(np.int64)
+
+
 def spread_indices(start, stop, length):
     """`length` indices spread evenly over frames [start, stop) (repeats when it is shorter)."""
     return start + np.floor(np.linspace(0, stop - start - 1, length)).astype(np.int64)
@@ -105,6 +120,7 @@ class ClipPlan:
     window: int | None = None
     stride: int | None = None              # None: `window`
     crops: int = 1                         # spatial views of each main clip: 1 (centre) or 3
+    preset: Preset = TORCHVISION           # the net's pixels, values and sampling rule (`Preset`)
 
     def __post_init__(self):
         for name in ("clips", "clip_len", "target_length", "window", "stride"):
@@ -118,15 +134,30 @@ class ClipPlan:
             raise ValueError(f"ClipPlan.crops must be 1 or 3, got {self.crops}")
 
     @classmethod
-    def from_protocol(cls, protocol):
-        """The plan of a config's `protocol` block (frame_rate 0 = native)."""
+    def from_protocol(cls, protocol, preset=TORCHVISION):
+        """The plan of a config's `protocol` block (frame_rate 0 = native) for a net's `preset`."""
         return cls(protocol.clips_per_video, protocol.clip_len, protocol.frame_rate or None,
-                   crops=protocol.get("crops", 1))
+                   crops=protocol.get("crops", 1), preset=preset)
+
+    @classmethod
+    def of(cls, preset, clips=None, clip_len=None, frame_rate=None, crops=None, **others):
+        """The plan of a net's `preset`, with the parts given (not None) changed."""
+        pick = lambda given, own: own if given is None else given  # noqa: E731
+        rate = preset.frame_rate if frame_rate is None else (frame_rate or None)
+        return cls(pick(clips, preset.clips), pick(clip_len, preset.clip_len), rate, crops=pick(crops, preset.crops),
+                   preset=preset, **others)
+
+    def describe(self):
+        """What of this plan makes the numbers (for a run's identity and its records)."""
+        return {"clips": self.clips, "clip_len": self.clip_len, "frame_rate": self.frame_rate, "crops": self.crops,
+                "target_length": self.target_length, "preset": self.preset.to_json()}
 
     def main_clips(self, info):
         """`(clips, clip_len)` frame indices for a video's `VideoInfo`."""
         if self.target_length:
             return target_length_clip(info.num_frames, self.target_length)
+        if self.preset.sampling == "mmaction":
+            return sample_frames_test(info.num_frames, self.clip_len, self.preset.frame_interval, self.clips)
         return protocol_clips(info.resampled(self.frame_rate), self.clip_len, self.clips)
 
     def windows(self, info):

@@ -10,6 +10,7 @@ from pathlib import Path
 import tqdm
 
 from stres_jax.data.readers import FileReader, LoadingReader, TfdsExampleReader
+from stres_jax.models.preset import TORCHVISION
 from stres_jax.data.store import RESIZE, SkippedReader, StoreReader, open_store
 from stres_jax.data.tfds_videos import tfds_examples
 from stres_jax.errors import UserError
@@ -229,6 +230,10 @@ class StoreSource(Source):
         store = open_store(data.store)
         asked = ("clips of a target length" if plan.target_length else "windows in native frames" if plan.window
                  else f"frames at {plan.frame_rate:g} fps" if plan.frame_rate else "frames at the native rate")
+        made_for = store.identity.get("preset", TORCHVISION.spatial)  # stores before presets travelled: torchvision's
+        if made_for != plan.preset.spatial:
+            raise UserError(f"{store.root} holds frames made for the preset {made_for}, but the net's preset is "
+                            f"{plan.preset.spatial}; read the videos themselves (data.source folder/csv/tfds)")
         if plan.target_length or plan.window or plan.frame_rate != store.fps \
                 or list(store.identity["frame_size"]) != list(RESIZE):
             raise UserError(f"{store.root} holds {store.identity['frame_size'][0]}x{store.identity['frame_size'][1]} "

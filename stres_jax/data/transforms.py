@@ -18,9 +18,9 @@ PREPROCESSING = {"resize": list(RESIZE), "crop": CROP, "mean": list(MEAN), "std"
                  "interpolation": "bilinear", "antialias": False, "layout": "NTHWC"}
 
 
-def clip_shape(clip_len=CLIP_LEN, batch=None):
-    """`(clip_len, 112, 112, 3)`: one preprocessed clip, with a leading `batch` axis if given."""
-    shape = (clip_len, CROP, CROP, 3)
+def clip_shape(clip_len=CLIP_LEN, batch=None, crop=CROP):
+    """`(clip_len, crop, crop, 3)`: one preprocessed clip, with a leading `batch` axis if given."""
+    shape = (clip_len, crop, crop, 3)
     return shape if batch is None else (batch,) + shape
 
 
@@ -89,14 +89,14 @@ def resize_region(frames, resize, region):
     return _lerp(hw0[:, None, None], upper, hw1[:, None, None], lower)
 
 
-def crop_lefts(crops):
-    """Left edges of the spatial crops on the 128x171 resized frame (all at the centre rows):
-    1 crop: the preset's centre (x=30); 3 crops: left, centre, right (x=0, 30, 59)."""
-    centre = _crop_start(RESIZE[1], CROP)
+def crop_lefts(crops, resize=RESIZE, crop=CROP):
+    """Left edges of the spatial crops on the resized frame (all at the centre rows): 1 crop: the
+    preset's centre (x=30 of 171); 3 crops: left, centre, right (x=0, 30, 59)."""
+    centre = _crop_start(resize[1], crop)
     if crops == 1:
         return (centre,)
     if crops == 3:
-        return (0, centre, RESIZE[1] - CROP)
+        return (0, centre, resize[1] - crop)
     raise ValueError(f"crops must be 1 or 3, got {crops}")
 
 
@@ -112,10 +112,10 @@ def resize_views_uint8(frames, crops=1):
 
 def normalize(frames_uint8, mean=MEAN, std=STD):
     """uint8 -> float32 in [0, 1] -> (x - mean) / std, per channel (last axis)."""
-    return _standardize(frames_uint8.astype(np.float32) / np.float32(255), mean, std)
+    return standardize(frames_uint8.astype(np.float32) / np.float32(255), mean, std)
 
 
-def _standardize(x, mean=MEAN, std=STD):
+def standardize(x, mean=MEAN, std=STD):
     """(x - mean) / std per channel (last axis), float32. Computed with the channels interleaved
     along rows of W*C values: the same float32 operations, 2x faster than broadcasting over 3."""
     x = np.asarray(x, np.float32)
@@ -139,7 +139,7 @@ def train_view(frames, origin, flip):
     else:
         x = frames.astype(np.float32) / np.float32(255)
         view = resize_region(x, RESIZE, (int(top), int(left), CROP, CROP))
-    view = _standardize(view)  # per pixel, so flipping after it gives the same values
+    view = standardize(view)  # per pixel, so flipping after it gives the same values
     return np.ascontiguousarray(view[:, :, ::-1]) if flip else view
 
 

@@ -4,6 +4,7 @@
 writes `predictions.jsonl` (one line per video) and `results.json` to the workdir. Each process appends its videos to its own `predictions-PPPPP.jsonl` shard, flushed per
 video, so a killed run started again with the same workdir resumes where it stopped.
 """
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -48,6 +49,9 @@ def evaluate(config, workdir, items=None, embeddings=False, net=None):
     data_shardings(config.batch_size)  # the batch divides among the devices, before anything slow
     net = net or load_net(ModelOptions.from_config(config))
     model, variables, labels = net.model, net.variables, net.labels
+    plan = dataclasses.replace(plan, preset=net.preset)  # the net's pixels, values and sampling rule
+    if items is None:
+        source_of(config.data).check_plan(config.data, plan)  # a clip store made for another preset
     identity = run_identity(config, net, embeddings, given_items=items is not None)
     if config.fresh:
         clear_workdir(workdir, RESULT_FILES)
@@ -69,7 +73,8 @@ def evaluate(config, workdir, items=None, embeddings=False, net=None):
             shard.flush()
             bar.update()
         videos = decoded_videos(mine, clip_loader(plan, workers), config.num_workers, config.prefetch)
-        run_videos(videos, parallel, clip_shape(plan.clip_len), on_video, stopped=lambda: bool(stop))
+        run_videos(videos, parallel, clip_shape(plan.clip_len, crop=net.preset.crop), on_video,
+                   stopped=lambda: bool(stop), preset=net.preset)
     answered = len(read_records(workdir)) if stop else len(items)
     if answered < len(items):  # a signal cut it short (with every video answered, it just finishes)
         raise Stopped(f"stopped by {stop.name} with {answered} of {len(items)} videos answered, each kept in "
@@ -91,7 +96,7 @@ def run_identity(config, net, embeddings, given_items):
     return {"kind": "embed" if embeddings else "eval", **net.options.identity(net.arch),
             "weights_sha256": weights_fingerprint(net.variables),
             "labels_sha256": hashlib.sha256(json.dumps(list(net.labels)).encode()).hexdigest(),
-            "protocol": config.protocol.to_dict(), "data": data}
+            "protocol": config.protocol.to_dict(), "preset": net.preset.to_json(), "data": data}
 
 
 def write_results(workdir, records, run=None):

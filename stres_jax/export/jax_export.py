@@ -11,7 +11,6 @@ import json
 import jax
 import jax.numpy as jnp
 
-from stres_jax.data.transforms import CROP, PREPROCESSING
 from stres_jax.models import create_model
 from stres_jax.models.fold import fold_batchnorm
 
@@ -19,11 +18,11 @@ PLATFORMS = ("cpu", "cuda")
 LOWERING = {"cpu": "taps", "cuda": "xla", "rocm": "xla", "tpu": "xla"}
 
 
-def export_net(net, frames=None, size=CROP, platforms=PLATFORMS):
+def export_net(net, frames=None, size=None, platforms=PLATFORMS):
     """The `jax.export.Exported` of a `loader.LoadedNet` (BatchNorm kept or folded alike);
-    `frames` defaults to the net's clip length."""
+    `frames` and `size` default to the net's preset (clip length and crop)."""
     spec = net.model.spec
-    frames = frames or spec.clip_len
+    frames, size = frames or net.preset.clip_len, size or net.preset.crop
     variables = net.variables if "batch_stats" not in net.variables else fold_batchnorm(net.variables, spec)
     dtype = jnp.dtype(net.options.dtype)
     models = {p: create_model(net.arch, num_classes=len(net.labels), conv_impl=LOWERING[p],
@@ -47,7 +46,8 @@ def describe(net, exported, frames, size):
     """The sidecar JSON written beside an artefact: what goes in and what comes out."""
     return json.dumps({"arch": net.arch, "labels": list(net.labels), "platforms": list(exported.platforms),
                        "input": {"shape": ["batch", frames, size, size, 3], "dtype": "float32",
-                                 "layout": "NTHWC", "preprocessing": PREPROCESSING},
+                                 "layout": "NTHWC", "preprocessing": net.preset.preprocessing(),
+                                 "preset": net.preset.to_json()},
                        "output": {"shape": ["batch", len(net.labels)], "dtype": "float32", "meaning": "logits"},
                        "compute_dtype": net.options.dtype, "library": "stres_jax",
                        "load": "jax.export.deserialize(open(FILE, 'rb').read()).call(clips)"}, indent=1)

@@ -11,7 +11,6 @@ from flax import traverse_util
 from onnx import TensorProto, helper, numpy_helper
 
 from stres_jax.models.init import abstract_variables
-from stres_jax.data.transforms import CROP, PREPROCESSING
 from stres_jax.errors import UserError
 from stres_jax.models import ARCH_SPECS, ConvLayer, create_model
 
@@ -78,24 +77,33 @@ def _write_graph(arch, flat):
     return g
 
 
-def to_onnx(arch, variables, labels, frames=None):
+def to_onnx(arch, variables, labels, frames=None, size=None, preset=None):
     """An onnx.ModelProto of the net (`arch`: a name or an `ArchSpec`), with labels and preprocessing
-    in metadata_props; `frames` defaults to the arch's clip length."""
-    frames = frames or (ARCH_SPECS[arch] if isinstance(arch, str) else arch).clip_len
+    in metadata_props; `frames` and `size` (the crop) default to the `preset`'s (the arch's)."""
+    preset = preset or (ARCH_SPECS[arch] if isinstance(arch, str) else arch).preset
+    frames, size = frames or preset.clip_len, size or preset.crop
     flat = traverse_util.flatten_dict(variables)
     g = _write_graph(arch, {k: np.asarray(v) for k, v in flat.items()})
     arch = arch if isinstance(arch, str) else "custom"  # an ArchSpec of the caller's: not importable
     graph = helper.make_graph(
         g.nodes, f"stres_jax_{arch}",
-        [helper.make_tensor_value_info("video", TensorProto.FLOAT, ["batch", 3, frames, CROP, CROP])],
+        [helper.make_tensor_value_info("video", TensorProto.FLOAT, ["batch", 3, frames, size, size])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", len(labels)])],
         list(g.initializers.values()))
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="stres_jax", ir_version=IR_VERSION)
     helper.set_model_props(model, {"format": FORMAT, "arch": arch, "labels": json.dumps(labels),
-                                   "preprocessing": json.dumps(PREPROCESSING), "frames": str(frames)})
+                                   "preprocessing": json.dumps(preset.preprocessing()), "preset": json.dumps(preset.to_json()),
+                                   "frames": str(frames)})
     onnx.checker.check_model(model, full_check=True)
     return model
+
+
+def onnx_preset(path):
+    """The preset an export recorded (None for files written before presets travelled)."""
+    from stres_jax.models.preset import Preset
+    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    return Preset.from_json(json.loads(props["preset"]), path) if "preset" in props else None
 
 
 def from_onnx(path):

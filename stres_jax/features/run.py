@@ -109,8 +109,8 @@ class _Producer:
         info = list(self.workers.run(item.key, probe_task, reader))[0] if reader.isolated else reader.probe()
         windows, start, end = self.plan.windows(info)
         self._put(item, "video", (len(windows), start, end))
-        source = (self.workers.run(item.key, window_task, reader, windows, self.batch_size) if reader.isolated
-                  else window_task(reader, windows, self.batch_size))
+        source = (self.workers.run(item.key, window_task, reader, windows, self.batch_size, self.plan.preset)
+                  if reader.isolated else window_task(reader, windows, self.batch_size, self.plan.preset))
         for batch in source:
             for k, clip in batch:
                 if self.stopped.is_set():
@@ -213,7 +213,8 @@ def _extract(items, out, net, plan, layer, batch_size, half, workers, show):
             more = any_process(len(rows) > 0)
             submitted = None
             if more:
-                submitted = (rows, submit_padded(parallel, [clip for _, _, clip in rows], clip_shape(plan.clip_len)))
+                submitted = (rows, submit_padded(parallel, [clip for _, _, clip in rows],
+                                                      clip_shape(plan.clip_len, crop=plan.preset.crop), plan.preset))
             if in_flight:
                 store(*in_flight)
             in_flight = submitted
@@ -234,6 +235,6 @@ def _write_video(out, item, features, start, end, half, line, plan):
         with open(staging, "wb") as file:
             np.save(file, features.astype(np.float16 if half else np.float32))
     record = {"video": item.key, "label": item.label, "file": name, "windows": len(features), **line}
-    if not plan.fps:  # native frames: their timestamps, which no formula gives
+    if not plan.fps or plan.interval > 1:  # native frames: their timestamps, which no formula gives
         record.update(start=np.round(start, 6).tolist(), end=np.round(end, 6).tolist())
     return record

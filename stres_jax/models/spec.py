@@ -8,6 +8,7 @@ from typing import Sequence
 
 from stres_jax.models.layers import (BasicBlock, BasicStem, Conv2Plus1D, Conv3DNoTemporal, Conv3DSimple,
                                      ConvLayer, LayerGroup, R2Plus1dStem)
+from stres_jax.models.preset import TORCHVISION, Preset, torchvision_preset
 
 STAGE_NAMES = ("layer1", "layer2", "layer3", "layer4")
 STAGE_STRIDES = (1, 2, 2, 2)  # of each stage's first block; the others have stride 1
@@ -49,8 +50,8 @@ class ArchSpec:
 
     `width_rule` is how a (2+1)D block's middle width is computed (`layers.midplanes`):
     "torchvision" once from the block's input width for both convs, "caffe2" (the IG-65M nets)
-    from each conv's own input width. `bn_epsilon` is every BatchNorm's; `clip_len` the frames
-    of the clips the published weights were trained on."""
+    from each conv's own input width. `bn_epsilon` is every BatchNorm's; `preset` the test protocol
+    of the published weights (a checkpoint may carry another: `Preset`)."""
     stem: type
     builders: Sequence[type]
     stage_sizes: Sequence[int] = (2, 2, 2, 2)
@@ -58,7 +59,16 @@ class ArchSpec:
     block: type = BasicBlock
     width_rule: str = "torchvision"
     bn_epsilon: float = 1e-5
-    clip_len: int = 16
+    preset: Preset = TORCHVISION
+
+    @property
+    def clip_len(self):
+        """The frames of the clips the published weights were trained on."""
+        return self.preset.clip_len
+
+    def fields(self):
+        """{field: value}, shallow (what `VideoResNet` takes)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
     def blocks(self):
         """Every block's plan, in order."""
@@ -111,10 +121,10 @@ ARCH_SPECS = {
     "mc3_34": ArchSpec(BasicStem, _MC3, LAYERS_34),
     "r2plus1d_34": ArchSpec(*_R2PLUS1D, LAYERS_34),
     # the IG-65M R(2+1)D-34 nets (Ghadiyaram et al. 2019) as moabitcoin/ig65m-pytorch defines them
-    "r2plus1d_34_8_ig65m": ArchSpec(*_R2PLUS1D, **_IG65M, clip_len=8),
-    "r2plus1d_34_32_ig65m": ArchSpec(*_R2PLUS1D, **_IG65M, clip_len=32),
-    "r2plus1d_34_8_kinetics": ArchSpec(*_R2PLUS1D, **_IG65M, clip_len=8),
-    "r2plus1d_34_32_kinetics": ArchSpec(*_R2PLUS1D, **_IG65M, clip_len=32),
+    "r2plus1d_34_8_ig65m": ArchSpec(*_R2PLUS1D, **_IG65M, preset=torchvision_preset(clip_len=8)),
+    "r2plus1d_34_32_ig65m": ArchSpec(*_R2PLUS1D, **_IG65M, preset=torchvision_preset(clip_len=32)),
+    "r2plus1d_34_8_kinetics": ArchSpec(*_R2PLUS1D, **_IG65M, preset=torchvision_preset(clip_len=8)),
+    "r2plus1d_34_32_kinetics": ArchSpec(*_R2PLUS1D, **_IG65M, preset=torchvision_preset(clip_len=32)),
 }
 ARCH_ALIASES = {
     "3d": "r3d_18", "r3d": "r3d_18",

@@ -1,5 +1,4 @@
 """VideoResNet and the three published nets: r3d_18 (3D), mc3_18 (Mixed), r2plus1d_18 ((2+1)D)."""
-import dataclasses
 import functools
 from typing import Any, Sequence
 
@@ -9,6 +8,7 @@ import jax.numpy as jnp
 from stres_jax.models.conv_impls import conv_factory, resolve_conv_impl
 from stres_jax.models.layers import BasicBlock, Conv, Conv2Plus1D, FoldedNorm, ModuleDef, R2Plus1dStem
 from stres_jax.models.norm import TorchBatchNorm
+from stres_jax.models.preset import TORCHVISION, Preset
 from stres_jax.models.spec import ARCH_SPECS, DEFAULT_ARCH, STAGE_NAMES, ArchSpec, canonical_arch
 
 BN_MOMENTUM = 0.1  # PyTorch's; Flax counts momentum the other way round
@@ -33,7 +33,7 @@ class VideoResNet(nn.Module):
     block: type = BasicBlock
     width_rule: str = "torchvision"
     bn_epsilon: float = 1e-5
-    clip_len: int = 16
+    preset: Preset = TORCHVISION   # the test protocol of its weights (the checkpoint's own)
     bn_momentum: float = BN_MOMENTUM  # PyTorch's sense (training only)
     num_classes: int = 400
     dtype: Any = jnp.float32
@@ -44,7 +44,16 @@ class VideoResNet(nn.Module):
     @property
     def spec(self):
         return ArchSpec(self.stem, tuple(self.builders), tuple(self.stage_sizes), tuple(self.widths), self.block,
-                        self.width_rule, self.bn_epsilon, self.clip_len)
+                        self.width_rule, self.bn_epsilon, self.preset)
+
+    @property
+    def clip_len(self):
+        return self.preset.clip_len
+
+    @property
+    def feature_width(self):
+        """The width of `pre_logits`, the pooled features (512 for the 18- and 34-layer nets)."""
+        return self.spec.blocks()[-1].rows().out_features
 
     @nn.compact
     def __call__(self, x, train: bool = False, return_features: bool = False):
@@ -66,7 +75,7 @@ class VideoResNet(nn.Module):
 
 
 def create_model(arch=DEFAULT_ARCH, num_classes=400, conv_impl="auto", **kwargs):
-    """The VideoResNet for `arch`; kwargs (dtype, fold_batchnorm, ...) go to VideoResNet.
+    """The VideoResNet for `arch`; kwargs (dtype, fold_batchnorm, a checkpoint's `preset`, ...) go to VideoResNet.
 
     `conv_impl` lowers the convolutions: "xla" (nn.Conv), "taps" (fast_conv.TapConv), "taps3d"
     (TapConv for 3-D kernels only) or "auto" (taps on CPU, xla elsewhere; BENCHMARKS.md).
@@ -75,8 +84,8 @@ def create_model(arch=DEFAULT_ARCH, num_classes=400, conv_impl="auto", **kwargs)
     """
     if "conv" not in kwargs:
         kwargs["conv"] = conv_factory(resolve_conv_impl(conv_impl))
-    spec = dataclasses.asdict(ARCH_SPECS[canonical_arch(arch)])
-    return VideoResNet(num_classes=num_classes, **spec, **kwargs)
+    spec = ARCH_SPECS[canonical_arch(arch)].fields()
+    return VideoResNet(num_classes=num_classes, **{**spec, **kwargs})
 
 
 r3d_18 = functools.partial(create_model, "r3d_18")

@@ -182,11 +182,12 @@ class VideoResNet(nnx.Module):
             setattr(self, block.name, BasicBlock(block.rows(), block.inplanes, options, rngs))
         width = spec.blocks()[-1].rows().out_features
         self.fc = nnx.Linear(width, num_classes, dtype=options.dtype, rngs=rngs)
+        self.preset = spec.preset  # a checkpoint's own test protocol, once `from_pretrained` set it
         self.eval()
 
     @property
     def clip_len(self):
-        return self.spec.clip_len
+        return self.preset.clip_len
 
     def __call__(self, x, return_features=False):
         x = jnp.asarray(x, self.options.dtype)

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from stres_jax.checkpoints.hub import save_hub_folder
+from stres_jax.checkpoints.hub import preset_of, save_hub_folder
 from stres_jax.checkpoints.store import load_checkpoint
 from stres_jax.models.fold import fold_batchnorm as fold
 from stres_jax.models.init import new_head
@@ -56,6 +56,7 @@ def from_pretrained(name_or_path, *, num_classes=None, dtype=None, conv_impl="au
         variables = jax.tree.map(lambda a: np.asarray(a, dtype), variables)
     load_variables(model, variables)
     model.labels = tuple(meta["labels"])
+    model.preset = preset_of(meta)
     return model
 
 
@@ -65,4 +66,5 @@ def save_pretrained(model, directory, labels=None, overwrite=False):
     labels = labels or getattr(model, "labels", None) or [f"class_{i}" for i in range(model.num_classes)]
     if model.arch is None:
         raise ValueError("save_pretrained writes nets of a named arch (create_model or from_pretrained)")
-    return save_hub_folder(directory, model.arch, variables_of(model), list(labels), model.options.fold_batchnorm, overwrite)
+    return save_hub_folder(directory, model.arch, variables_of(model), list(labels), model.options.fold_batchnorm, overwrite,
+                           preset=model.preset)
