@@ -4,8 +4,9 @@ from pathlib import Path
 
 import jax
 
-from stres_jax.checkpoints.fetch import check_published, default_checkpoint_dir, download_published, sha256_file
-from stres_jax.checkpoints.key_table import check_shapes, torch_to_flax
+from stres_jax.checkpoints.fetch import (CSN_CHECKPOINTS, check_published, default_checkpoint_dir, download_published,
+                                        published_arch, published_preset, sha256_file)
+from stres_jax.checkpoints.key_table import check_shapes, head_key, torch_to_flax
 from stres_jax.checkpoints.store import save_checkpoint
 from stres_jax.models.init import abstract_variables
 from stres_jax.checkpoints.torch_file import read_state_dict
@@ -18,15 +19,16 @@ RANDOM_SOURCE = {"random_init": True}
 MAX_CLASSES = 100_000  # a classifier wider than this is not one of these nets'
 
 
-def convert_file(checkpoint, arch, out, labels_file=None, output_format="orbax", overwrite=False):
+def convert_file(checkpoint, arch, out, labels_file=None, output_format="orbax", overwrite=False, preset=None):
     """Read, map and save one checkpoint file; returns the output directory: an orbax checkpoint
-    directory, or with `output_format="safetensors"` a Hub-layout folder (`checkpoints.hub`)."""
+    directory, or with `output_format="safetensors"` a Hub-layout folder (`checkpoints.hub`).
+    `preset`: the weights' test protocol (default: the arch's)."""
     arch = canonical_arch(arch)
     check_output(out, "folder", overwrite, [checkpoint])  # before the work: refused at once
     fitted = {}
 
     def check(shapes):  # every shape checked against the net before a byte of data is read
-        fc = shapes.get("fc.weight", ())
+        fc = shapes.get(head_key(arch), ())  # the head's size is read from the file
         num_classes = int(fc[0]) if len(fc) == 2 and 1 <= fc[0] <= MAX_CLASSES else 400
         fitted["model"] = model = create_model(arch, num_classes=num_classes)
         fitted["abstract"] = abstract = abstract_variables(model)
@@ -39,9 +41,9 @@ def convert_file(checkpoint, arch, out, labels_file=None, output_format="orbax",
     labels = read_label_file(labels_file, num_classes)
     if output_format == "safetensors":
         from stres_jax.checkpoints.hub import save_hub_folder
-        return save_hub_folder(out, arch, variables, labels, overwrite=overwrite, inputs=[checkpoint])
+        return save_hub_folder(out, arch, variables, labels, overwrite=overwrite, inputs=[checkpoint], preset=preset)
     source = {"file": Path(checkpoint).name, "sha256": sha256_file(checkpoint)}
-    return save_checkpoint(out, arch, variables, labels, source, overwrite, [checkpoint])
+    return save_checkpoint(out, arch, variables, labels, source, overwrite, [checkpoint], preset)
 
 
 def random_checkpoint(arch, out, labels_file=None, output_format="orbax", overwrite=False):
@@ -58,12 +60,13 @@ def random_checkpoint(arch, out, labels_file=None, output_format="orbax", overwr
     return save_checkpoint(out, arch, variables, labels, RANDOM_SOURCE, overwrite)
 
 
-def fetch(arch, out=None, source=None, timeout=60, overwrite=False):
-    """Convert torchvision's published weights for `arch` (downloaded, or the local copy
-    `source`, checked by its sha256) into `out` (default: the cache later commands read);
-    `timeout`: seconds a download may wait for the network."""
-    arch = canonical_arch(arch)
-    out = out or default_checkpoint_dir(arch)
+def fetch(name, out=None, source=None, timeout=60, overwrite=False):
+    """Convert the published weights `name` names (an arch, or one of mmaction2's CSN checkpoints:
+    `fetch.CSN_CHECKPOINTS`), downloaded or the local copy `source`, checked by its sha256, into
+    `out` (default: the cache later commands read), with their preset; `timeout`: seconds a
+    download may wait for the network."""
+    name = name if name in CSN_CHECKPOINTS else canonical_arch(name)
+    out = out or default_checkpoint_dir(name)
     check_output(out, "folder", overwrite, [source] if source else [])  # before the download
-    return convert_file(check_published(arch, source) if source else download_published(arch, timeout=timeout),
-                        arch, out, overwrite=overwrite)
+    return convert_file(check_published(name, source) if source else download_published(name, timeout=timeout),
+                        published_arch(name), out, overwrite=overwrite, preset=published_preset(name))

@@ -23,7 +23,8 @@ def _trace_layers(model):
         if context.method_name == "__call__" and isinstance(module, (nn.Conv, nn.BatchNorm, TorchBatchNorm, nn.Dense)):
             kernel = tuple(module.kernel_size) if isinstance(module, nn.Conv) else None
             kind = "BatchNorm" if isinstance(module, TorchBatchNorm) else type(module).__name__
-            calls.append(("/".join(module.path), kind, args[0].shape, out.shape, kernel))
+            groups = module.feature_group_count if isinstance(module, nn.Conv) else 1
+            calls.append(("/".join(module.path), kind, args[0].shape, out.shape, kernel, groups))
         return out
 
     variables = abstract_variables(model)
@@ -46,9 +47,9 @@ def _count_primitives(jaxpr, counts=None):
     return counts
 
 
-def _macs(kind, in_shape, out_shape, kernel):
+def _macs(kind, in_shape, out_shape, kernel, groups=1):
     if kind == "Conv":
-        return int(np.prod(out_shape[1:])) * int(np.prod(kernel)) * in_shape[-1]
+        return int(np.prod(out_shape[1:])) * int(np.prod(kernel)) * in_shape[-1] // groups
     if kind == "Dense":
         return in_shape[-1] * out_shape[-1]
     return 0
@@ -63,15 +64,16 @@ def net_information(model, arch=None):
     arrays = {"/".join(path): int(np.prod(leaf.shape)) for path, leaf in
               traverse_util.flatten_dict(variables["params"]).items()}
     stats = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(variables.get("batch_stats", {})))
-    kinds = collections.Counter(kind for _, kind, _, _, _ in calls)
+    kinds = collections.Counter(kind for _, kind, _, _, _, _ in calls)
     primitives = _count_primitives(jaxpr.jaxpr)
     layer_types = {"convolution": kinds["Conv"], "batch_norm": kinds["BatchNorm"],
                    "relu": primitives["max"], "dense": kinds["Dense"],
                    "residual_add": len(model.spec.blocks()),
-                   "global_average_pool": 1}
+                   "global_average_pool": 1,
+                   **({"max_pool": primitives["reduce_window_max"]} if primitives["reduce_window_max"] else {})}
     kernel_sizes = collections.defaultdict(list)
     layers = []
-    for path, kind, in_shape, out_shape, kernel in calls:
+    for path, kind, in_shape, out_shape, kernel, _ in calls:
         if kernel:
             kernel_sizes[path.split("/")[0]].append(list(kernel))
         layers.append({"path": path, "type": kind, "output": list(out_shape[1:]),
@@ -81,7 +83,7 @@ def net_information(model, arch=None):
             "input": list(clip_shape(model.clip_len, crop=model.preset.crop)), "preset": model.preset.to_json(),
             "total_params": total, "trainable_params": total,
             "batch_norm_statistics": stats, "layer_types": layer_types,
-            "gmacs": round(sum(_macs(k, i, o, kern) for _, k, i, o, kern in calls) / 1e9, 3),
+            "gmacs": round(sum(_macs(k, i, o, kern, g) for _, k, i, o, kern, g in calls) / 1e9, 3),
             "kernel_sizes": dict(kernel_sizes), "arrays": arrays, "layers": layers}
 
 

@@ -7,6 +7,8 @@ from stres_jax.errors import UserError
 from stres_jax.models import ARCH_SPECS, ConvLayer, NormLayer
 
 CONV, BN, DENSE = "conv", "bn", "dense"
+# per layout: (prefix of the backbone's keys, the stem's module, the classifier's module)
+LAYOUTS = {"torchvision": ("", "stem", "fc"), "mmaction2": ("backbone.", "conv1", "cls_head.fc_cls")}
 
 
 class KeyMismatchError(UserError, ValueError):
@@ -16,6 +18,10 @@ class KeyMismatchError(UserError, ValueError):
 def _torch_modules(prefix, path, layers, sequential=True):
     """Table rows of ConvLayer/NormLayer rows: in torchvision they are an nn.Sequential whose
     ReLUs take an index too; a lone conv (Conv3DSimple, Conv3DNoTemporal) is the module itself."""
+    layers = [layer for layer in layers if isinstance(layer, (ConvLayer, NormLayer))]  # pools have no keys
+    if layers and all(layer.torch for layer in layers):  # named submodules (mmaction2's ConvModule)
+        return [(f"{prefix}.{layer.torch}", path + (layer.name,), CONV if isinstance(layer, ConvLayer) else BN)
+                for layer in layers]
     if not sequential:
         (layer,) = layers
         return [(prefix, path + (layer.name,), CONV if isinstance(layer, ConvLayer) else BN)]
@@ -27,17 +33,25 @@ def _torch_modules(prefix, path, layers, sequential=True):
 
 
 def key_table(arch):
-    """[(torchvision module prefix, Flax module path, kind)] for every layer of `arch` (a name or
-    an `ArchSpec`), read from the stem's and each block's rows."""
+    """[(source module prefix, Flax module path, kind)] for every layer of `arch` (a name or an
+    `ArchSpec`), read from the stem's and each block's rows, in the arch's layout (torchvision's
+    names, or mmaction2's `backbone.` / `cls_head.` ones)."""
     spec = ARCH_SPECS[arch] if isinstance(arch, str) else arch
-    table = _torch_modules("stem", ("stem",), spec.stem.layers())
+    backbone, stem, head = LAYOUTS[spec.layout]
+    table = _torch_modules(backbone + stem, ("stem",), spec.stem.layers())
     for block in spec.blocks():
         rows = block.rows()
         for group in rows.main + rows.shortcut:
-            table += _torch_modules(f"{block.torch_name}.{group.torch}", (block.name,) + tuple(group.path),
+            table += _torch_modules(f"{backbone}{block.torch_name}.{group.torch}", (block.name,) + tuple(group.path),
                                     group.layers, group.sequential)
-    table.append(("fc", ("fc",), DENSE))
+    table.append((head, ("fc",), DENSE))
     return table
+
+
+def head_key(arch):
+    """The source key of the classifier's weight ("fc.weight", mmaction2's "cls_head.fc_cls.weight")."""
+    spec = ARCH_SPECS[arch] if isinstance(arch, str) else arch
+    return f"{LAYOUTS[spec.layout][2]}.weight"
 
 
 def _leaves(prefix, path, kind):

@@ -57,8 +57,9 @@ def checkpoint_dir(name):
     if str(name).startswith("hf://"):
         return hub_snapshot(str(name))
     if not Path(name).exists():
+        from stres_jax.checkpoints.fetch import CSN_CHECKPOINTS
         try:
-            arch = canonical_arch(name)
+            arch = name if name in CSN_CHECKPOINTS else canonical_arch(name)
         except ValueError:
             return Path(name)
         from stres_jax.checkpoints.fetch import default_checkpoint_dir
@@ -77,7 +78,7 @@ def read_meta(directory):
             "or, offline, `stres-jax convert --random-init --arch ARCH --out DIR`")
     if directory.is_file():
         from stres_jax.checkpoints.fetch import PUBLISHED_FILES
-        published = {name: arch for arch, name in PUBLISHED_FILES.items()}
+        published = {Path(name).name: arch for arch, name in PUBLISHED_FILES.items()}
         fetch = (f" or `stres-jax fetch {published[directory.name]} --from {directory}`"
                  if directory.name in published else "")  # fetch --from takes only the published files
         raise CheckpointError(f"{directory}: a file, not a checkpoint directory; a PyTorch .pth becomes "

@@ -1,7 +1,7 @@
 """`stres-jax convert`, `stres-jax fetch` and `python convert_weights.py`: torchvision weights in."""
 
-from stres_jax.cli.options import ARCH_HELP, OneLineParser, add_overwrite_flag, arch_name
-from stres_jax.checkpoints.fetch import PUBLISHED_FILES, FetchError
+from stres_jax.cli.options import ARCH_HELP, OneLineParser, add_overwrite_flag, arch_name, checkpoint_name
+from stres_jax.checkpoints.fetch import CSN_CHECKPOINTS, PUBLISHED_FILES, FetchError
 from stres_jax.convert import convert_file, fetch, random_checkpoint
 from stres_jax.errors import UserError
 
@@ -33,11 +33,14 @@ def register(subparsers):
                                     description=DESCRIPTION)
     add_arguments(convert).set_defaults(func=run)
     fetch_parser = subparsers.add_parser(
-        "fetch", help="download torchvision's published weights and convert them",
-        description="Download the published checkpoint for ARCH (torchvision's 18-layer nets, ig65m-pytorch's "
-        "R(2+1)D-34; sha256-checked, cached under $STRES_JAX_CACHE, default ~/.cache/stres_jax) and convert it; "
-        "later commands find it there (--checkpoint ARCH, or no --checkpoint).")
-    fetch_parser.add_argument("arch", type=arch_name, help=f"one of {ARCH_HELP}")
+        "fetch", help="download published weights (torchvision, ig65m-pytorch, mmaction2's CSN) and convert them",
+        description="Download the published checkpoint NAME (an arch: torchvision's 18-layer nets, ig65m-pytorch's "
+        "R(2+1)D-34, or mmaction2's CSN nets; or one of mmaction2's named CSN checkpoints), sha256-checked, "
+        "cached under $STRES_JAX_CACHE (default ~/.cache/stres_jax), and convert it with its preset; later "
+        "commands find it there (--checkpoint NAME, or no --checkpoint for an arch).",
+        epilog="CSN checkpoints (README, 'CSN'): " + ", ".join(CSN_CHECKPOINTS))
+    fetch_parser.add_argument("arch", metavar="NAME", type=checkpoint_name, help=f"one of {ARCH_HELP}, or a CSN "
+                              "checkpoint's name")
     fetch_parser.add_argument("--from", dest="source", metavar="FILE.pth",
                               help="convert this local copy of the published file instead of downloading")
     fetch_parser.add_argument("--out", help="output directory (default: the cache)")
@@ -51,7 +54,7 @@ def run_fetch(args):
     except FetchError as err:
         if args.source or args.arch not in PUBLISHED_FILES:
             raise
-        raise FetchError(f"{err}; if this machine is offline, download {PUBLISHED_FILES[args.arch]} "
+        raise FetchError(f"{err}; if this machine is offline, download {PUBLISHED_FILES[args.arch].split('/')[-1]} "
                          f"elsewhere and run `stres-jax fetch {args.arch} --from FILE`") from None
     print(f"wrote {out}")
     return 0

@@ -17,6 +17,18 @@ class OneLineParser(argparse.ArgumentParser):
 ARCH_HELP = f"{', '.join(ARCH_SPECS)} (or 3D, Mixed, (2+1)D)"
 
 
+def checkpoint_name(text):
+    """argparse type: a published checkpoint's name (mmaction2's CSN ones) or a canonical arch name."""
+    from stres_jax.checkpoints.fetch import CSN_CHECKPOINTS
+    if text in CSN_CHECKPOINTS:
+        return text
+    try:
+        return canonical_arch(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"{err}; or one of the published CSN checkpoints: "
+                                         f"{', '.join(CSN_CHECKPOINTS)}") from None
+
+
 def arch_name(text):
     """argparse type: a canonical arch name, or a one-line usage error."""
     try:

@@ -12,7 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from stres_jax.models.init import abstract_variables
 from stres_jax.errors import UserError
-from stres_jax.models import ARCH_SPECS, ConvLayer, create_model
+from stres_jax.models import ARCH_SPECS, ConvLayer, PoolLayer, create_model
 
 OPSET, IR_VERSION, FORMAT = 17, 8, "stres_jax-onnx-1"
 
@@ -36,11 +36,12 @@ class _GraphWriter:
         self.nodes.append(helper.make_node(op, inputs, [out], name=out, **attributes))
         return out
 
-    def conv(self, x, path, stride, pad):
+    def conv(self, x, path, stride, pad, groups=1):
         kernel = self.flat[("params",) + path + ("kernel",)]
         weight = self._tensor("/".join(path) + "/kernel", np.transpose(kernel, (4, 3, 0, 1, 2)))
+        grouped = {"group": groups} if groups > 1 else {}  # the channel-separated convs
         return self._node("Conv", [x, weight], kernel_shape=list(kernel.shape[:3]),
-                          strides=list(stride), pads=list(pad) * 2)
+                          strides=list(stride), pads=list(pad) * 2, **grouped)
 
     def bn(self, x, path, relu=False):
         names = [self._tensor("/".join(path) + f"/{leaf}", self.flat[(col,) + path + (leaf,)])
@@ -52,7 +53,10 @@ class _GraphWriter:
     def layers(self, x, path, layers):
         for layer in layers:
             if isinstance(layer, ConvLayer):
-                x = self.conv(x, path + (layer.name,), layer.stride, layer.padding)
+                x = self.conv(x, path + (layer.name,), layer.stride, layer.padding, layer.groups)
+            elif isinstance(layer, PoolLayer):
+                x = self._node("MaxPool", [x], kernel_shape=list(layer.kernel), strides=list(layer.stride),
+                               pads=list(layer.padding) * 2)
             else:
                 x = self.bn(x, path + (layer.name,), layer.relu)
         return x

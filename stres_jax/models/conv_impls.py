@@ -20,13 +20,14 @@ class OneDNNConv(TapConv):
 
     @classmethod
     def convolve_with_epilogue(cls, x, kernel, bias, residual, relu, strides, padding):
-        if bias is not None and onednn.choices().fuse_epilogue and onednn.runs_dtype(x.dtype):
+        if bias is not None and onednn.choices().fuse_epilogue and onednn.runs_dtype(x.dtype) \
+                and kernel.shape[3] == x.shape[-1]:  # not a depthwise conv (those keep the taps)
             return onednn.onednn_conv3d_fused(x, kernel, bias, residual, relu, strides, padding)
         return super().convolve_with_epilogue(x, kernel, bias, residual, relu, strides, padding)
 
     @staticmethod
     def convolve(x, kernel, strides, padding):
-        if onednn.runs_dtype(x.dtype):
+        if onednn.runs_dtype(x.dtype) and kernel.shape[3] == x.shape[-1]:  # depthwise convs keep the taps
             return onednn.onednn_conv3d(x, kernel, strides, padding)
         return tap_conv(x, kernel, strides, padding)
 
@@ -76,7 +77,8 @@ def conv_factory(impl="xla", bias=False):
 
 
 def _xla_with_epilogue(x, kernel, bias, residual, relu, strides, padding):
-    y = lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
+    y = lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=("NDHWC", "DHWIO", "NDHWC"),
+                                 feature_group_count=x.shape[-1] // kernel.shape[3])
     return epilogue(y, bias, residual, relu)
 
 

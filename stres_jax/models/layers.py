@@ -18,12 +18,16 @@ Conv = functools.partial(nn.Conv, use_bias=False)  # torchvision's convs have no
 
 @dataclasses.dataclass(frozen=True)
 class ConvLayer:
-    """One bias-free convolution: Flax name, output channels, kernel, stride, symmetric padding."""
+    """One bias-free convolution: Flax name, output channels, kernel, stride, symmetric padding;
+    `groups` as torch's (the channel-separated convs: one per channel); `torch` its module's
+    name in the source checkpoint when that is not an index (mmaction2's `conv`)."""
     name: str
     features: int
     kernel: tuple
     stride: tuple
     padding: tuple
+    groups: int = 1
+    torch: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +35,20 @@ class NormLayer:
     """A BatchNorm over the preceding conv's output, optionally followed by ReLU."""
     name: str
     relu: bool
+    torch: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class PoolLayer:
+    """A max-pool (torch's MaxPool3d: padding never wins the max); no parameters."""
+    name: str
+    kernel: tuple
+    stride: tuple
+    padding: tuple
+
+
+def max_pool(x, layer):
+    return nn.max_pool(x, layer.kernel, layer.stride, tuple((p, p) for p in layer.padding))
 
 
 def run_layers(layers, x, conv, norm, plan=None, residual=None):
@@ -41,9 +59,12 @@ def run_layers(layers, x, conv, norm, plan=None, residual=None):
     plan = plan or epilogue_plan(layers, fused_epilogue(conv, norm))
     for layer, (add_residual, relu) in zip(layers, plan):
         if isinstance(layer, ConvLayer):
+            groups = {"feature_group_count": layer.groups} if layer.groups > 1 else {}
             module = conv(layer.features, layer.kernel, strides=layer.stride,
-                          padding=tuple((p, p) for p in layer.padding), name=layer.name)
+                          padding=tuple((p, p) for p in layer.padding), name=layer.name, **groups)
             x = module(x, residual if add_residual else None, relu) if add_residual or relu else module(x)
+        elif isinstance(layer, PoolLayer):
+            x = max_pool(x, layer)
         else:
             x = norm(name=layer.name)(x)
             x = nn.relu(x) if relu else x
@@ -72,7 +93,7 @@ def epilogue_plan(layers, fuse, residual=False):
         return tuple(plan)
     convs = [i for i, layer in enumerate(layers) if isinstance(layer, ConvLayer)]
     for i, end in zip(convs, convs[1:] + [len(layers)]):
-        relu = any(layers[j].relu for j in range(i + 1, end))
+        relu = any(getattr(layers[j], "relu", False) for j in range(i + 1, end))
         last = i == convs[-1] and residual and not relu  # ReLU before the add cannot fuse it
         plan[i] = (last, relu or last)
         plan[i + 1: end] = [(False, False)] * (end - i - 1)

@@ -7,8 +7,9 @@ import dataclasses
 from typing import Sequence
 
 from stres_jax.models.layers import (BasicBlock, BasicStem, Conv2Plus1D, Conv3DNoTemporal, Conv3DSimple,
-                                     ConvLayer, LayerGroup, R2Plus1dStem)
-from stres_jax.models.preset import TORCHVISION, Preset, torchvision_preset
+                                     ConvLayer, LayerGroup, NormLayer, R2Plus1dStem)
+from stres_jax.models.csn import Bottleneck, ChannelSeparated, InteractionPreserved, PooledStem
+from stres_jax.models.preset import CSN_IG65M, TORCHVISION, Preset, torchvision_preset
 
 STAGE_NAMES = ("layer1", "layer2", "layer3", "layer4")
 STAGE_STRIDES = (1, 2, 2, 2)  # of each stage's first block; the others have stride 1
@@ -60,6 +61,7 @@ class ArchSpec:
     width_rule: str = "torchvision"
     bn_epsilon: float = 1e-5
     preset: Preset = TORCHVISION
+    layout: str = "torchvision"  # the source checkpoints' key names: "torchvision" or "mmaction2" (`key_table`)
 
     @property
     def clip_len(self):
@@ -103,12 +105,13 @@ def _pairs(prefix, groups):
             path = prefix + tuple(group.path) + (layer.name,)
             if isinstance(layer, ConvLayer):
                 conv = path
-            else:
+            elif isinstance(layer, NormLayer):
                 pairs[path] = conv
     return pairs
 
 
-LAYERS_34 = (3, 4, 6, 3)
+LAYERS_34 = LAYERS_50 = (3, 4, 6, 3)
+LAYERS_152 = (3, 8, 36, 3)
 _R3D, _MC3 = (Conv3DSimple,) * 4, (Conv3DSimple,) + (Conv3DNoTemporal,) * 3
 _R2PLUS1D = (R2Plus1dStem, (Conv2Plus1D,) * 4)
 _IG65M = dict(stage_sizes=LAYERS_34, width_rule="caffe2", bn_epsilon=1e-3)  # ig65m-pytorch's models.py
@@ -126,6 +129,13 @@ ARCH_SPECS = {
     "r2plus1d_34_8_kinetics": ArchSpec(*_R2PLUS1D, **_IG65M, preset=torchvision_preset(clip_len=8)),
     "r2plus1d_34_32_kinetics": ArchSpec(*_R2PLUS1D, **_IG65M, preset=torchvision_preset(clip_len=32)),
 }
+# the channel-separated nets (Tran et al. 2019) as mmaction2's ResNet3dCSN defines them (models.csn)
+_CSN = dict(block=Bottleneck, bn_epsilon=1e-3, preset=CSN_IG65M, layout="mmaction2")
+ARCH_SPECS.update({
+    "ir_csn_152": ArchSpec(PooledStem, (ChannelSeparated,) * 4, LAYERS_152, **_CSN),
+    "ip_csn_152": ArchSpec(PooledStem, (InteractionPreserved,) * 4, LAYERS_152, **_CSN),
+    "ir_csn_50": ArchSpec(PooledStem, (ChannelSeparated,) * 4, LAYERS_50, **_CSN),
+})
 ARCH_ALIASES = {
     "3d": "r3d_18", "r3d": "r3d_18",
     "mixed": "mc3_18", "mc3": "mc3_18",

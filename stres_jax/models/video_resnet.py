@@ -34,6 +34,7 @@ class VideoResNet(nn.Module):
     width_rule: str = "torchvision"
     bn_epsilon: float = 1e-5
     preset: Preset = TORCHVISION   # the test protocol of its weights (the checkpoint's own)
+    layout: str = "torchvision"    # its source checkpoints' key names (`ArchSpec.layout`)
     bn_momentum: float = BN_MOMENTUM  # PyTorch's sense (training only)
     num_classes: int = 400
     dtype: Any = jnp.float32
@@ -44,7 +45,7 @@ class VideoResNet(nn.Module):
     @property
     def spec(self):
         return ArchSpec(self.stem, tuple(self.builders), tuple(self.stage_sizes), tuple(self.widths), self.block,
-                        self.width_rule, self.bn_epsilon, self.preset)
+                        self.width_rule, self.bn_epsilon, self.preset, self.layout)
 
     @property
     def clip_len(self):

@@ -11,7 +11,7 @@ from flax import nnx
 
 from stres_jax.models import layers as rows_of
 from stres_jax.models.conv_impls import convolution, fuses_epilogue
-from stres_jax.models.layers import ConvLayer, epilogue_plan
+from stres_jax.models.layers import ConvLayer, PoolLayer, epilogue_plan, max_pool
 from stres_jax.models.norm import torch_batch_norm
 from stres_jax.models.spec import ARCH_SPECS, DEFAULT_ARCH, STAGE_NAMES, ArchSpec, canonical_arch
 from stres_jax.models.video_resnet import BN_MOMENTUM
@@ -33,7 +33,7 @@ class Conv(nnx.Module):
     take the residual add and ReLU too (oneDNN's post-ops). `kernel` is (kt, kh, kw, in, out)."""
 
     def __init__(self, in_features, layer: ConvLayer, options: Options, rngs: nnx.Rngs):
-        shape = (*layer.kernel, in_features, layer.features)
+        shape = (*layer.kernel, in_features // layer.groups, layer.features)
         std = np.sqrt(2.0 / (layer.features * np.prod(layer.kernel)))  # torchvision: kaiming normal, fan_out
         self.kernel = nnx.Param(jax.random.normal(rngs.params(), shape, jnp.float32) * std)
         self.bias = nnx.Param(jnp.zeros((layer.features,), jnp.float32)) if options.fold_batchnorm else None
@@ -75,7 +75,7 @@ def _add_rows(owner, rows, in_features, options, rngs):
         if isinstance(layer, ConvLayer):
             setattr(owner, layer.name, Conv(width, layer, options, rngs))
             width = layer.features
-        elif not options.fold_batchnorm:
+        elif not options.fold_batchnorm and not isinstance(layer, PoolLayer):
             setattr(owner, layer.name, BatchNorm(width, options))
     return width
 
@@ -85,6 +85,8 @@ def _run_rows(owner, rows, x, plan, residual=None):
         module = getattr(owner, layer.name, None)
         if isinstance(layer, ConvLayer):
             x = module(x, residual if add_residual else None, relu) if add_residual or relu else module(x)
+        elif isinstance(layer, PoolLayer):
+            x = max_pool(x, layer)
         else:
             x = x if module is None else module(x)
             x = jax.nn.relu(x) if relu else x
