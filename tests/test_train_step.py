@@ -41,10 +41,11 @@ def torch_steps(model, batches):
     return losses, states
 
 
-def sgd_step_errors(reference, arch, batches, num_classes=400, **model_options):
+def sgd_step_errors(reference, arch, batches, num_classes=400, frozen_bn=False, **model_options):
     """{what: relative error} of our float64 SGD steps against torch's on `reference` (a torch
     model of `arch`; `model_options` go to `create_model`): the losses and the update of every
-    parameter and running statistic."""
+    parameter and running statistic. `frozen_bn`: our step's, for a reference whose `train()`
+    freezes its BatchNorms (mmaction2's norm_eval + bn_frozen)."""
     reference = reference.double()
     start = {k: v.numpy().copy() for k, v in reference.state_dict().items()}
     losses, torch_states = torch_steps(reference, batches)
@@ -53,7 +54,7 @@ def sgd_step_errors(reference, arch, batches, num_classes=400, **model_options):
         variables = torch_to_flax(start, arch, abstract_variables(model), dtype=np.float64)
         optimizer = sgd(LR, MOMENTUM, WEIGHT_DECAY)
         state = init_state(model, variables, optimizer)
-        step = jax.jit(make_train_step(model, optimizer))
+        step = jax.jit(make_train_step(model, optimizer, frozen_bn=frozen_bn))
         errors = {}
         for i, (clips, labels) in enumerate(batches, start=1):
             before = state

@@ -30,14 +30,34 @@ def current_learning_rate(opt_state):
     return hyperparams.get("learning_rate", jnp.nan)
 
 
-def make_train_step(model, optimizer, trainable=None):
+def frozen_norm_trainable(model, trainable=None):
+    """`trainable` with every BatchNorm's scale and bias frozen too (mmaction2's `bn_frozen`)."""
+    norms = set(model.spec.conv_before_norm())
+
+    def keep(path):
+        names = tuple(getattr(key, "key", key) for key in path)
+        return names[:-1] not in norms and (trainable is None or trainable(path))
+    return keep
+
+
+def make_train_step(model, optimizer, trainable=None, frozen_bn=False):
     """`(state, clips, labels) -> (state, metrics)`, to be jitted. `clips` are normalised
     `(B, T, H, W, 3)`, `labels` `(B,)` int; `metrics` holds the mean cross-entropy `loss`,
     `accuracy` (top-1 over the batch) and `learning_rate`. `trainable(path) -> bool`, if
-    given, freezes the other parameters (their gradient is zeroed before the optimizer)."""
+    given, freezes the other parameters (their gradient is zeroed before the optimizer).
+    `frozen_bn`: BatchNorm normalises by its running statistics, which stay as they are, and
+    its scale and bias are frozen (mmaction2's `norm_eval=True, bn_frozen=True`, as its CSN
+    fine-tuning configs set)."""
+    if frozen_bn:
+        trainable = frozen_norm_trainable(model, trainable)
+
     def loss_fn(params, batch_stats, clips, labels):
-        logits, updated = model.apply({"params": params, "batch_stats": batch_stats}, clips,
-                                      train=True, mutable=["batch_stats"])
+        if frozen_bn:
+            logits = model.apply({"params": params, "batch_stats": batch_stats}, clips, train=False)
+            updated = {"batch_stats": batch_stats}
+        else:
+            logits, updated = model.apply({"params": params, "batch_stats": batch_stats}, clips,
+                                          train=True, mutable=["batch_stats"])
         logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
         return loss, (logits, updated["batch_stats"])
