@@ -5,6 +5,8 @@
     python benchmarks/bench_models.py --variants taps+fold@xla taps+fold@ynnpack xla@xla
     python benchmarks/bench_models.py --archs r2plus1d_34_32_kinetics --batch-sizes 1 4   # 32-frame clips
     python benchmarks/bench_models.py --variants onednn+fold@xla nnx-split/onednn+fold@xla nnx-jit/onednn+fold@xla
+    python benchmarks/bench_models.py --archs ir_csn_152 ip_csn_152 --batch-sizes 1 2 --repeats 3 \
+        --variants onednn+fold@xla taps+fold@xla          # against mmaction2's ResNet3dCSN, 32x224x224
 
 A variant is LOWERING[+fold][@CPU_LIBRARY]: the conv lowering (stres_jax.models.conv_impls),
 whether BN is folded, and the compile options (stres_jax.runtime.xla_options; default "default").
@@ -97,13 +99,20 @@ def onnx_runner(arch, variables):
     return lambda x: session.run(None, {"video": np.ascontiguousarray(x.transpose(0, 4, 1, 2, 3))})
 
 
+def input_size(arch):
+    """112 (torchvision's crop); 224 for the CSN nets (mmaction2's validation CenterCrop)."""
+    return 224 if "csn" in arch else 112
+
+
 def bench(arch, batch, variants, repeats, dtype, with_onnx, only=None):
     """{runner: [s/clip of each repeat]}, {variant: compile s}; `only` ("torch" or a variant): build
     and run that runner alone (`peak_memory`)."""
-    net = reference_net(arch)  # torchvision's, or the IG-65M publisher's definition
-    variables = torch_to_flax({k: v.numpy() for k, v in net.state_dict().items()}, arch,
-                              abstract_variables(create_model(arch, num_classes=net.fc.out_features)))
-    x = np.random.default_rng(0).standard_normal((batch, ARCH_SPECS[arch].clip_len, 112, 112, 3)).astype(np.float32)
+    net = reference_net(arch)  # torchvision's, the IG-65M publisher's definition, or mmaction2's
+    state = {k: v.numpy() for k, v in net.state_dict().items()}
+    classes = next(v.shape[0] for k, v in state.items() if k.endswith("fc.weight") or k.endswith("fc_cls.weight"))
+    variables = torch_to_flax(state, arch, abstract_variables(create_model(arch, num_classes=classes)))
+    size = input_size(arch)
+    x = np.random.default_rng(0).standard_normal((batch, ARCH_SPECS[arch].clip_len, size, size, 3)).astype(np.float32)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     net = net.to(device)
     x_torch = torch.from_numpy(x).permute(0, 4, 1, 2, 3).contiguous().to(device)

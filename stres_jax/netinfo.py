@@ -123,6 +123,8 @@ def speed_report():
                                    "spacetime": "oneDNN for 3x3x3 and 3x7x7 kernels, taps for the rest"}
                                   [onednn.gradient_rule()] if available else "taps"),
             "float64": "taps (oneDNN runs float32 and bfloat16 only)",
+            "depthwise convs": ("XLA's grouped convolution (conv_impl 'xla')" if resolve_conv_impl("auto") == "xla" else
+                                "taps: 27 shifted multiply-adds fused by XLA (the CSN nets' conv2; every conv_impl but 'xla')"),
             "bfloat16": bf16,
             "cpu kernels": f"{DEFAULT_CPU_LIBRARY} (stres_jax.compiler_options())",
             "threads": f"{os.cpu_count()} cores; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"}

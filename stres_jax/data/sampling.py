@@ -156,8 +156,10 @@ class ClipPlan:
         """`(clips, clip_len)` frame indices for a video's `VideoInfo`."""
         if self.target_length:
             return target_length_clip(info.num_frames, self.target_length)
-        if self.preset.sampling == "mmaction":
-            return sample_frames_test(info.num_frames, self.clip_len, self.preset.frame_interval, self.clips)
+        if self.preset.sampling == "mmaction":  # on the native frames, or on those a --frame-rate resamples to
+            frames = info.resampled(self.frame_rate)
+            frames = frames if len(frames) else np.zeros(1, np.int64)
+            return frames[sample_frames_test(len(frames), self.clip_len, self.preset.frame_interval, self.clips)]
         return protocol_clips(info.resampled(self.frame_rate), self.clip_len, self.clips)
 
     def windows(self, info):

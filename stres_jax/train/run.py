@@ -26,6 +26,7 @@ from stres_jax.train.data import ClipSampler, close_batches, next_batch, train_b
 from stres_jax.train.init import new_head, torchvision_init, trainable_filter
 from stres_jax.train.log import RunLog
 from stres_jax.train.step import init_state, make_train_step, sgd
+from stres_jax.models.preset import TORCHVISION
 from stres_jax.train.validate import Validator, has_validation
 from stres_jax.runtime.atomic import check_folder
 from stres_jax.runtime.workdir import claim_workdir, clear_workdir
@@ -97,6 +98,10 @@ def train(config, workdir):
     if not videos:
         raise UserError(f"none of the {num_videos} training videos could be read")
     model, variables, origin = start_variables(config, classes)
+    if model.preset.spatial != TORCHVISION.spatial:  # the clips below are torchvision's train preset's
+        raise UserError(f"this net's preset {model.preset.summary()} is mmaction2's; `train` cuts clips by "
+                        "torchvision's reference train preset only. Fine-tune it from Python with "
+                        "stres_jax.train.make_train_step(model, optimizer, frozen_bn=True) on clips you make")
     if config.dtype == "float64":
         variables = jax.tree.map(lambda a: np.asarray(a, np.float64), variables)
     sampler = ClipSampler(videos, plan.clips, plan.clip_len, config.seed)
@@ -111,7 +116,8 @@ def train(config, workdir):
         (workdir / "skipped.json").write_text(json.dumps(skipped, indent=1))
     local_batch = config.batch_size // jax.process_count()
     state = jax.device_put(init_state(model, variables, optimizer), replicated)
-    step_fn = jax.jit(traced_on(make_train_step(model, optimizer, trainable_filter(config.frozen_stages)), rows),
+    step_fn = jax.jit(traced_on(make_train_step(model, optimizer, trainable_filter(config.frozen_stages),
+                                                       config.get("frozen_bn", False)), rows),
                       in_shardings=(replicated, rows, rows), out_shardings=(replicated, replicated),
                       donate_argnums=0, compiler_options=compiler_options(config.cpu_library))
     manager = ocp.CheckpointManager(workdir / "checkpoints", options=ocp.CheckpointManagerOptions(
