@@ -2,7 +2,7 @@
 import os
 import sys
 
-from stres_jax.cli import convert, embed, explain, features, jax_export, labels, netinfo, onnx_io, predict, prepare
+from stres_jax.cli import convert, embed, explain, features, jax_export, labels, live, netinfo, onnx_io, predict, prepare
 from stres_jax.cli.options import OneLineParser
 from stres_jax.errors import UserError, disk_full
 from stres_jax.eval import program as eval_program
@@ -10,7 +10,7 @@ from stres_jax.runtime.interrupt import Stopped
 from stres_jax.runtime.xla_options import use_compilation_cache
 from stres_jax.train import program as train_program
 
-COMMANDS = (convert, predict, explain, labels, netinfo, onnx_io, jax_export, embed, features, prepare)  # each has register(subparsers)
+COMMANDS = (convert, predict, explain, labels, netinfo, onnx_io, jax_export, embed, features, prepare, live)  # each has register(subparsers)
 CONFIG_PROGRAMS = {"eval": eval_program, "train": train_program}  # absl + ml_collections: `python -m stres_jax.NAME`
 
 

@@ -157,11 +157,24 @@ def _json_mark(path):
         return False
 
 
+def _jsonl_mark(path):
+    """`stres-jax live --jsonl`'s lines: each a window with its source, wall time and latency."""
+    try:
+        with open(path) as file:
+            line = file.readline()
+        if not line:
+            return True  # empty: nothing to lose (a run stopped before its first window)
+        first = json.loads(line)
+    except (OSError, ValueError):
+        return False
+    return isinstance(first, dict) and {"source", "wall", "latency"} <= set(first)
+
+
 def _jax_export_mark(path):
     return _json_mark(f"{path}.json")
 
 
-MARKS = {"png": _png_mark, "npz": _zip_mark, "onnx": _onnx_mark, "json": _json_mark, "jax-export": _jax_export_mark}
+MARKS = {"png": _png_mark, "npz": _zip_mark, "onnx": _onnx_mark, "json": _json_mark, "jsonl": _jsonl_mark, "jax-export": _jax_export_mark}
 PNG_METADATA = {"Software": "stres_jax"}  # matplotlib's savefig(metadata=...): the PNG's own mark
 ZIP_COMMENT = b"stres_jax"
 

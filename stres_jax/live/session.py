@@ -1,0 +1,92 @@
+"""One `stres-jax live` run: the net, the sources' loop, its outputs and its end (a summary per
+source; exit 0, 1 if a source failed, 130 / 143 after SIGINT / SIGTERM)."""
+import contextlib
+import sys
+import threading
+
+import numpy as np
+
+from stres_jax.errors import UserError
+from stres_jax.inference import ClipRunner, batch_sizes
+from stres_jax.live.loop import LiveOptions, recognize
+from stres_jax.live.report import Screen, json_line, summary_lines
+from stres_jax.loader import ModelOptions, load_net
+from stres_jax.runtime.atomic import check_output
+from stres_jax.runtime.interrupt import GracefulStop
+
+
+def serve_address(text):
+    """HOST:PORT (or PORT: loopback) -> (host, port), or a one-line error."""
+    host, _, port = (text or "").rpartition(":")
+    host = host or "127.0.0.1"
+    if not port.isdigit() or not 0 <= int(port) < 65536:
+        raise UserError(f"--serve {text}: give HOST:PORT, e.g. 127.0.0.1:8080")
+    return host.strip("[]"), int(port)
+
+
+def warm_up(runner, clip_len, most):
+    """Compile the net for every batch a run can make (1 to `most` windows), before any frame
+    arrives: a compile inside the loop would be latency."""
+    crop = runner.model.preset.crop
+    for size in sorted({s for n in range(1, most + 1) for s in batch_sizes(n, runner.batch_size)}):
+        runner.run(np.zeros((size, clip_len, crop, crop, 3), np.uint8))
+
+
+class LiveSession:
+    def __init__(self, args, sources):
+        self.args, self.sources = args, sources
+        self.options = LiveOptions(args.clip_len, args.stride, args.crops, args.average, not args.no_skip,
+                                   args.realtime, args.stall_timeout, args.retries, args.top)
+        self.address = serve_address(args.serve) if args.serve else None
+        if args.jsonl and args.jsonl != "-":
+            check_output(args.jsonl, "jsonl", args.overwrite, [s.text for s in sources if s.kind == "file"], "--jsonl")
+
+    def run(self):
+        args = self.args
+        screen = Screen([s.text for s in self.sources], sys.stderr if args.jsonl == "-" else sys.stdout)
+        runner = ClipRunner(load_net(ModelOptions.from_args(args)), len(self.sources) * args.crops)
+        warm_up(runner, self.options.clip_len or runner.model.preset.clip_len, len(self.sources) * args.crops)
+        stop, tallies, reported = threading.Event(), [], set()
+        with contextlib.ExitStack() as stack:
+            out = self._jsonl(stack)
+            page = self._page(stack, runner)
+            signals = stack.enter_context(GracefulStop("stres-jax live", "ending the sources, then the summary",
+                                                       on_stop=stop.set))
+            for result in recognize(self.sources, runner, self.options, stop, screen.say, tallies):
+                if out is not None:
+                    out.write(json_line(result) + "\n")
+                    out.flush()
+                screen.show(result)
+                if page is not None:
+                    page.update(result)
+                self._errors(tallies, reported, screen)
+            self._errors(tallies, reported, screen)
+            summaries = [tally.summary(reader) for reader, tally in tallies]
+            for line in summary_lines(summaries):
+                print(line, file=sys.stderr, flush=True)
+            if signals:
+                return signals.exit_status
+        return 1 if any(s["error"] for s in summaries) else 0
+
+    def _errors(self, tallies, reported, screen):
+        """A source that failed: its one line, once."""
+        for reader, _ in tallies:
+            if reader.done and reader.error and reader.position not in reported:
+                reported.add(reader.position)
+                screen.say(f"stres-jax live: error: {reader.error}")
+
+    def _jsonl(self, stack):
+        if not self.args.jsonl:
+            return None
+        if self.args.jsonl == "-":
+            return sys.stdout
+        return stack.enter_context(open(self.args.jsonl, "w", buffering=1))
+
+    def _page(self, stack, runner):
+        if self.address is None:
+            return None
+        from stres_jax.live.page import LivePage
+        page = stack.enter_context(LivePage(self.address, [s.text for s in self.sources], list(runner.labels)))
+        print(f"stres-jax live: the page is at {page.url}", file=sys.stderr, flush=True)
+        return page
+
