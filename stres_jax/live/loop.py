@@ -53,7 +53,7 @@ def start_readers(sources, preset, options, say):
 
 def recognize(sources, runner, options=LiveOptions(), stop=None, say=print, tallies=None):
     """Yield one result dict per answered window (`source`, `start`, `end`, `wall`, `latency`,
-    `top`, `averaged`, `skipped`; numpy `frame` and `probabilities`), from every source, until they all end or `stop` is set.
+    `top`, `averaged`, `skipped`, `compute`: the batch's seconds in the net; numpy `frame` and `probabilities`), from every source, until they all end or `stop` is set.
     `runner` is an `inference.ClipRunner`; `tallies` (a list) receives each source's `Tally`."""
     stop = stop or threading.Event()
     wake, readers = start_readers(sources, runner.model.preset, options, say)
@@ -91,6 +91,7 @@ def _due(readers, wake, stop):
 def _answer(due, readers, tallies, runner, options):
     crops = due[0].clip.shape[0]
     clips = np.concatenate([w.clip for w in due])  # (windows x crops, T, c, c, 3)
+    began = time.monotonic()
     probabilities, _ = runner.run(clips)
     ready, wall = time.monotonic(), time.time()
     for i, window in enumerate(due):
@@ -99,7 +100,7 @@ def _answer(due, readers, tallies, runner, options):
         tally.recent.append(p)
         tally.latencies.append(ready - window.arrived)
         result = {"source": readers[window.source].source.text, "start": window.start, "end": window.end,
-                  "wall": round(wall, 3), "latency": round(ready - window.arrived, 4),
+                  "wall": round(wall, 3), "latency": round(ready - window.arrived, 4), "compute": round(ready - began, 4),
                   "top": runner.top(p, options.top), "averaged": runner.top(np.mean(tally.recent, axis=0), options.top),
                   "skipped": readers[window.source].skipped}
         if runner.net.random_weights:

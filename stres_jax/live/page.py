@@ -20,6 +20,8 @@ class LivePage:
         self.state = [{"source": s, "index": i, "strip": []} for i, s in enumerate(self.sources)]
         self.frames = [b""] * len(self.sources)
         self.version, self.changed, self.closing = 0, threading.Condition(), False
+        import cv2  # JPEG frames; imported now, not inside the loop
+        self.cv2 = cv2
         self.html = resources.files("stres_jax.live").joinpath("page.html").read_bytes()
         handler = type("Handler", (_Handler,), {"page": self})
         try:
@@ -50,8 +52,7 @@ class LivePage:
         state.update({key: result[key] for key in ("start", "end", "latency", "skipped", "top", "averaged")})
         state["strip"] = (state["strip"] + [[result["end"], best["label"], round(best["probability"], 4)]])[-STRIP:]
         if "frame" in result:
-            import cv2
-            ok, jpeg = cv2.imencode(".jpg", np.ascontiguousarray(result["frame"][..., ::-1]))
+            ok, jpeg = self.cv2.imencode(".jpg", np.ascontiguousarray(result["frame"][..., ::-1]))
             self.frames[index] = jpeg.tobytes() if ok else b""
         with self.changed:
             self.version += 1

@@ -3,7 +3,7 @@ lines flushed per window, and each source's summary at the end."""
 import json
 import sys
 
-JSON_KEYS = ("source", "start", "end", "wall", "latency", "top", "averaged", "skipped", "weights")
+JSON_KEYS = ("source", "start", "end", "wall", "latency", "compute", "top", "averaged", "skipped", "weights")
 
 
 def json_line(result):
@@ -61,5 +61,5 @@ def summary_lines(summaries):
                    .format(**s) if s["windows"] else "no window answered")
         line = (f"{s['source']}: {s['windows']} windows, {s['skipped']} skipped, {latency}, "
                 f"{s['stream_seconds']:.1f} s of stream at {s['realtime_factor']:.2f}x real time")
-        lines.append(line + (f"; error: {s['error']}" if s["error"] else ""))
+        lines.append(line + (" (failed: its error is above)" if s["error"] else ""))
     return lines

@@ -73,6 +73,10 @@ def open_pyav(source, stall_timeout):
     if not container.streams.video:
         container.close()
         raise SourceError(f"{source.text}: has no video stream")
+    name = container.format.name
+    if name in ("tty", "image2") or name.endswith("_pipe"):  # FFmpeg shows text as ANSI art, images as one frame
+        container.close()
+        raise SourceError(f"{source.text}: not a video (FFmpeg reads it as {name})")
     return container
 
 
