@@ -7,8 +7,9 @@ interleaved: ours at batch 1, ours with 4 sources batched, then the anchor.
 The anchor: a capture thread appending decoded frames to `deque(maxlen=sample_length)`, an inference
 thread that takes the deque when full, runs torchvision's preset and net (torch, random weights) on
 its frames and averages the last N scores; its latency is the answer's time minus the arrival of the
-newest frame it saw. Both report windows answered per second, skips, latency p50 / p95 / max and
-the RSS at the start and the end. Not a test: the numbers go in BENCHMARKS.md.
+newest frame it saw. Both report windows answered per second, skips, latency p50 / p95 / max (and p95 of each half of
+the run), and the RSS at the start and the end (medians of the first and last 10 one-second samples:
+a batch's working buffers swing it by up to 300 MB). Not a test: the numbers go in BENCHMARKS.md.
 """
 import argparse
 import collections
@@ -61,6 +62,8 @@ def measure(command, urls, repeat, ready):
     time.sleep(5.0)  # past the first windows: the steady state's baseline
     rss = [rss_mb(process.pid)]
     while any(s.poll() is None for s in senders):
+        if os.environ.get("BENCH_LIVE_RSS_TRACE"):
+            print(f"rss {rss[-1]:.0f} MB", file=sys.stderr, flush=True)
         rss.append(rss_mb(process.pid))
         time.sleep(1.0)
     process.wait(timeout=120)
@@ -76,7 +79,9 @@ def row(name, windows, seconds, rss, skipped):
             "p95_first_half": round(float(np.percentile(latency[:half] if half else latency, 95)), 3),
             "p95_second_half": round(float(np.percentile(latency[half:], 95)), 3),
             "compute_median": round(float(np.median([w.get("compute", np.nan) for w in windows] or [np.nan])), 3),
-            "rss_start_mb": round(rss[0]), "rss_end_mb": round(rss[-1]), "rss_max_growth_mb": round(max(rss) - rss[0])}
+            # RSS swings by the net's working buffers within a batch: the first and last 10 samples' medians
+            "rss_start_mb": round(np.median(rss[:10])), "rss_end_mb": round(np.median(rss[-10:])),
+            "rss_growth_mb": round(np.median(rss[-10:]) - np.median(rss[:10])), "rss_range_mb": [round(min(rss)), round(max(rss))]}
 
 
 def ours(arch, dtype, sources, seconds, repeat):
@@ -147,6 +152,7 @@ def main():
     parser.add_argument("--archs", nargs="+", default=["r3d_18", "mc3_18", "r2plus1d_18"])
     parser.add_argument("--dtypes", nargs="+", default=["float32"])
     parser.add_argument("--sources", nargs="+", type=int, default=[1, 4])
+    parser.add_argument("--no-anchor", action="store_true", help="only stres_jax's runs")
     parser.add_argument("--anchor-run", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.anchor_run:
@@ -157,7 +163,8 @@ def main():
         for dtype in args.dtypes:
             for sources in args.sources:
                 print(json.dumps(ours(arch, dtype, sources, seconds, repeat)), flush=True)
-        print(json.dumps(anchor(arch, seconds, repeat)), flush=True)
+        if not args.no_anchor:
+            print(json.dumps(anchor(arch, seconds, repeat)), flush=True)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ from stres_jax.data.sources import folder_source  # noqa: E402
 from stres_jax.models import ARCH_SPECS, create_model  # noqa: E402
 from stres_jax.train import init_state, make_train_step, sgd  # noqa: E402
 from stres_jax.train.data import ClipSampler, close_batches, next_batch, scan_videos, train_batches  # noqa: E402
-from stres_jax.runtime.xla_options import compiler_options  # noqa: E402
+from stres_jax.runtime.xla_options import DEFAULT_CPU_LIBRARY, compiler_options  # noqa: E402
 
 LR, MOMENTUM, WEIGHT_DECAY = 0.01, 0.9, 1e-4
 
@@ -62,6 +62,7 @@ def jax_stepper(arch, net, clips, labels, dtype, impl="auto"):
     oneDNN's gradients for every kernel / only those spanning time and space (3x3x3, 3x7x7),
     whatever `onednn.gradient_rule()` picks on this CPU; "onednn-ndhwc-kgrad" never reorders
     the kernel gradient's activations to the blocked layout (`onednn.blocked_kernel_gradient`)."""
+    impl, _, library = impl.partition("@")  # IMPL@CPU_LIBRARY: another `compiler_options` library
     switch = {"onednn-allgrads": {"gradient_kernels": "all"},
               "onednn-spacetime": {"gradient_kernels": "spacetime"},
               "onednn-ndhwc-kgrad": {"blocked_kernel_gradient": False}}.get(impl)
@@ -70,7 +71,8 @@ def jax_stepper(arch, net, clips, labels, dtype, impl="auto"):
                               abstract_variables(model))
     optimizer = sgd(LR, MOMENTUM, WEIGHT_DECAY)
     holder = {"state": init_state(model, variables, optimizer)}
-    step_fn = jax.jit(make_train_step(model, optimizer), donate_argnums=0, compiler_options=compiler_options())
+    step_fn = jax.jit(make_train_step(model, optimizer), donate_argnums=0,
+                      compiler_options=compiler_options(library or DEFAULT_CPU_LIBRARY))
     clips, labels = jnp.asarray(clips), jnp.asarray(labels)
     if switch:
         from stres_jax.models import onednn
@@ -142,10 +144,12 @@ def main():
     parser.add_argument("--decode-steps", type=int, default=40)
     parser.add_argument("--skip-steps", action="store_true", help="only the decoding part")
     parser.add_argument("--impls", nargs="+", default=["auto"], metavar="IMPL",
-                        choices=["auto", "taps", "taps3d", "onednn", "onednn-allgrads", "onednn-spacetime",
-                                 "onednn-ndhwc-kgrad", "xla"],
+                        choices=[f"{impl}{library}" for impl in ["auto", "taps", "taps3d", "onednn", "onednn-allgrads",
+                                                                 "onednn-spacetime", "onednn-ndhwc-kgrad", "xla"]
+                                 for library in ("", "@default", "@ynnpack")],
                         help="JAX conv lowerings to time, interleaved (auto, taps, taps3d, onednn, onednn-allgrads, "
-                        "onednn-spacetime, onednn-ndhwc-kgrad, xla; default auto)")
+                        "onednn-spacetime, onednn-ndhwc-kgrad, xla; default auto); IMPL@default or IMPL@ynnpack: "
+                        "compiled with that CPU library's options (runtime/xla_options.py) instead of the default")
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, torch {torch.__version__}, "

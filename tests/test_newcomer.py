@@ -39,6 +39,10 @@ def one_line_error(capsys, argv, status=2):
     (["labels", "--checkpoint", "missing"], "no such checkpoint directory"),
     (["show-filters", "--checkpoint", "missing", "--out", "f.png"], "no such checkpoint directory"),
     (["export-onnx", "--checkpoint", "missing", "--out", "n.onnx"], "no such checkpoint directory"),
+    (["live", "ftp://camera/x"], "unknown stream scheme"),
+    (["live", "-", "-"], "can be given once"),
+    (["live", "v.mp4", "--serve", "here"], "HOST:PORT"),
+    (["live", "v.mp4", "--retries", "-1"], "from 0 to"),
 ])
 def test_every_bad_flag_is_one_line(capsys, argv, expected):
     try:

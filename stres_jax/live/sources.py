@@ -114,7 +114,7 @@ def camera_frames(source, stall_timeout):
     device = int(source.text) if source.text.isdigit() else source.text
     capture = cv2.VideoCapture(device, cv2.CAP_V4L2)
     if not capture.isOpened():
-        raise SourceError(f"{source.text}: cannot open the camera (no such device, or it is busy)", retry=True)
+        raise SourceError(f"{source.text}: cannot open the camera (no such device, or it is busy)")
     fps = capture.get(cv2.CAP_PROP_FPS) or None
     first = None
     try:
