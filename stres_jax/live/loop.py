@@ -24,6 +24,11 @@ class LiveOptions:
     retries: int = 5
     top: int = 5
 
+    def window(self, preset):
+        """(clip length, stride) in resampled frames for a net's `preset`."""
+        clip_len = self.clip_len or preset.clip_len
+        return clip_len, self.stride or max(clip_len // 2, 1)
+
 
 class Tally:
     """What one source did: answered windows, latencies, its recent probabilities."""
@@ -43,8 +48,7 @@ class Tally:
 def start_readers(sources, preset, options, say):
     """A started `SourceReader` per source text, sharing one condition to wake the loop."""
     wake = threading.Condition()
-    clip_len = options.clip_len or preset.clip_len
-    stride = options.stride or max(clip_len // 2, 1)
+    clip_len, stride = options.window(preset)
     readers = [SourceReader(i, Source.parse(text) if isinstance(text, str) else text, preset, clip_len, stride,
                             options.crops, options.skip, wake, options.stall_timeout, options.retries,
                             options.realtime, say) for i, text in enumerate(sources)]

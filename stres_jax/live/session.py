@@ -45,11 +45,11 @@ class LiveSession:
         args = self.args
         screen = Screen([s.text for s in self.sources], sys.stderr if args.jsonl == "-" else sys.stdout)
         runner = ClipRunner(load_net(ModelOptions.from_args(args)), len(self.sources) * args.crops)
-        clip_len = self.options.clip_len or runner.model.preset.clip_len
+        clip_len, stride = self.options.window(runner.model.preset)
         warm_up(runner, clip_len, len(self.sources) * args.crops)
         rate = runner.model.preset.frame_rate
         print(f"stres-jax live: reading {len(self.sources)} source(s): windows of {clip_len} frames every "
-              f"{self.options.stride or max(clip_len // 2, 1)} at {f'{rate:g} fps' if rate else 'the native rate'}"
+              f"{stride} at {f'{rate:g} fps' if rate else 'the native rate'}"
               f"{'' if self.options.skip else ', none skipped'}; Ctrl-C ends", file=sys.stderr, flush=True)
         stop, tallies, reported = threading.Event(), [], set()
         with contextlib.ExitStack() as stack:
