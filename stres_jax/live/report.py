@@ -42,7 +42,7 @@ class Screen:
         if self.live and self.drawn:
             self.stream.write(f"\x1b[{self.drawn}F\x1b[J")
             self.drawn = 0
-        print(message, file=self.stream, flush=True)
+        print(message, file=sys.stderr, flush=True)  # errors and retries: stderr, whatever the windows' stream
         if self.live:
             self.redraw()
 
