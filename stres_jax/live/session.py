@@ -1,6 +1,8 @@
 """One `stres-jax live` run: the net, the sources' loop, its outputs and its end (a summary per
 source; exit 0, 1 if a source failed, 130 / 143 after SIGINT / SIGTERM)."""
 import contextlib
+import fcntl
+import os
 import sys
 import threading
 
@@ -24,6 +26,25 @@ def serve_address(text):
     return host.strip("[]"), int(port)
 
 
+@contextlib.contextmanager
+def locked_jsonl(path):
+    """`path` opened for this run's lines, locked so that a second run into it is refused in one
+    line instead of interleaving its lines with this one's (truncated only once the lock is held)."""
+    created = not os.path.lexists(path)
+    with open(path, "a", buffering=1) as file:
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise UserError(f"--jsonl {path}: another stres-jax live run is writing it; give another file") from None
+        file.truncate(0)
+        try:
+            yield file
+        except BaseException:
+            if created and file.tell() == 0:
+                os.unlink(path)  # a run that failed before its first window leaves no empty file behind
+            raise
+
+
 def warm_up(runner, clip_len, most):
     """Compile the net for every batch a run can make (1 to `most` windows), before any frame
     arrives: a compile inside the loop would be latency."""
@@ -42,6 +63,11 @@ class LiveSession:
             check_output(args.jsonl, "jsonl", args.overwrite, [s.text for s in sources if s.kind == "file"], "--jsonl")
 
     def run(self):
+        with contextlib.ExitStack() as stack:
+            out = self._jsonl(stack)  # locked before the net loads: a second run into it is refused at once
+            return self._run(stack, out)
+
+    def _run(self, stack, out):
         args = self.args
         screen = Screen([s.text for s in self.sources], sys.stderr if args.jsonl == "-" else sys.stdout)
         runner = ClipRunner(load_net(ModelOptions.from_args(args)), len(self.sources) * args.crops)
@@ -52,25 +78,23 @@ class LiveSession:
               f"{stride} at {f'{rate:g} fps' if rate else 'the native rate'}"
               f"{'' if self.options.skip else ', none skipped'}; Ctrl-C ends", file=sys.stderr, flush=True)
         stop, tallies, reported = threading.Event(), [], set()
-        with contextlib.ExitStack() as stack:
-            out = self._jsonl(stack)
-            page = self._page(stack, runner)
-            signals = stack.enter_context(GracefulStop("stres-jax live", "ending the sources, then the summary",
-                                                       on_stop=stop.set))
-            for result in recognize(self.sources, runner, self.options, stop, screen.say, tallies):
-                if out is not None:
-                    out.write(json_line(result) + "\n")
-                    out.flush()
-                screen.show(result)
-                if page is not None:
-                    page.update(result)
-                self._errors(tallies, reported, screen)
+        page = self._page(stack, runner)
+        signals = stack.enter_context(GracefulStop("stres-jax live", "ending the sources, then the summary",
+                                                   on_stop=stop.set))
+        for result in recognize(self.sources, runner, self.options, stop, screen.say, tallies):
+            if out is not None:
+                out.write(json_line(result) + "\n")
+                out.flush()
+            screen.show(result)
+            if page is not None:
+                page.update(result)
             self._errors(tallies, reported, screen)
-            summaries = [tally.summary(reader) for reader, tally in tallies]
-            for line in summary_lines(summaries):
-                print(line, file=sys.stderr, flush=True)
-            if signals:
-                return signals.exit_status
+        self._errors(tallies, reported, screen)
+        summaries = [tally.summary(reader) for reader, tally in tallies]
+        for line in summary_lines(summaries):
+            print(line, file=sys.stderr, flush=True)
+        if signals:
+            return signals.exit_status
         return 1 if any(s["error"] for s in summaries) else 0
 
     def _errors(self, tallies, reported, screen):
@@ -85,7 +109,7 @@ class LiveSession:
             return None
         if self.args.jsonl == "-":
             return sys.stdout
-        return stack.enter_context(open(self.args.jsonl, "w", buffering=1))
+        return stack.enter_context(locked_jsonl(self.args.jsonl))
 
     def _page(self, stack, runner):
         if self.address is None:
