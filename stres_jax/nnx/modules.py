@@ -11,7 +11,8 @@ from flax import nnx
 
 from stres_jax.models import layers as rows_of
 from stres_jax.models.conv_impls import convolution, fuses_epilogue
-from stres_jax.models.layers import ConvLayer, PoolLayer, epilogue_plan, max_pool
+from stres_jax.models.layers import ConvLayer, PoolLayer, epilogue_plan
+from stres_jax.models.max_pool import max_pool
 from stres_jax.models.norm import torch_batch_norm
 from stres_jax.models.spec import ARCH_SPECS, DEFAULT_ARCH, STAGE_NAMES, ArchSpec, canonical_arch
 from stres_jax.models.video_resnet import BN_MOMENTUM
