@@ -98,5 +98,6 @@ def add_overwrite_flag(parser):
 def add_cpu_library_flag(parser):
     """`--cpu-library` for a command that runs a net."""
     parser.add_argument("--cpu-library", choices=sorted(CPU_LIBRARIES), default=DEFAULT_CPU_LIBRARY,
-                        help="CPU kernels: XLA's own (the default, fastest for these nets), "
-                        "YNNPACK fusions of each conv with the work after it, or jaxlib's default mix")
+                        help="CPU kernels: XLA's own with YNNPACK's reductions (the default, fastest for "
+                        "these nets), XLA's alone (xla-only), YNNPACK fusions of each conv with the work "
+                        "after it, or jaxlib's default mix")

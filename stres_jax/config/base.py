@@ -20,7 +20,7 @@ def get_base_config(arch=DEFAULT_ARCH):
     config.prefetch = 8             # videos decoded ahead of the devices
     config.conv_impl = "auto"       # conv lowering: "auto" = "onednn" on CPU where it builds, else "taps";
     #                                 "xla" elsewhere; or name one: onednn, taps, taps3d, xla (BENCHMARKS.md)
-    config.cpu_library = DEFAULT_CPU_LIBRARY  # CPU kernels: XLA's own ("xla") or "ynnpack"; xla_options.py
+    config.cpu_library = DEFAULT_CPU_LIBRARY  # CPU kernels: "xla", "xla-only", "ynnpack", "default"; xla_options.py
     config.fold_batchnorm = True    # fold BN into the convs for inference (logits within 1e-6)
     config.dtype = "float32"        # "bfloat16": the net computes in bf16, softmax in float32 (accelerators)
     config.fresh = False            # True: delete the workdir's earlier results instead of resuming

@@ -2,7 +2,9 @@
 
 On CPU the default `taps` lowering makes every conv a 2-D one. "xla" (the default here) runs
 them on XLA's own kernels (Eigen's 2-D convolution), which measured fastest for the whole
-nets (BENCHMARKS.md). "ynnpack" hands the convolutions, the matmuls and the elementwise work
+nets (BENCHMARKS.md), and leaves reductions to YNNPACK: XLA's own reduction over the leading
+axes (BatchNorm's statistics in training, a depthwise kernel's gradient) is 9x slower
+("xla-only" keeps every op on XLA's kernels, for comparison). "ynnpack" hands the convolutions, the matmuls and the elementwise work
 after them to XLA's YNNPACK fusions, so a conv, the sum of its time taps, its bias and ReLU
 run as one YNNPACK graph: faster on r3d's 56x56 stage, slower on the (2+1)D net. "default"
 is jaxlib's own choice (in 0.10.2: YNNPACK for lone 2-D convolutions, XLA for the rest),
@@ -19,7 +21,8 @@ import numpy as np
 CPU_LIBRARIES = {
     "ynnpack": {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_ELTWISE"},
     "default": {},
-    "xla": {"xla_cpu_experimental_ynn_fusion_type": ""},
+    "xla": {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_REDUCE"},
+    "xla-only": {"xla_cpu_experimental_ynn_fusion_type": ""},
 }
 DEFAULT_CPU_LIBRARY = "xla"
 
