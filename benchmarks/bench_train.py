@@ -146,9 +146,9 @@ def main():
     parser.add_argument("--impls", nargs="+", default=["auto"], metavar="IMPL",
                         choices=[f"{impl}{library}" for impl in ["auto", "taps", "taps3d", "onednn", "onednn-allgrads",
                                                                  "onednn-spacetime", "onednn-ndhwc-kgrad", "xla"]
-                                 for library in ("", "@default", "@ynnpack")],
+                                 for library in ("", "@default", "@ynnpack", "@xla-only")],
                         help="JAX conv lowerings to time, interleaved (auto, taps, taps3d, onednn, onednn-allgrads, "
-                        "onednn-spacetime, onednn-ndhwc-kgrad, xla; default auto); IMPL@default or IMPL@ynnpack: "
+                        "onednn-spacetime, onednn-ndhwc-kgrad, xla; default auto); IMPL@default, @ynnpack, @xla-only: "
                         "compiled with that CPU library's options (runtime/xla_options.py) instead of the default")
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())

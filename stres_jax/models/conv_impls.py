@@ -27,7 +27,9 @@ class OneDNNConv(TapConv):
 
     @staticmethod
     def convolve(x, kernel, strides, padding):
-        if onednn.runs_dtype(x.dtype) and kernel.shape[3] == x.shape[-1]:  # depthwise convs keep the taps
+        if kernel.shape[3] != x.shape[-1]:  # depthwise: the taps, with a one-pass kernel gradient
+            return onednn.depthwise_conv3d(x, kernel, strides, padding)
+        if onednn.runs_dtype(x.dtype):
             return onednn.onednn_conv3d(x, kernel, strides, padding)
         return tap_conv(x, kernel, strides, padding)
 

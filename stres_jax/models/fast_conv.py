@@ -79,10 +79,12 @@ def _pointwise_conv(x, kernel, strides, padding):
 
     Sliced first, XLA computes the kernel gradient from the subsample; left to the conv's
     stride, it recomputed layer1's whole residual chain inside a transposed copy of the full
-    input (0.48 s of r3d_18's 5.2 s step at batch 2)."""
+    input (0.48 s of r3d_18's 5.2 s step at batch 2). A matrix product, not a 1x1 conv: the conv's
+    kernel gradient wants its input transposed, and XLA rebuilt that copy from the BN, residual
+    and ReLU chain of every block before (0.47 s of ir-CSN-152's 1.95 s step at 8x112x112); the
+    product's gradient reads the stored activation as it lies."""
     x = _pad(x, padding)[:, ::strides[0], ::strides[1], ::strides[2]]
-    y = lax.conv_general_dilated(x.reshape((-1,) + x.shape[2:]), kernel[0], (1, 1), "VALID",
-                                 dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    y = jnp.dot(x.reshape(-1, x.shape[-1]), kernel.reshape(kernel.shape[3:]))
     return y.reshape(x.shape[:-1] + y.shape[-1:])
 
 
@@ -153,22 +155,33 @@ def _depthwise_fwd(x, kernel, strides, padding):
 
 
 def _depthwise_vjp(strides, padding, residuals, g):
-    """(dx, dkernel). dx: `g` dilated by the stride, padded, summed over the flipped kernel's taps
-    (the transposed conv); dkernel: per tap, the window times `g`, reduced over rows of W x C
-    values (XLA's CPU reduction over every leading axis at once is 3x slower)."""
     x, kernel = residuals
+    return (depthwise_input_grad(g, kernel, x.shape, strides, padding),
+            depthwise_kernel_grad(x, g, kernel.shape, strides, padding))
+
+
+def depthwise_input_grad(g, kernel, x_shape, strides, padding):
+    """The input gradient of `depthwise_taps`: `g` dilated by the stride, padded, summed over the
+    flipped kernel's taps (the transposed conv)."""
     sizes = kernel.shape[:3]
-    xp = _pad(x, padding)
+    padded = [n + lo + hi for n, (lo, hi) in zip(x_shape[1:4], padding)]
     zero = jnp.zeros((), g.dtype)
     g_in = lax.pad(g, zero, [(0, 0, 0)] + [(0, 0, s - 1) for s in strides] + [(0, 0, 0)])  # dilated by the stride
-    pads = tuple((k - 1, n - m) for k, n, m in zip(sizes, xp.shape[1:4], g_in.shape[1:4]))
+    pads = tuple((k - 1, n - m) for k, n, m in zip(sizes, padded, g_in.shape[1:4]))
     dxp = _taps_sum(_pad(g_in, pads), kernel[::-1, ::-1, ::-1], (1, 1, 1))
-    dx = dxp[:, padding[0][0]: dxp.shape[1] - padding[0][1], padding[1][0]: dxp.shape[2] - padding[1][1],
-             padding[2][0]: dxp.shape[3] - padding[2][1]]
+    return dxp[:, padding[0][0]: dxp.shape[1] - padding[0][1], padding[1][0]: dxp.shape[2] - padding[1][1],
+               padding[2][0]: dxp.shape[3] - padding[2][1]]
+
+
+def depthwise_kernel_grad(x, g, kernel_shape, strides, padding):
+    """The kernel gradient of `depthwise_taps`: per tap, the window times `g`, reduced over rows of
+    W x C values (XLA's CPU reduction over every leading axis at once is 3x slower). One product
+    and one reduction per tap: `onednn` has a one-pass kernel for it."""
+    xp = _pad(x, padding)
     out, width = g.shape[1:4], g.shape[3] * g.shape[4]
     rows = [(_tap(xp, start, out, strides) * g).reshape(-1, width).sum(0).reshape(g.shape[3:]).sum(0)
-            for start in itertools.product(*map(range, sizes))]
-    return dx, jnp.stack(rows).reshape(kernel.shape)
+            for start in itertools.product(*map(range, kernel_shape[:3]))]
+    return jnp.stack(rows).reshape(kernel_shape)
 
 
 _depthwise.defvjp(_depthwise_fwd, _depthwise_vjp)

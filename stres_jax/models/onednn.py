@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec
 
-from stres_jax.models.fast_conv import epilogue, tap_conv
+from stres_jax.models.fast_conv import depthwise_input_grad, depthwise_taps, epilogue, tap_conv
 from stres_jax.native.build import available, cpu_flags, status  # noqa: F401 (this module's API)
 
 _MESH = contextvars.ContextVar("stres_jax_conv_mesh", default=None)
@@ -201,3 +201,43 @@ def onednn_conv3d(x, kernel, strides, padding):
         rows = PartitionSpec(mesh.axis_names[0])
         fn = jax.shard_map(fn, mesh=mesh, in_specs=(rows, PartitionSpec()), out_specs=rows, check_vma=False)
     return fn(x, kernel)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _depthwise(x, kernel, strides, padding):
+    return depthwise_taps(x, kernel, strides, padding)
+
+
+def _depthwise_fwd(x, kernel, strides, padding):
+    return _depthwise(x, kernel, strides, padding), (x, kernel)
+
+
+def _depthwise_bwd(strides, padding, residuals, dy):
+    """The taps' input gradient; the kernel gradient in one pass (`native/depthwise.cc`) instead
+    of XLA's product and reduction per tap (11x faster on ir-CSN-152's layer1, BENCHMARKS.md)."""
+    x, kernel = residuals
+    return depthwise_input_grad(dy, kernel, x.shape, strides, padding), _depthwise_kernel_grad(x, dy, kernel.shape,
+                                                                                              strides, padding)
+
+
+def _depthwise_kernel_grad(x, dy, kernel_shape, strides, padding):
+    def fn(x, dy):
+        return _call("depthwise_kernel_grad", x, dy, kernel_shape, strides, padding)
+    mesh = _MESH.get()
+    if mesh is not None and mesh.size > 1:  # each device's rows, then the sum over devices
+        rows, axis = PartitionSpec(mesh.axis_names[0]), mesh.axis_names[0]
+        fn = jax.shard_map(lambda x, dy, fn=fn: jax.lax.psum(fn(x, dy), axis), mesh=mesh, in_specs=(rows, rows),
+                           out_specs=PartitionSpec(), check_vma=False)
+    return fn(x, dy)
+
+
+_depthwise.defvjp(_depthwise_fwd, _depthwise_bwd)
+
+
+def depthwise_conv3d(x, kernel, strides, padding):
+    """`fast_conv.depthwise_taps` (float32 or float64), whose kernel gradient is the one-pass C++
+    handler; where the extension is missing, the taps' own gradient."""
+    strides, padding = tuple(int(s) for s in strides), tuple(tuple(int(p) for p in pair) for pair in padding)
+    if not available() or x.dtype not in (jnp.float32, jnp.float64):
+        return depthwise_taps(x, kernel, strides, padding)
+    return _depthwise(x, kernel, strides, padding)

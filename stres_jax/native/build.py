@@ -1,4 +1,5 @@
-"""Build and load the oneDNN convolution handlers (`onednn_conv.cc`): compiled on first use with
+"""Build and load the oneDNN convolution handlers (`onednn_conv.cc`) and the depthwise kernel
+gradient (`depthwise.cc`, plain C++ with OpenMP): compiled on first use with
 g++ against the `onednn-cpu-gomp` wheel (the `onednn` extra) and jaxlib's FFI headers, into
 `<cache>/native`, then registered with `jax.ffi.register_ffi_target` under
 `stres_onednn_conv_<name>` for each of `TARGETS`. Where that cannot happen, `status()` says why."""
@@ -18,10 +19,10 @@ import jax
 from stres_jax.cache import cache_dir
 from stres_jax.install import pip_extra
 
-SOURCE = Path(__file__).resolve().parent / "onednn_conv.cc"
+SOURCES = [Path(__file__).resolve().parent / name for name in ("onednn_conv.cc", "depthwise.cc")]
 TARGETS = {"forward": "StresOnednnConvForward", "forward_reuse": "StresOnednnConvForwardReuse",
            "forward_fused": "StresOnednnConvForwardFused", "input_grad": "StresOnednnConvInputGrad",
-           "kernel_grad": "StresOnednnConvKernelGrad"}
+           "kernel_grad": "StresOnednnConvKernelGrad", "depthwise_kernel_grad": "StresDepthwiseKernelGrad"}
 
 
 class OneDNNUnavailable(RuntimeError):
@@ -42,7 +43,8 @@ def _onednn_root():
 def _build(root):
     """Compile the handlers once per source, jaxlib and oneDNN install; returns the .so path."""
     include = jax.ffi.include_dir()
-    digest = hashlib.sha256(SOURCE.read_bytes() + f"{jax.__version__}|{include}|{root}".encode()).hexdigest()[:16]
+    sources = b"".join(source.read_bytes() for source in SOURCES)
+    digest = hashlib.sha256(sources + f"{jax.__version__}|{include}|{root}".encode()).hexdigest()[:16]
     target = cache_dir() / "native" / f"onednn_conv-{digest}.so"
     if target.is_file():
         return target
@@ -52,13 +54,13 @@ def _build(root):
     target.parent.mkdir(parents=True, exist_ok=True)
     print(f"stres_jax: building the oneDNN convolutions into {target.parent} (once)", file=sys.stderr, flush=True)
     staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    command = [compiler, "-O2", "-std=c++17", "-shared", "-fPIC", "-w", f"-I{include}", f"-I{root / 'include'}",
-               str(SOURCE), f"-L{root / 'lib'}", "-ldnnl", f"-Wl,-rpath,{root / 'lib'}", "-o", str(staging)]
+    command = [compiler, "-O3", "-std=c++17", "-shared", "-fPIC", "-fopenmp", "-w", f"-I{include}",
+               f"-I{root / 'include'}", *map(str, SOURCES), f"-L{root / 'lib'}", "-ldnnl", f"-Wl,-rpath,{root / 'lib'}", "-o", str(staging)]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode:
         staging.unlink(missing_ok=True)
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise OneDNNUnavailable(f"compiling {SOURCE.name} failed: {last}")
+        raise OneDNNUnavailable(f"compiling {' and '.join(s.name for s in SOURCES)} failed: {last}")
     os.replace(staging, target)  # a reader never sees a half-written library
     return target
 
