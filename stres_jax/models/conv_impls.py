@@ -104,3 +104,15 @@ def convolution(impl):
 def fuses_epilogue(impl):
     """Whether a lowering takes bias, residual and ReLU itself (oneDNN's post-ops, the taps' epilogue)."""
     return CONV_IMPLS[resolve_conv_impl(impl)] in (TapConv, OneDNNConv)
+
+
+def block_output(conv):
+    """What a residual block does to its output under a lowering (a `conv_impl` name, or a linen
+    conv factory from `conv_factory`): oneDNN's materialises it (`onednn.materialized`), the others
+    leave it to XLA (the exports and GPUs among them)."""
+    lowering = CONV_IMPLS[resolve_conv_impl(conv)] if isinstance(conv, str) else getattr(conv, "func", conv)
+    return onednn.materialized if lowering is OneDNNConv else _unchanged
+
+
+def _unchanged(x):
+    return x

@@ -13,6 +13,7 @@ from typing import Any
 import flax.linen as nn
 
 from stres_jax.models.max_pool import max_pool
+from stres_jax.models.conv_impls import block_output
 
 ModuleDef = Any
 Conv = functools.partial(nn.Conv, use_bias=False)  # torchvision's convs have no bias
@@ -296,4 +297,4 @@ class BasicBlock(nn.Module):
     def __call__(self, x):
         rows = self.rows(self.builder, x.shape[-1], self.features, self.stride, self.width_rule)
         shortcut = run_groups(rows.shortcut, x, self.conv, self.norm)
-        return run_groups(rows.main, x, self.conv, self.norm, residual=shortcut)
+        return block_output(self.conv)(run_groups(rows.main, x, self.conv, self.norm, residual=shortcut))

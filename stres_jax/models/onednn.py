@@ -241,3 +241,26 @@ def depthwise_conv3d(x, kernel, strides, padding):
     if not available() or x.dtype not in (jnp.float32, jnp.float64):
         return depthwise_taps(x, kernel, strides, padding)
     return _depthwise(x, kernel, strides, padding)
+
+
+@jax.custom_vjp
+def _materialized(x):
+    return jax.ffi.ffi_call("stres_onednn_conv_materialize", jax.ShapeDtypeStruct(x.shape, x.dtype),
+                            vmap_method="broadcast_all", input_output_aliases={0: 0})(x)
+
+
+_materialized.defvjp(lambda x: (_materialized(x), None), lambda _, g: (_materialized(g),))
+
+
+def materialized(x):
+    """`x`, computed once into its own buffer (a copy XLA cannot fuse through, forward and
+    backward; `native/materialize.cc`): a residual block's output under this lowering, so that XLA
+    does not rebuild the earlier blocks inside each later fusion (ir-CSN-152's train step 1.6x
+    faster). Unchanged where the extension is missing. Per device under `conv_mesh`."""
+    if jax.default_backend() != "cpu" or not available():
+        return x
+    mesh = _MESH.get()
+    if mesh is not None and mesh.size > 1:
+        rows = PartitionSpec(mesh.axis_names[0])
+        return jax.shard_map(_materialized, mesh=mesh, in_specs=(rows,), out_specs=rows, check_vma=False)(x)
+    return _materialized(x)

@@ -19,10 +19,10 @@ import jax
 from stres_jax.cache import cache_dir
 from stres_jax.install import pip_extra
 
-SOURCES = [Path(__file__).resolve().parent / name for name in ("onednn_conv.cc", "depthwise.cc")]
+SOURCES = [Path(__file__).resolve().parent / name for name in ("onednn_conv.cc", "depthwise.cc", "materialize.cc")]
 TARGETS = {"forward": "StresOnednnConvForward", "forward_reuse": "StresOnednnConvForwardReuse",
            "forward_fused": "StresOnednnConvForwardFused", "input_grad": "StresOnednnConvInputGrad",
-           "kernel_grad": "StresOnednnConvKernelGrad", "depthwise_kernel_grad": "StresDepthwiseKernelGrad"}
+           "kernel_grad": "StresOnednnConvKernelGrad", "depthwise_kernel_grad": "StresDepthwiseKernelGrad", "materialize": "StresMaterialize"}
 
 
 class OneDNNUnavailable(RuntimeError):

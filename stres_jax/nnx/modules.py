@@ -10,7 +10,7 @@ import numpy as np
 from flax import nnx
 
 from stres_jax.models import layers as rows_of
-from stres_jax.models.conv_impls import convolution, fuses_epilogue
+from stres_jax.models.conv_impls import block_output, convolution, fuses_epilogue
 from stres_jax.models.layers import ConvLayer, PoolLayer, epilogue_plan
 from stres_jax.models.max_pool import max_pool
 from stres_jax.models.norm import torch_batch_norm
@@ -149,6 +149,7 @@ class BasicBlock(nnx.Module):
                     width = _add_rows(self, group.layers, width, options, rngs)
             every_row = tuple(layer for group in groups for layer in group.layers)
             setattr(self, f"{part}_plan", epilogue_plan(every_row, _fuse(options), residual=part == "main"))
+        self.conv_impl = options.conv_impl
 
     def _run(self, groups, plan, x, residual=None):
         start = 0
@@ -161,7 +162,8 @@ class BasicBlock(nnx.Module):
     def __call__(self, x):
         shortcut = self._run(self.shortcut, self.shortcut_plan, x) if self.shortcut else x
         y = self._run(self.main, self.main_plan, x, shortcut)
-        return y if any(adds for adds, _ in self.main_plan) else jax.nn.relu(y + shortcut)
+        y = y if any(adds for adds, _ in self.main_plan) else jax.nn.relu(y + shortcut)
+        return block_output(self.conv_impl)(y)
 
 
 class _Group(nnx.Module):
