@@ -99,14 +99,29 @@ def onnx_runner(arch, variables):
     return lambda x: session.run(None, {"video": np.ascontiguousarray(x.transpose(0, 4, 1, 2, 3))})
 
 
+def status_gb(field):
+    """A /proc/self/status memory field (VmRSS, VmHWM: the peak RSS) in GB."""
+    line = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith(field))
+    return int(line.split()[1]) / 2**20
+
+
+def reset_peak():
+    """Hand freed heap back (malloc_trim: a compile's or first run's buffers stay resident
+    otherwise), then reset this process's peak RSS to its current RSS (Linux); returns that RSS in GB."""
+    import ctypes
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    Path("/proc/self/clear_refs").write_text("5")
+    return status_gb("VmRSS")
+
+
 def input_size(arch):
     """112 (torchvision's crop); 224 for the CSN nets (mmaction2's validation CenterCrop)."""
     return 224 if "csn" in arch else 112
 
 
-def bench(arch, batch, variants, repeats, dtype, with_onnx, only=None):
+def bench(arch, batch, variants, repeats, dtype, with_onnx, only=None, before_runs=None):
     """{runner: [s/clip of each repeat]}, {variant: compile s}; `only` ("torch" or a variant): build
-    and run that runner alone (`peak_memory`)."""
+    and run that runner alone (`peak_memory`), calling `before_runs()` once all is built."""
     net = reference_net(arch)  # torchvision's, the IG-65M publisher's definition, or mmaction2's
     state = {k: v.numpy() for k, v in net.state_dict().items()}
     classes = next(v.shape[0] for k, v in state.items() if k.endswith("fc.weight") or k.endswith("fc_cls.weight"))
@@ -133,6 +148,8 @@ def bench(arch, batch, variants, repeats, dtype, with_onnx, only=None):
     if with_onnx:
         runners["onnxruntime"] = onnx_runner(arch, variables)
     times = {name: [] for name in runners}
+    if before_runs is not None:
+        before_runs()
     for name, run in runners.items():
         run(x)  # warm-up
     for _ in range(repeats):
@@ -144,16 +161,21 @@ def bench(arch, batch, variants, repeats, dtype, with_onnx, only=None):
 
 
 def peak_memory(arch, batch, runners, dtype):
-    """{runner: peak RSS in GB} of a fresh process that builds that runner alone and runs it twice."""
+    """{runner: (peak RSS GB, GB above the process at rest)} of a fresh process that builds that
+    runner alone and runs it twice. Every process also holds the torch net and the converted
+    variables, so the second figure is the runner's own working memory: the peak is reset
+    (/proc/self/clear_refs) once all is built and compiled, and compared with the RSS then."""
     import subprocess
     peaks = {}
     for name in runners:
-        code = (f"import sys, resource; sys.argv = ['bench']; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
-                f"import bench_models as b; b.bench({arch!r}, {batch}, {[n for n in [name] if n != 'torch']!r}, 1, "
-                f"{dtype!r}, False, only={name!r}); "
-                "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)")
+        code = (f"import sys; sys.argv = ['bench']; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+                f"import bench_models as b; rest = []; "
+                f"b.bench({arch!r}, {batch}, {[n for n in [name] if n != 'torch']!r}, 1, {dtype!r}, False, "
+                f"only={name!r}, before_runs=lambda: rest.append(b.reset_peak())); "
+                "print(b.status_gb('VmHWM'), b.status_gb('VmHWM') - rest[0])")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-        peaks[name] = float(out.split()[-1])
+        peak, above = map(float, out.split()[-2:])
+        peaks[name] = (peak, above)
     return peaks
 
 
@@ -186,8 +208,8 @@ def main():
                       f"{compile_s.get(name, float('nan')):9.1f}", flush=True)
             if args.peak_memory:
                 peaks = peak_memory(arch, batch, ["torch", *args.variants], args.dtype)
-                print(f"{arch:12s} {batch:5d} peak RSS (GB, a process each): "
-                      + ", ".join(f"{name} {gb:.2f}" for name, gb in peaks.items()), flush=True)
+                print(f"{arch:12s} {batch:5d} peak RSS GB (a process each; its runs' own above the built process): "
+                      + ", ".join(f"{name} {gb:.2f} ({above:.2f})" for name, (gb, above) in peaks.items()), flush=True)
             best = min(args.variants, key=lambda v: statistics.median(times[v]))
             summary.append(f"{arch}@{batch}: {best} {torch_median / statistics.median(times[best]):.2f}x")
     print("ratio torch/JAX (best variant): " + ", ".join(summary))
