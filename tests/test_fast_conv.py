@@ -46,8 +46,9 @@ def test_default_lowering_is_explicit():
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the CPU library choice")
 def test_cpu_library_choice_reaches_the_compiler():
-    """"xla" (the default) keeps XLA's own kernels; "ynnpack" fuses each conv with the work
-    after it into one YNNPACK graph; "default" (jaxlib's choice) puts lone convolutions into YNNPACK."""
+    """"xla-only" keeps XLA's own kernels; "xla" (the default) hands YNNPACK only the reductions
+    (here the global average pool, with what YNNPACK fuses into it); "ynnpack" fuses each conv with
+    the work after it into one YNNPACK graph; "default" (jaxlib's choice) puts lone convolutions into YNNPACK."""
     model = stres_jax.create_model("mc3_18", conv_impl="taps", fold_batchnorm=True)  # XLA's own convolutions
     x = np.zeros((1, 4, 32, 32, 3), np.float32)
     variables = jax.eval_shape(model.init, jax.random.key(0), x)
@@ -57,7 +58,9 @@ def test_cpu_library_choice_reaches_the_compiler():
         return jitted.lower(variables, x).compile().as_text()
     ynnpack, default = compiled("ynnpack"), compiled("default")
     assert stres_jax.compiler_options() == stres_jax.compiler_options("xla")
-    assert "__ynn_fusion" not in compiled("xla")
+    assert "__ynn_fusion" not in compiled("xla-only")
+    reductions = [line for line in compiled("xla").splitlines() if "__ynn_fusion" in line]
+    assert len(reductions) == 1 and "= f32[1,512]" in reductions[0], reductions  # the pooled features
     assert ynnpack.count("__ynn_fusion") < default.count("__ynn_fusion")  # convs merged with their taps' sum
     assert stres_jax.compiler_options("ynnpack", backend="gpu") == {}
     with pytest.raises(ValueError, match="unknown cpu_library"):
