@@ -49,14 +49,48 @@ def run_train(ckpt, root, workdir, *extra, env=None):
     return result
 
 
+def descendants(pid):
+    """The live processes below `pid` (grain's workers, their decoders), from /proc."""
+    children = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, parent = stat.read_text().rsplit(")", 1)[1].split()[:2]
+        except OSError:
+            continue
+        if state != "Z":
+            children.setdefault(int(parent), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        below = children.get(todo.pop(), [])
+        found += below
+        todo += below
+    return found
+
+
 def kill_at_checkpoint(command, checkpoint, log=subprocess.DEVNULL):
-    """Run `command` and SIGKILL it as soon as the (complete) checkpoint directory appears."""
+    """Run `command` and SIGKILL it (alone, as the OOM killer would) as soon as the (complete)
+    checkpoint directory appears; its worker processes must not outlive it."""
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
     deadline = time.time() + 600
     while time.time() < deadline and not checkpoint.is_dir() and proc.poll() is None:
         time.sleep(0.05)
+    below = descendants(proc.pid)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    deadline = time.time() + 30
+    while time.time() < deadline and any(_alive(pid) for pid in below):
+        time.sleep(0.2)
+    orphans = [pid for pid in below if _alive(pid)]
+    for pid in orphans:
+        os.kill(pid, signal.SIGKILL)
+    assert not orphans, f"{len(orphans)} worker processes outlived the killed trainer"
+
+
+def _alive(pid):
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def final_params(workdir):

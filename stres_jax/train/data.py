@@ -12,8 +12,11 @@ import contextlib
 import dataclasses
 import gc
 import multiprocessing
+import os
 import signal
 import sys
+import threading
+import time
 
 import grain
 import numpy as np
@@ -194,9 +197,17 @@ def _worker_signals(_index, _count):
     """grain's workers leave SIGINT and SIGTERM to the trainer, which closes them after its last
     save: a Ctrl-C or a SLURM SIGTERM reaches the whole process group, and a worker killed by
     it mid-batch left its shared memory to the resource tracker ("leaked shared_memory")."""
-    import signal
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+
+
+def _exit_with_parent(parent):
+    """A grain worker ends once its trainer is gone (SIGKILL, the OOM killer, a SLURM kill after
+    the grace period): ignoring SIGTERM, it and its decoders had lived on, holding their memory."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
 
 
 def next_batch(iterator):
