@@ -106,12 +106,13 @@ def fuses_epilogue(impl):
     return CONV_IMPLS[resolve_conv_impl(impl)] in (TapConv, OneDNNConv)
 
 
-def block_output(conv):
+def block_output(conv, folded=False):
     """What a residual block does to its output under a lowering (a `conv_impl` name, or a linen
-    conv factory from `conv_factory`): oneDNN's materialises it (`onednn.materialized`), the others
-    leave it to XLA (the exports and GPUs among them)."""
+    conv factory from `conv_factory`): oneDNN's materialises it (`onednn.materialized`) unless BN
+    is folded (then the output already is a oneDNN call's, with the residual and ReLU as post-ops);
+    the others leave it to XLA (the exports and GPUs among them)."""
     lowering = CONV_IMPLS[resolve_conv_impl(conv)] if isinstance(conv, str) else getattr(conv, "func", conv)
-    return onednn.materialized if lowering is OneDNNConv else _unchanged
+    return onednn.materialized if lowering is OneDNNConv and not folded else _unchanged
 
 
 def _unchanged(x):

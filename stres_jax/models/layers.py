@@ -297,4 +297,5 @@ class BasicBlock(nn.Module):
     def __call__(self, x):
         rows = self.rows(self.builder, x.shape[-1], self.features, self.stride, self.width_rule)
         shortcut = run_groups(rows.shortcut, x, self.conv, self.norm)
-        return block_output(self.conv)(run_groups(rows.main, x, self.conv, self.norm, residual=shortcut))
+        output = block_output(self.conv, folded=self.norm is FoldedNorm)
+        return output(run_groups(rows.main, x, self.conv, self.norm, residual=shortcut))

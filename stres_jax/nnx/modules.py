@@ -149,7 +149,7 @@ class BasicBlock(nnx.Module):
                     width = _add_rows(self, group.layers, width, options, rngs)
             every_row = tuple(layer for group in groups for layer in group.layers)
             setattr(self, f"{part}_plan", epilogue_plan(every_row, _fuse(options), residual=part == "main"))
-        self.conv_impl = options.conv_impl
+        self.conv_impl, self.folded = options.conv_impl, options.fold_batchnorm
 
     def _run(self, groups, plan, x, residual=None):
         start = 0
@@ -163,7 +163,7 @@ class BasicBlock(nnx.Module):
         shortcut = self._run(self.shortcut, self.shortcut_plan, x) if self.shortcut else x
         y = self._run(self.main, self.main_plan, x, shortcut)
         y = y if any(adds for adds, _ in self.main_plan) else jax.nn.relu(y + shortcut)
-        return block_output(self.conv_impl)(y)
+        return block_output(self.conv_impl, self.folded)(y)
 
 
 class _Group(nnx.Module):
