@@ -103,6 +103,20 @@ def conv_mesh(mesh):
         _MESH.reset(token)
 
 
+def _per_device(fn, batched, summed=False):
+    """`fn` over each device's rows under `conv_mesh` (an FFI call has no partitioning rule):
+    operands marked in `batched` split by rows, the others whole; the output split by rows, or
+    `summed` over the devices. `fn` itself without a mesh."""
+    mesh = _MESH.get()
+    if mesh is None or mesh.size <= 1:
+        return fn
+    axis = mesh.axis_names[0]
+    rows, whole = PartitionSpec(axis), PartitionSpec()
+    body = (lambda *operands: jax.lax.psum(fn(*operands), axis)) if summed else fn
+    return jax.shard_map(body, mesh=mesh, in_specs=tuple(rows if b else whole for b in batched),
+                         out_specs=whole if summed else rows, check_vma=False)
+
+
 def _call(name, a, b, shape, strides, padding, **attributes):
     return jax.ffi.ffi_call(f"stres_onednn_conv_{name}", jax.ShapeDtypeStruct(shape, a.dtype),
                             vmap_method="sequential")(
@@ -179,12 +193,7 @@ def onednn_conv3d_fused(x, kernel, bias, residual, relu, strides, padding):
     def fn(x, kernel, bias, *residual):
         return _fused(x, kernel, bias, residual[0] if residual else None, strides, padding, bool(relu))
     operands = (x, kernel, bias) + (() if residual is None else (residual,))
-    mesh = _MESH.get()
-    if mesh is not None and mesh.size > 1:
-        rows = PartitionSpec(mesh.axis_names[0])
-        specs = (rows, PartitionSpec(), PartitionSpec()) + (() if residual is None else (rows,))
-        fn = jax.shard_map(fn, mesh=mesh, in_specs=specs, out_specs=rows, check_vma=False)
-    return fn(*operands)
+    return _per_device(fn, (True, False, False) + (() if residual is None else (True,)))(*operands)
 
 
 def onednn_conv3d(x, kernel, strides, padding):
@@ -196,11 +205,7 @@ def onednn_conv3d(x, kernel, strides, padding):
 
     def fn(x, kernel):
         return _conv(x, kernel, strides, padding)
-    mesh = _MESH.get()
-    if mesh is not None and mesh.size > 1:
-        rows = PartitionSpec(mesh.axis_names[0])
-        fn = jax.shard_map(fn, mesh=mesh, in_specs=(rows, PartitionSpec()), out_specs=rows, check_vma=False)
-    return fn(x, kernel)
+    return _per_device(fn, (True, False))(x, kernel)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
@@ -214,7 +219,7 @@ def _depthwise_fwd(x, kernel, strides, padding):
 
 def _depthwise_bwd(strides, padding, residuals, dy):
     """The taps' input gradient; the kernel gradient in one pass (`native/depthwise.cc`) instead
-    of XLA's product and reduction per tap (11x faster on ir-CSN-152's layer1, BENCHMARKS.md)."""
+    of XLA's product and reduction per tap (17x faster on ir-CSN-152's layer1, BENCHMARKS.md)."""
     x, kernel = residuals
     return depthwise_input_grad(dy, kernel, x.shape, strides, padding), _depthwise_kernel_grad(x, dy, kernel.shape,
                                                                                               strides, padding)
@@ -223,12 +228,7 @@ def _depthwise_bwd(strides, padding, residuals, dy):
 def _depthwise_kernel_grad(x, dy, kernel_shape, strides, padding):
     def fn(x, dy):
         return _call("depthwise_kernel_grad", x, dy, kernel_shape, strides, padding)
-    mesh = _MESH.get()
-    if mesh is not None and mesh.size > 1:  # each device's rows, then the sum over devices
-        rows, axis = PartitionSpec(mesh.axis_names[0]), mesh.axis_names[0]
-        fn = jax.shard_map(lambda x, dy, fn=fn: jax.lax.psum(fn(x, dy), axis), mesh=mesh, in_specs=(rows, rows),
-                           out_specs=PartitionSpec(), check_vma=False)
-    return fn(x, dy)
+    return _per_device(fn, (True, True), summed=True)(x, dy)  # each device's rows, then the sum
 
 
 _depthwise.defvjp(_depthwise_fwd, _depthwise_bwd)
@@ -259,8 +259,4 @@ def materialized(x):
     faster). Unchanged where the extension is missing. Per device under `conv_mesh`."""
     if jax.default_backend() != "cpu" or not available():
         return x
-    mesh = _MESH.get()
-    if mesh is not None and mesh.size > 1:
-        rows = PartitionSpec(mesh.axis_names[0])
-        return jax.shard_map(_materialized, mesh=mesh, in_specs=(rows,), out_specs=rows, check_vma=False)(x)
-    return _materialized(x)
+    return _per_device(_materialized, (True,))(x)
