@@ -3,20 +3,21 @@ ways against torch's grouped conv3d, forward and forward + backward, interleaved
 
     python benchmarks/bench_depthwise.py [--shape 8 28 28 256] [--stride 1] [--repeats 7]
 
-Lowerings: XLA's grouped convolution (`feature_group_count`, conv_impl "xla"), and the taps:
-27 shifted multiply-adds fused by XLA (`fast_conv.depthwise_taps`, what "auto", "taps" and
-"onednn" run). Not a test: the numbers go in BENCHMARKS.md.
+Lowerings: XLA's grouped convolution (`feature_group_count`, conv_impl "xla"), the taps: 27
+shifted multiply-adds fused by XLA (`fast_conv.depthwise_taps`, conv_impl "taps"), and "c++":
+`native/depthwise.cc`'s one-pass forward and kernel gradient (`onednn.depthwise_conv3d`, what
+"auto" and "onednn" run where the extension builds). Not a test: the numbers go in BENCHMARKS.md.
 """
 import argparse
 import statistics
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import torch
 from jax import lax
 
+from stres_jax.models import onednn
 from stres_jax.models.fast_conv import depthwise_taps
 from stres_jax.runtime.xla_options import compiler_options
 
@@ -28,6 +29,10 @@ def xla_grouped(x, w, stride):
 
 def taps(x, w, stride):
     return depthwise_taps(x, w, (stride,) * 3, ((1, 1),) * 3)
+
+
+def one_pass(x, w, stride):
+    return onednn.depthwise_conv3d(x, w, (stride,) * 3, ((1, 1),) * 3)
 
 
 def main():
@@ -56,7 +61,8 @@ def main():
         conv(xg).sum().backward()
     runners["torch forward"], runners["torch fwd+bwd"] = torch_forward, torch_backward
     options = compiler_options()
-    for name, fn in (("xla grouped", xla_grouped), ("taps", taps)):
+    lowerings = [("xla grouped", xla_grouped), ("taps", taps)] + [("c++", one_pass)] * onednn.available()
+    for name, fn in lowerings:
         forward = jax.jit(lambda a, b, fn=fn: fn(a, b, args.stride), compiler_options=options)
         grad = jax.jit(jax.grad(lambda a, b, fn=fn: fn(a, b, args.stride).sum(), argnums=(0, 1)),
                        compiler_options=options)
@@ -76,7 +82,7 @@ def main():
           f"1x{c}x{t}x{h}x{w}, 3x3x3 depthwise, stride {args.stride}")
     for kind in ("forward", "fwd+bwd"):
         base = statistics.median(times[f"torch {kind}"])
-        for name in ("torch", "xla grouped", "taps"):
+        for name in ["torch"] + [name for name, _ in lowerings]:
             median = statistics.median(times[f"{name} {kind}"])
             print(f"  {kind:8s} {name:12s} {median:9.1f} ms  torch/this {base / median:6.2f}")
 

@@ -124,11 +124,13 @@ def speed_report():
                                   [onednn.gradient_rule()] if available else "taps"),
             "float64": "taps (oneDNN runs float32 and bfloat16 only)",
             "depthwise convs": ("XLA's grouped convolution (conv_impl 'xla')" if resolve_conv_impl("auto") == "xla" else
-                                "taps: 27 shifted multiply-adds fused by XLA (the CSN nets' conv2; every conv_impl but "
-                                "'xla')" + ("; kernel gradient in one C++ pass (native/depthwise.cc)" if available
-                                           else "")),
-            "residual blocks": ("each output materialised by a custom-call copy (XLA would rebuild earlier blocks "
-                                "inside later fusions)" if available else "left to XLA's fusion"),
+                                "one C++ pass each (native/depthwise.cc): the forward with a folded BN's bias and "
+                                "ReLU (bfloat16 too, summed in float32), and the kernel gradient; the input gradient as 27 "
+                                "taps fused by XLA"
+                                if available else "taps: 27 shifted multiply-adds fused by XLA (the CSN nets' conv2)"),
+            "residual blocks": ("BN folded: the shortcut summed into the last conv's output by oneDNN (sum post-op); "
+                                "otherwise each output materialised by a custom-call copy (XLA would rebuild earlier "
+                                "blocks inside later fusions)" if available else "left to XLA's fusion"),
             "bfloat16": bf16,
             "cpu kernels": f"{DEFAULT_CPU_LIBRARY} (stres_jax.compiler_options(): XLA's kernels, YNNPACK's reductions)",
             "threads": f"{os.cpu_count()} cores; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"}

@@ -20,14 +20,17 @@ class OneDNNConv(TapConv):
 
     @classmethod
     def convolve_with_epilogue(cls, x, kernel, bias, residual, relu, strides, padding):
-        if bias is not None and onednn.choices().fuse_epilogue and onednn.runs_dtype(x.dtype) \
-                and kernel.shape[3] == x.shape[-1]:  # not a depthwise conv (those keep the taps)
+        fuse = bias is not None and onednn.choices().fuse_epilogue
+        if kernel.shape[3] != x.shape[-1]:  # depthwise: bias and ReLU in the C++ pass
+            if fuse and residual is None and onednn.runs_depthwise(x.dtype, gradient=False):
+                return onednn.depthwise_conv3d_fused(x, kernel, bias, relu, strides, padding)
+        elif fuse and onednn.runs_dtype(x.dtype):
             return onednn.onednn_conv3d_fused(x, kernel, bias, residual, relu, strides, padding)
         return super().convolve_with_epilogue(x, kernel, bias, residual, relu, strides, padding)
 
     @staticmethod
     def convolve(x, kernel, strides, padding):
-        if kernel.shape[3] != x.shape[-1]:  # depthwise: the taps, with a one-pass kernel gradient
+        if kernel.shape[3] != x.shape[-1]:  # depthwise: one C++ pass, forward and kernel gradient
             return onednn.depthwise_conv3d(x, kernel, strides, padding)
         if onednn.runs_dtype(x.dtype):
             return onednn.onednn_conv3d(x, kernel, strides, padding)

@@ -21,7 +21,7 @@ import numpy as np
 from jax.sharding import PartitionSpec
 
 from stres_jax.models.fast_conv import depthwise_input_grad, depthwise_taps, epilogue, tap_conv
-from stres_jax.native.build import available, cpu_flags, status  # noqa: F401 (this module's API)
+from stres_jax.native.build import OneDNNUnavailable, available, cpu_flags, status  # noqa: F401 (this module's API)
 
 _MESH = contextvars.ContextVar("stres_jax_conv_mesh", default=None)
 
@@ -163,7 +163,8 @@ def _fused(x, kernel, bias, residual, strides, padding, relu):
     operands = (x, kernel, bias) + (() if residual is None else (residual,))
     return jax.ffi.ffi_call("stres_onednn_conv_forward_fused",
                             jax.ShapeDtypeStruct(_out_shape(x.shape, kernel.shape, strides, padding), x.dtype),
-                            vmap_method="sequential")(
+                            vmap_method="sequential",
+                            input_output_aliases={} if residual is None else {3: 0})(  # summed in place
         *operands, strides=np.asarray(strides, np.int64), padding=np.asarray(padding, np.int64).reshape(-1),
         relu=bool(relu))
 
@@ -208,9 +209,20 @@ def onednn_conv3d(x, kernel, strides, padding):
     return _per_device(fn, (True, False))(x, kernel)
 
 
+def _depthwise_forward(x, kernel, bias, relu, strides, padding):
+    """bias + the depthwise conv [then ReLU] in one C++ pass (`native/depthwise.cc`), per device."""
+    def fn(x, kernel, bias):
+        return jax.ffi.ffi_call("stres_onednn_conv_depthwise_forward",
+                                jax.ShapeDtypeStruct(_out_shape(x.shape, kernel.shape, strides, padding), x.dtype),
+                                vmap_method="sequential")(
+            x, kernel, bias, strides=np.asarray(strides, np.int64), padding=np.asarray(padding, np.int64).reshape(-1),
+            relu=bool(relu))
+    return _per_device(fn, (True, False, False))(x, kernel, bias)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _depthwise(x, kernel, strides, padding):
-    return depthwise_taps(x, kernel, strides, padding)
+    return _depthwise_forward(x, kernel, jnp.zeros(x.shape[-1], x.dtype), False, strides, padding)
 
 
 def _depthwise_fwd(x, kernel, strides, padding):
@@ -234,13 +246,40 @@ def _depthwise_kernel_grad(x, dy, kernel_shape, strides, padding):
 _depthwise.defvjp(_depthwise_fwd, _depthwise_bwd)
 
 
+def runs_depthwise(dtype, gradient=True):
+    """Whether the C++ depthwise handlers take `dtype` here: float32, float64; bfloat16 forward only."""
+    return available() and dtype in ((jnp.float32, jnp.float64) + (() if gradient else (jnp.bfloat16,)))
+
+
 def depthwise_conv3d(x, kernel, strides, padding):
-    """`fast_conv.depthwise_taps` (float32 or float64), whose kernel gradient is the one-pass C++
-    handler; where the extension is missing, the taps' own gradient."""
+    """`fast_conv.depthwise_taps` (float32 or float64) computed in one C++ pass, with the taps'
+    input gradient and a one-pass C++ kernel gradient; where the extension is missing, the taps."""
     strides, padding = tuple(int(s) for s in strides), tuple(tuple(int(p) for p in pair) for pair in padding)
-    if not available() or x.dtype not in (jnp.float32, jnp.float64):
+    if not runs_depthwise(x.dtype):
         return depthwise_taps(x, kernel, strides, padding)
     return _depthwise(x, kernel, strides, padding)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def _depthwise_fused(x, kernel, bias, relu, strides, padding):
+    return _depthwise_forward(x, kernel, bias, relu, strides, padding)
+
+
+def _depthwise_fused_fwd(x, kernel, bias, relu, strides, padding):
+    conv = _depthwise if runs_depthwise(x.dtype) else depthwise_taps  # bfloat16: the taps' gradient
+    return jax.vjp(lambda x, k, b: epilogue(conv(x, k, strides, padding), b, None, relu), x, kernel, bias)
+
+
+_depthwise_fused.defvjp(_depthwise_fused_fwd, lambda relu, strides, padding, vjp_parts, dy: vjp_parts(dy))
+
+
+def depthwise_conv3d_fused(x, kernel, bias, relu, strides, padding):
+    """`epilogue(depthwise_conv3d(x), bias, None, relu)` in one C++ pass (a folded BN's bias and
+    the ReLU applied to each output row while it is in cache); differentiated as its parts."""
+    strides, padding = tuple(int(s) for s in strides), tuple(tuple(int(p) for p in pair) for pair in padding)
+    if not runs_depthwise(x.dtype, gradient=False):
+        return epilogue(depthwise_taps(x, kernel, strides, padding), bias, None, relu)
+    return _depthwise_fused(x, kernel, bias, bool(relu), strides, padding)
 
 
 @jax.custom_vjp

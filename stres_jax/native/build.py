@@ -22,7 +22,8 @@ from stres_jax.install import pip_extra
 SOURCES = [Path(__file__).resolve().parent / name for name in ("onednn_conv.cc", "depthwise.cc", "materialize.cc")]
 TARGETS = {"forward": "StresOnednnConvForward", "forward_reuse": "StresOnednnConvForwardReuse",
            "forward_fused": "StresOnednnConvForwardFused", "input_grad": "StresOnednnConvInputGrad",
-           "kernel_grad": "StresOnednnConvKernelGrad", "depthwise_kernel_grad": "StresDepthwiseKernelGrad", "materialize": "StresMaterialize"}
+           "kernel_grad": "StresOnednnConvKernelGrad", "depthwise_forward": "StresDepthwiseForward",
+           "depthwise_kernel_grad": "StresDepthwiseKernelGrad", "materialize": "StresMaterialize"}
 
 
 class OneDNNUnavailable(RuntimeError):
