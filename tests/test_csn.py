@@ -120,12 +120,14 @@ def test_hub_folder_round_trips_with_its_preset(converted, tmp_path):
 @pytest.mark.parametrize("frozen_bn", [False, True])
 def test_two_float64_sgd_steps_equal_torch(frozen_bn):
     """Training mode as mmaction2's configs run it: BN on batch statistics, or (its CSN fine-tuning
-    configs) `norm_eval` + `bn_frozen`: running statistics, BN scale and bias frozen."""
+    configs) `norm_eval` + `bn_frozen`: running statistics, BN scale and bias frozen, and the
+    gradients clipped by their norm (its `clip_grad`; a small max_norm here, so that it clips)."""
     from tests.test_train_step import sgd_step_errors
     reference = ref.csn_recognizer("ir_csn_50", num_classes=7, bn_frozen=frozen_bn)
     rng = np.random.default_rng(3)
     batches = [(rng.standard_normal((2, 8, 40, 40, 3)), rng.integers(0, 7, 2)) for _ in range(2)]
-    errors = sgd_step_errors(reference, "ir_csn_50", batches, num_classes=7, frozen_bn=frozen_bn)
+    errors = sgd_step_errors(reference, "ir_csn_50", batches, num_classes=7, frozen_bn=frozen_bn,
+                             clip_grad_norm=0.5 if frozen_bn else 0.0)
     worst = max(errors, key=errors.get)
     assert errors[worst] < 1e-9, (worst, errors[worst])
     if frozen_bn:

@@ -26,7 +26,9 @@ def relative(ours, theirs):
     return float(np.abs(ours - theirs).max() / max(np.abs(theirs).max(), 1e-300))
 
 
-def torch_steps(model, batches):
+def torch_steps(model, batches, clip_grad_norm=0.0):
+    """(losses, state_dicts) of torch's SGD steps; `clip_grad_norm`: clip_grad_norm_ first, and
+    each step's norm must exceed it (the clipping is exercised)."""
     optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
     losses, states = [], [{k: v.clone() for k, v in model.state_dict().items()}]
     model.train()
@@ -35,24 +37,26 @@ def torch_steps(model, batches):
         loss = torch.nn.functional.cross_entropy(
             model(torch.from_numpy(clips).permute(0, 4, 1, 2, 3)), torch.from_numpy(labels))
         loss.backward()
+        if clip_grad_norm:
+            assert torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm) > clip_grad_norm
         optimizer.step()
         losses.append(loss.item())
         states.append({k: v.clone() for k, v in model.state_dict().items()})
     return losses, states
 
 
-def sgd_step_errors(reference, arch, batches, num_classes=400, frozen_bn=False, **model_options):
+def sgd_step_errors(reference, arch, batches, num_classes=400, frozen_bn=False, clip_grad_norm=0.0, **model_options):
     """{what: relative error} of our float64 SGD steps against torch's on `reference` (a torch
     model of `arch`; `model_options` go to `create_model`): the losses and the update of every
     parameter and running statistic. `frozen_bn`: our step's, for a reference whose `train()`
-    freezes its BatchNorms (mmaction2's norm_eval + bn_frozen)."""
+    freezes its BatchNorms (mmaction2's norm_eval + bn_frozen); `clip_grad_norm`: both clip."""
     reference = reference.double()
     start = {k: v.numpy().copy() for k, v in reference.state_dict().items()}
-    losses, torch_states = torch_steps(reference, batches)
+    losses, torch_states = torch_steps(reference, batches, clip_grad_norm)
     with jax.enable_x64(True):
         model = create_model(arch, num_classes=num_classes, **model_options).clone(dtype=jnp.float64)
         variables = torch_to_flax(start, arch, abstract_variables(model), dtype=np.float64)
-        optimizer = sgd(LR, MOMENTUM, WEIGHT_DECAY)
+        optimizer = sgd(LR, MOMENTUM, WEIGHT_DECAY, clip_grad_norm)
         state = init_state(model, variables, optimizer)
         step = jax.jit(make_train_step(model, optimizer, frozen_bn=frozen_bn))
         errors = {}

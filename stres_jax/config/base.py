@@ -4,7 +4,6 @@ It lives in the package (not in configs/), so a config file works from any direc
 `stres-jax embed` can use it too."""
 import ml_collections
 
-from stres_jax.data import sampling
 from stres_jax.models import ARCH_SPECS, DEFAULT_ARCH, canonical_arch
 from stres_jax.runtime.xla_options import DEFAULT_CPU_LIBRARY
 
@@ -81,10 +80,14 @@ def get_train_config(arch=DEFAULT_ARCH):
     #                                 (TFDS prepared as array_record: training reads it in random order)
     config.data.max_replaced_fraction = 0.01  # stop when an epoch replaces more of its clips than this
     #                                 (clips that failed to load; each is named on stderr)
+    preset = ARCH_SPECS[config.arch].preset  # the train pipeline follows the net's preset's reference
+    mmaction = preset.sampling == "mmaction"
     config.sampling = ml_collections.ConfigDict()
-    config.sampling.clips_per_video = 5   # random clips per video and epoch (torchvision's reference)
-    config.sampling.clip_len = ARCH_SPECS[config.arch].clip_len  # 16; the IG-65M nets' 8 or 32
-    config.sampling.frame_rate = float(sampling.FRAME_RATE)
+    config.sampling.clips_per_video = 1 if mmaction else 5  # random clips per video and epoch (torchvision's
+    #                                     reference: 5; mmaction2's CSN configs: SampleFrames(num_clips=1))
+    config.sampling.clip_len = ARCH_SPECS[config.arch].clip_len  # 16; the IG-65M nets' 8 or 32, the CSN nets' 32
+    config.sampling.frame_rate = float(preset.frame_rate or 0)  # 15; 0: the native frames (the CSN nets)
+    config.sampling.frame_interval = preset.frame_interval  # mmaction2 sampling only: 1 frame in this many (CSN: 2)
 
     config.optimizer = ml_collections.ConfigDict()
     config.optimizer.learning_rate = 0.01  # for `reference_batch` clips (scaled linearly to batch_size)
@@ -95,6 +98,7 @@ def get_train_config(arch=DEFAULT_ARCH):
     config.optimizer.warmup_factor = 0.001
     config.optimizer.milestones = ()       # epochs where the rate is multiplied by gamma
     config.optimizer.gamma = 0.1
+    config.optimizer.clip_grad_norm = 0.0  # > 0: clip the gradients' norm first, as torch's clip_grad_norm_ (0 = no)
     config.validation = ml_collections.ConfigDict()
     config.validation.data = get_base_config(arch).data  # evaluated after each epoch; no root = none
     config.validation.protocol = get_base_config(arch).protocol  # the eval protocol (5 clips at 15 fps)

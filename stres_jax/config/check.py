@@ -38,10 +38,11 @@ TRAIN = {**SHARED, "num_epochs": _whole(1), "bn_momentum": _number(0), "data.max
          "frozen_stages": _whole(0, 4), "checkpoint_every_steps": _whole(1), "log_every_steps": _whole(1),
          "keep_checkpoints": _whole(1), "seed": _whole(0), "sampling.clips_per_video": CLIPS,
          "sampling.clip_len": CLIP_LEN, "sampling.frame_rate": _rate(),
+         "sampling.frame_interval": _whole(1, 1000),
          "optimizer.learning_rate": _number(0, strict=True), "optimizer.reference_batch": _whole(0),
          "optimizer.momentum": _number(0), "optimizer.weight_decay": _number(0),
          "optimizer.warmup_epochs": _number(0), "optimizer.warmup_factor": _number(0, strict=True),
-         "optimizer.gamma": _number(0, strict=True), "validation.num_workers": _whole(0),
+         "optimizer.gamma": _number(0, strict=True), "optimizer.clip_grad_norm": _number(0), "validation.num_workers": _whole(0),
          "validation.protocol.clip_len": CLIP_LEN, "validation.protocol.clips_per_video": CLIPS,
          "validation.protocol.crops": one_of(1, 3), "validation.protocol.frame_rate": _rate()}
 

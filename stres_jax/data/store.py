@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 
-from stres_jax.data import sampling
 from stres_jax.data.decode import VideoError
 from stres_jax.data.readers import constant_rate_info
 from stres_jax.data.transforms import RESIZE, resize_region_uint8

@@ -1,9 +1,11 @@
-"""Training clips as torchvision's references make them, decoded by grain worker processes.
+"""Training clips as the net's references make them, decoded by grain worker processes.
 
-Per epoch every usable video gives `clips_per_video` random 16-frame clips at 15 fps (distinct
-starts while the video has enough), each through the reference's train preset: resized to
-128x171 in float, randomly flipped, normalised, randomly cropped to 112x112
-(`transforms.train_view`). Videos are read by their source's readers: files (folder, CSV),
+Per epoch every usable video gives `clips_per_video` random clips. A torchvision preset's are
+16-frame clips at 15 fps (distinct starts while the video has enough), each through the
+reference's train preset: resized to 128x171 in float, randomly flipped, normalised, randomly
+cropped to 112x112 (`transforms.train_view`). An mmaction2 preset's (the CSN nets) are cut by
+its configs' train pipeline (`data.mmaction_train`: 32 frames every 2nd, a random resized
+crop to 224x224, flipped). Videos are read by their source's readers: files (folder, CSV),
 examples of a TFDS split prepared as array_record, or a clip store. Sample `i` of the stream depends only on (seed, i), so the stream is the same
 with any number of workers, and a resumed run sees exactly the batches it would have seen.
 """
@@ -21,12 +23,14 @@ import time
 import grain
 import numpy as np
 
+from stres_jax.data import mmaction_train
 from stres_jax.data.decode import VideoError
 from stres_jax.data.readers import FileReader, probe_task
 from stres_jax.data.sources import source_of
-from stres_jax.data.transforms import CROP, RESIZE, train_clip, train_clip_task
+from stres_jax.data.transforms import CROP, RESIZE, train_clip_task
 from stres_jax.data.workers import DecodeWorkers
 from stres_jax.errors import UserError
+from stres_jax.models.preset import TORCHVISION
 from stres_jax.runtime.progress import progress
 
 
@@ -83,10 +87,12 @@ def scan_videos(items, classes, plan, workers=4):
 
 
 class ClipSampler:
-    """`(global sample index) -> (clip uint8 (T, 112, 112, 3), label int)`, picklable for workers."""
+    """`(global sample index) -> (clip float32 (T, 112, 112, 3), label int)`, picklable for workers;
+    (T, 224, 224, 3) by an mmaction2 `preset` (its `frame_interval` apart)."""
 
-    def __init__(self, videos, clips_per_video, clip_len, seed):
+    def __init__(self, videos, clips_per_video, clip_len, seed, preset=TORCHVISION):
         self.videos, self.clips_per_video, self.clip_len, self.seed = videos, clips_per_video, clip_len, seed
+        self.preset = preset
         self.per_epoch = len(videos) * clips_per_video
         self._order = (None, None)  # (epoch, its permutation): made once per epoch, not per sample
         self._decoder = None        # this process's DecodeWorkers, started on first use
@@ -116,11 +122,17 @@ class ClipSampler:
         return self._order[1]
 
     def describe(self, index):
-        """(video, frame indices, crop origin, flip) of sample `index`; no decoding."""
+        """(video, frame indices, crop origin, flip) of sample `index`; no decoding. By an mmaction2
+        preset the origin is the seed its random resized crop is drawn from (on the resized frame)."""
         epoch, position = divmod(int(index), self.per_epoch)
         video_index, k = divmod(int(self.epoch_order(epoch)[position]), self.clips_per_video)
         video = self.videos[video_index]
         frames = video.frames
+        if self.preset.sampling == "mmaction":  # SampleFrames(num_clips=1) per sample, as mmaction2's loader
+            clip_rng = np.random.default_rng([self.seed, epoch, video_index, k])
+            chosen = mmaction_train.sample_frames_train(len(frames), self.clip_len, self.preset.frame_interval, 1,
+                                                        clip_rng)[0]
+            return video, frames[chosen], [self.seed, epoch, video_index, k, 1], bool(clip_rng.random() < 0.5)
         if len(frames) < self.clip_len:  # our policy: repeat the last frame (design.md)
             frames = np.concatenate([frames, np.repeat(frames[-1:], self.clip_len - len(frames))])
         starts = len(frames) - self.clip_len + 1
@@ -139,13 +151,15 @@ class ClipSampler:
         replaced = [0, 0]
         for offset in range(tries):
             video, indices, origin, flip = self.describe(index + offset)
+            task, extra = ((mmaction_train.train_clip_task, (self.preset,)) if self.preset.sampling == "mmaction"
+                           else (train_clip_task, ()))
             try:  # isolated readers in a worker process: a decoder crash or hang costs this clip, not the run
                 if video.reader.isolated:
                     if self._decoder is None:
                         self._decoder = DecodeWorkers(1)
-                    clip = list(self._decoder.run(video.path, train_clip_task, video.reader, indices, origin, flip))[0]
+                    clip = list(self._decoder.run(video.path, task, video.reader, indices, origin, flip, *extra))[0]
                 else:
-                    clip = train_clip(video.reader, indices, origin, flip)
+                    clip = next(task(video.reader, indices, origin, flip, *extra))
             except Exception as err:  # noqa: BLE001 (a decoder failure must cost only this clip)
                 video_fault = isinstance(err, VideoError)
                 replaced[0 if video_fault else 1] += 1
@@ -157,7 +171,7 @@ class ClipSampler:
 
 
 class BatchLoader:
-    """`step -> {"clips": (B, T, 112, 112, 3) float32, "labels": (B,) int32, "replaced": [video's fault,
+    """`step -> {"clips": (B, T, S, S, 3) float32 (S 112, or 224 by an mmaction2 preset), "labels": (B,) int32, "replaced": [video's fault,
     other causes]}`: this process's rows, and how many clips they replaced."""
 
     def __init__(self, sampler, local_batch, process_index=0, process_count=1):

@@ -12,6 +12,7 @@ import optax
 
 from stres_jax.config.check import TRAIN as TRAIN_RULES
 from stres_jax.config.check import check_config
+from stres_jax.checkpoints.hub import preset_of
 from stres_jax.checkpoints.store import read_meta, save_checkpoint
 from stres_jax.runtime.interrupt import GracefulStop, Stopped, resume_command
 from stres_jax.runtime.quiet import quiet_absl
@@ -21,12 +22,11 @@ from stres_jax.runtime.distributed import initialize_distributed
 from stres_jax.errors import UserError
 from stres_jax.loader import ModelOptions, checked_checkpoint, load_net
 from stres_jax.runtime.mesh import data_shardings, global_rows, traced_on
-from stres_jax.models import canonical_arch, create_model
+from stres_jax.models import ARCH_SPECS, canonical_arch, create_model
 from stres_jax.train.data import ClipSampler, close_batches, next_batch, train_batches, training_videos
 from stres_jax.train.init import new_head, torchvision_init, trainable_filter
 from stres_jax.train.log import RunLog
 from stres_jax.train.step import init_state, make_train_step, sgd
-from stres_jax.models.preset import TORCHVISION
 from stres_jax.train.validate import Validator, has_validation
 from stres_jax.runtime.atomic import check_folder
 from stres_jax.runtime.workdir import claim_workdir, clear_workdir
@@ -49,12 +49,22 @@ def learning_rate_schedule(optimizer, steps_per_epoch, batch_size):
     return optax.join_schedules([optax.linear_schedule(lr * optimizer.warmup_factor, lr, warmup), decay], [warmup])
 
 
-def start_variables(config, classes):
+def run_preset(config):
+    """The preset the run's clips follow and its checkpoints record: the starting checkpoint's
+    (its arch's from scratch), with the config's `sampling.frame_interval`."""
+    if config.from_scratch:
+        preset = ARCH_SPECS[canonical_arch(config.arch)].preset
+    else:
+        preset = preset_of(read_meta(checked_checkpoint(ModelOptions.from_config(config))))
+    return preset.replace(frame_interval=config.sampling.frame_interval)
+
+
+def start_variables(config, classes, preset):
     """(model, float32 variables, where they came from) for the run's classes."""
     arch = canonical_arch(config.arch)
     dtype = jnp.dtype(config.dtype)
     model = create_model(arch, num_classes=len(classes), conv_impl=config.conv_impl, dtype=dtype,
-                         bn_momentum=config.bn_momentum)
+                         bn_momentum=config.bn_momentum, preset=preset)
     if config.from_scratch:
         return model, torchvision_init(model, config.seed), "torchvision init"
     # float32 weights as stored, BN kept: the config's dtype applies to the training model only
@@ -70,6 +80,11 @@ def check_identity(workdir, config, write=True):
     (`write=False`: check only; the run claims it once every check has passed)."""
     identity = {key: config[key].to_dict() if hasattr(config[key], "to_dict") else config[key]
                 for key in IDENTITY_KEYS}
+    # keys added since, at values that change nothing, are left out: workdirs made before them resume
+    if ARCH_SPECS[canonical_arch(config.arch)].preset.sampling != "mmaction":  # no interval in torchvision's
+        identity["sampling"].pop("frame_interval", None)
+    if not identity["optimizer"].get("clip_grad_norm", 1):
+        identity["optimizer"].pop("clip_grad_norm")
     claim_workdir(workdir, identity, "checkpoints/*", "pass --fresh (--config.fresh=True) to start it afresh", write=write)
 
 
@@ -88,29 +103,25 @@ def train(config, workdir):
         clear_workdir(workdir, TRAIN_OUTPUTS)
     check_identity(workdir, config, write=False)
     rows, replicated = data_shardings(config.batch_size)  # the cheap checks before any video is probed
-    if not config.from_scratch:
-        checked_checkpoint(ModelOptions.from_config(config))
+    preset = run_preset(config)  # reads only the checkpoint's meta
     lead = jax.process_index() == 0
-    plan = ClipPlan(config.sampling.clips_per_video, config.sampling.clip_len, config.sampling.frame_rate or None)
+    plan = ClipPlan(config.sampling.clips_per_video, config.sampling.clip_len, config.sampling.frame_rate or None,
+                    preset=preset)
     videos, skipped, classes, num_videos = training_videos(config.data, plan)
     for entry in skipped:
         print(f"stres_jax.train: skipped {entry['reason']}", file=sys.stderr)
     if not videos:
         raise UserError(f"none of the {num_videos} training videos could be read")
-    model, variables, origin = start_variables(config, classes)
-    if model.preset.spatial != TORCHVISION.spatial:  # the clips below are torchvision's train preset's
-        raise UserError(f"this net's preset {model.preset.summary()} is mmaction2's; `train` cuts clips by "
-                        "torchvision's reference train preset only. Fine-tune it from Python with "
-                        "stres_jax.train.make_train_step(model, optimizer, frozen_bn=True) on clips you make")
+    model, variables, origin = start_variables(config, classes, preset)
     if config.dtype == "float64":
         variables = jax.tree.map(lambda a: np.asarray(a, np.float64), variables)
-    sampler = ClipSampler(videos, plan.clips, plan.clip_len, config.seed)
+    sampler = ClipSampler(videos, plan.clips, plan.clip_len, config.seed, preset)
     steps_per_epoch = sampler.per_epoch // config.batch_size
     if steps_per_epoch < 1:
         raise UserError(f"{sampler.per_epoch} clips per epoch are fewer than the batch size {config.batch_size}")
     total_steps = steps_per_epoch * config.num_epochs
     optimizer = sgd(learning_rate_schedule(config.optimizer, steps_per_epoch, config.batch_size),
-                    config.optimizer.momentum, config.optimizer.weight_decay)
+                    config.optimizer.momentum, config.optimizer.weight_decay, config.optimizer.clip_grad_norm)
     check_identity(workdir, config)  # every check passed: the workdir is this run's
     if lead:
         (workdir / "skipped.json").write_text(json.dumps(skipped, indent=1))
@@ -135,7 +146,7 @@ def train(config, workdir):
             manager.wait_until_finished()
 
     validator = Validator(model, config, classes, state) if has_validation(config.validation.data) else None
-    best = BestCheckpoint(workdir / "best", canonical_arch(config.arch), classes) if lead else None
+    best = BestCheckpoint(workdir / "best", canonical_arch(config.arch), classes, preset) if lead else None
     if start and lead:
         print(f"stres_jax.train: resuming from step {start} of {total_steps} ({workdir / 'checkpoints'})",
               file=sys.stderr)
@@ -177,7 +188,7 @@ def train(config, workdir):
     if not lead:
         return None
     return save_checkpoint(workdir / "final", canonical_arch(config.arch), final, classes,
-                           {"trained_from": origin, "steps": total_steps, "workdir": str(workdir)})
+                           {"trained_from": origin, "steps": total_steps, "workdir": str(workdir)}, preset=preset)
 
 
 class ReplacedClips:
@@ -219,8 +230,8 @@ class BestCheckpoint:
     """`W/best/`: a stres_jax checkpoint of the weights with the highest validation video acc@1
     so far (ties keep the earlier one); its metadata holds the score, step and epoch."""
 
-    def __init__(self, directory, arch, classes):
-        self.directory, self.arch, self.classes = directory, arch, classes
+    def __init__(self, directory, arch, classes, preset):
+        self.directory, self.arch, self.classes, self.preset = directory, arch, classes, preset
         self.score = read_meta(directory)["source"]["video_acc1"] if directory.is_dir() else -1.0
 
     def offer(self, state, scores, step, epoch):
@@ -228,4 +239,4 @@ class BestCheckpoint:
             self.score = scores["video_acc1"]
             save_checkpoint(self.directory, self.arch, float32_variables(state), self.classes,
                             {"video_acc1": self.score, "video_acc5": scores["video_acc5"],
-                             "step": step, "epoch": epoch})
+                             "step": step, "epoch": epoch}, preset=self.preset)

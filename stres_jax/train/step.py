@@ -6,14 +6,29 @@ import jax.numpy as jnp
 import optax
 
 
-def sgd(learning_rate, momentum=0.9, weight_decay=1e-4):
+def sgd(learning_rate, momentum=0.9, weight_decay=1e-4, clip_grad_norm=0.0):
     """`torch.optim.SGD(lr, momentum, weight_decay)`: the decay is added to the gradient before
     momentum, and the first momentum buffer is the gradient itself. `learning_rate` may be an
-    optax schedule; the rate of each step is kept in `opt_state.hyperparams["learning_rate"]`."""
+    optax schedule; the rate of each step is kept in `opt_state.hyperparams["learning_rate"]`.
+    `clip_grad_norm` > 0: the gradients first clipped as `torch.nn.utils.clip_grad_norm_`
+    (mmaction2's `clip_grad=dict(max_norm=40)`)."""
     def make(learning_rate):
-        return optax.chain(optax.add_decayed_weights(weight_decay),
+        clip = [clip_by_torch_norm(clip_grad_norm)] if clip_grad_norm else []
+        return optax.chain(*clip, optax.add_decayed_weights(weight_decay),
                            optax.sgd(learning_rate, momentum=momentum or None))
     return optax.inject_hyperparams(make)(learning_rate=learning_rate)
+
+
+def clip_by_torch_norm(max_norm):
+    """`clip_grad_norm_(max_norm)`: every gradient times min(1, max_norm / (norm + 1e-6)), the
+    norm taken over the per-tensor norms (optax's `clip_by_global_norm` has no 1e-6)."""
+    def update(updates, state, params=None):
+        del params
+        norms = jnp.stack([jnp.linalg.norm(g.ravel()) for g in jax.tree.leaves(updates)])
+        total = jnp.linalg.norm(norms)
+        coefficient = jnp.minimum(max_norm / (total + 1e-6), 1.0)
+        return jax.tree.map(lambda g: g * coefficient.astype(g.dtype), updates), state
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
 def init_state(model, variables, optimizer):

@@ -24,7 +24,7 @@ class Validator:
 
     def __init__(self, model, config, classes, state):
         self.classes = list(classes)
-        self.plan = ClipPlan.from_protocol(config.validation.protocol)
+        self.plan = ClipPlan.from_protocol(config.validation.protocol, model.preset)
         source_of(config.validation.data, "validation.data").check_plan(config.validation.data, self.plan)
         self.items = make_source(config.validation.data, self.classes)
         self.parallel = DataParallel(forward_fn(model), self._variables(state), config.batch_size,
@@ -44,7 +44,8 @@ class Validator:
             counts[:] += record_counts(video_record(item, outputs, self.classes, self.plan.crops))
         with DecodeWorkers(self.workers) as workers:  # a crashing decoder costs one video
             videos = decoded_videos(mine, clip_loader(self.plan, workers), self.workers, 2 * max(self.workers, 1))
-            run_videos(videos, self.parallel, clip_shape(self.plan.clip_len), on_video)
+            run_videos(videos, self.parallel, clip_shape(self.plan.clip_len, crop=self.plan.preset.crop), on_video,
+                       preset=self.plan.preset)
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils
             counts = np.asarray(multihost_utils.process_allgather(counts)).sum(0)
