@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 
+import flax.linen
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,8 +14,8 @@ import pytest
 
 import stres_jax
 from stres_jax.models import create_model, onednn
-from stres_jax.models.conv_impls import CONV_IMPLS, ConvImplError, resolve_conv_impl
-from stres_jax.models.fast_conv import epilogue
+from stres_jax.models.conv_impls import CONV_IMPLS, resolve_conv_impl
+from stres_jax.models.fast_conv import depthwise_taps, epilogue
 from stres_jax.train.step import init_state, make_train_step, sgd
 from tests.torch_reference import ARCHS, relative_error, torch_forward
 
@@ -166,17 +167,29 @@ print(jax.device_count())
 
 
 @needs_onednn
-def test_float32_training_step_is_as_close_to_float64_as_xlas(converted):
+def test_float32_training_step_is_as_close_to_float64_as_xlas(converted, monkeypatch):
     """One SGD step from a checkpoint with randomised BN statistics, held to the float64 step of
-    the tap lowering. Float32 rounding alone moves layer1's updated weights by ~1e-2 relative
-    here (BN amplifies it; measured for taps, nn.Conv and oneDNN alike), and taps and nn.Conv
-    round alike, so oneDNN is compared with the truth, not with taps: no further from it than
-    XLA's own nn.Conv (on an AVX-512 machine oneDNN is 1.2e-3 from taps where nn.Conv is 1e-5,
-    while both are 4e-3 from float64)."""
+    the tap lowering: every layer's update no further from it than XLA's own nn.Conv's.
+    Every BN bias is raised by 10 so that no ReLU input lies near 0. Otherwise a ReLU whose input
+    is within float32 rounding of 0 (2.7e-7 here) takes the other branch and moves its layer's
+    gradient by ~1/sqrt(positions): measured 1.6e-2 for layer1, for nn.Conv and oneDNN alike, and
+    on another machine for oneDNN alone. With the shift, all three lowerings are 5e-7 to 7e-6 from
+    float64."""
     _, variables, _ = stres_jax.load_checkpoint(converted("r3d_18"))
+    raised = jax.tree_util.tree_map_with_path(
+        lambda path, a: a + 10.0 if path[-1].key == "bias" and "bn" in path[-2].key else a, variables["params"])
+    variables = {**variables, "params": raised}
     rng = np.random.default_rng(4)
     clips = rng.standard_normal((2, 4, 32, 32, 3))
     labels = np.array([1, 7])
+    relu_inputs = []
+    monkeypatch.setattr(flax.linen, "relu", lambda x: relu_inputs.append(float(jnp.min(x))) or jax.nn.relu(x))
+    with jax.enable_x64(True):  # the premise, in float64: every ReLU is far from its kink
+        model = create_model("r3d_18", conv_impl="taps", dtype=jnp.float64)
+        model.apply(jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), variables), clips, train=True,
+                    mutable=["batch_stats"])
+    assert len(relu_inputs) == 17 and min(relu_inputs) > 1, relu_inputs
+    monkeypatch.undo()
     optimizer = sgd(0.1)
     states, losses = {}, {}
     for impl, dtype in (("taps", jnp.float64), ("onednn", jnp.float32), ("xla", jnp.float32)):
@@ -188,7 +201,7 @@ def test_float32_training_step_is_as_close_to_float64_as_xlas(converted):
             states[impl] = jax.tree.map(lambda a: np.asarray(a, np.float64), state["params"])
             losses[impl] = float(metrics["loss"])
     assert relative_error(losses["onednn"], losses["taps"]) < 1e-5
-    for name in ("stem", "layer1_0", "layer2_0", "layer4_1", "fc"):
+    for name in states["taps"]:
         errors = {impl: max(relative_error(a, b) for a, b in zip(jax.tree.leaves(states[impl][name]),
                                                                    jax.tree.leaves(states["taps"][name])))
                   for impl in ("onednn", "xla")}
@@ -220,3 +233,94 @@ def test_float64_keeps_the_tap_lowering():
         assert targets <= {"stres_onednn_conv_materialize"} and "conv_general_dilated" in jaxpr, targets
     finally:
         jax.config.update("jax_enable_x64", False)
+
+
+@needs_onednn
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_depthwise_handlers_match_xlas_grouped_convolution(dtype):
+    """native/depthwise.cc's forward (with a folded BN's bias and ReLU) and kernel gradient, and the
+    taps' input gradient, against XLA's grouped convolution: strides 1 and 2, uneven padding, and 80
+    channels (one 64-channel block and a tail)."""
+    with jax.enable_x64(dtype == jnp.float64):
+        rng = np.random.default_rng(0)
+        tolerance = 1e-5 if dtype == jnp.float32 else 1e-12
+        for shape, strides, pads in (((2, 5, 7, 6, 80), (1, 1, 1), ((1, 1), (1, 1), (1, 1))),
+                                     ((1, 6, 9, 8, 24), (2, 2, 2), ((1, 1), (1, 1), (1, 1))),
+                                     ((1, 4, 7, 8, 8), (1, 2, 1), ((0, 2), (1, 0), (2, 1)))):
+            x, kernel, bias = (jnp.asarray(rng.standard_normal(s), dtype) for s in (shape, (3, 3, 3, 1, shape[-1]),
+                                                                                  shape[-1:]))
+
+            def grouped(x, kernel):
+                return jax.lax.conv_general_dilated(x, kernel, strides, pads, feature_group_count=shape[-1],
+                                                    dimension_numbers=("NDHWC", "DHWIO", "NDHWC"),
+                                                    precision=jax.lax.Precision.HIGHEST)
+
+            def reference(x, kernel, bias):
+                return jax.nn.relu(grouped(x, kernel) + bias)
+
+            def ours(x, kernel, bias):
+                return onednn.depthwise_conv3d_fused(x, kernel, bias, True, strides, pads)
+            assert relative_error(onednn.depthwise_conv3d(x, kernel, strides, pads), grouped(x, kernel)) < tolerance
+            assert relative_error(ours(x, kernel, bias), reference(x, kernel, bias)) < tolerance
+            weights = jnp.asarray(rng.standard_normal(reference(x, kernel, bias).shape), dtype)
+            grads = [jax.grad(lambda *a: (f(*a) * weights).sum(), argnums=(0, 1, 2))(x, kernel, bias)
+                     for f in (ours, reference)]
+            for got, want in zip(*grads):
+                assert relative_error(got, want) < tolerance
+            jaxpr = str(jax.make_jaxpr(ours)(x, kernel, bias))
+            assert "stres_onednn_conv_depthwise_forward" in jaxpr  # the C++ pass, not the taps
+
+
+@needs_onednn
+def test_depthwise_bfloat16_forward_is_the_float32_sum_rounded_once():
+    """bfloat16 operands: the C++ forward sums in float32 exactly as the float32 forward does and
+    rounds once, so it equals the float32 result (on the same bfloat16 values) cast to bfloat16,
+    bit for bit; its gradient is the taps' (no bfloat16 gradient in C++)."""
+    rng = np.random.default_rng(4)
+    shape, strides, pads = (1, 5, 7, 6, 80), (1, 2, 1), ((1, 1), (0, 2), (1, 1))
+    x, kernel, bias = (jnp.asarray(rng.standard_normal(s), jnp.bfloat16)
+                       for s in (shape, (3, 3, 3, 1, shape[-1]), shape[-1:]))
+
+    def ours(*args):
+        return onednn.depthwise_conv3d_fused(*args, True, strides, pads)
+    assert "stres_onednn_conv_depthwise_forward" in str(jax.make_jaxpr(ours)(x, kernel, bias))
+    wide = [a.astype(jnp.float32) for a in (x, kernel, bias)]
+    np.testing.assert_array_equal(np.asarray(ours(x, kernel, bias).astype(jnp.float32)),
+                                  np.asarray(ours(*wide).astype(jnp.bfloat16).astype(jnp.float32)))
+
+    def taps(x, kernel, bias):
+        return epilogue(depthwise_taps(x, kernel, strides, pads), bias, None, True)
+    grads, taps_grads = (jax.grad(lambda *a: f(*a).astype(jnp.float32).sum(), argnums=(0, 1, 2))(x, kernel, bias)
+                         for f in (ours, taps))
+    for got, want in zip(grads, taps_grads):
+        np.testing.assert_array_equal(np.asarray(got.astype(jnp.float32)), np.asarray(want.astype(jnp.float32)))
+
+
+@needs_onednn
+def test_depthwise_handlers_on_four_devices_equal_one(tmp_path):
+    """Under `conv_mesh` each device runs the C++ depthwise forward on its rows, and the kernel
+    gradient is each device's partial sum, summed over the mesh (psum): values and all three
+    gradients equal one device's."""
+    script = """
+import numpy as np
+import jax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from stres_jax.models import onednn
+rng = np.random.default_rng(0)
+x, k, b = (rng.standard_normal(s).astype(np.float32) for s in ((4, 4, 6, 7, 80), (3, 3, 3, 1, 80), (80,)))
+loss = lambda x, k, b: (onednn.depthwise_conv3d_fused(x, k, b, True, (1, 2, 2), ((1, 1),) * 3) ** 2).sum()
+one = jax.jit(jax.value_and_grad(loss, (0, 1, 2)))(x, k, b)
+mesh = Mesh(np.array(jax.devices()), ("data",))
+with onednn.conv_mesh(mesh):
+    step = jax.jit(jax.value_and_grad(loss, (0, 1, 2)))
+    jaxpr = str(jax.make_jaxpr(step)(x, k, b))
+    four = step(jax.device_put(x, NamedSharding(mesh, PartitionSpec("data"))), k, b)
+errors = [float(np.abs(np.asarray(a) - np.asarray(c)).max() / np.abs(np.asarray(c)).max())
+          for a, c in zip(jax.tree.leaves(four), jax.tree.leaves(one))]
+print(jax.device_count(), "psum" in jaxpr, max(errors))
+"""
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    devices, summed, error = result.stdout.split()
+    assert devices == "4" and summed == "True" and float(error) < 1e-5, result.stdout
