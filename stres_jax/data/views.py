@@ -18,7 +18,8 @@ def resized_size(height, width, preset):
     return int(height * float(factor) + 0.5), int(width * float(factor) + 0.5)
 
 
-def _opencv_resize(frame, preset):
+def opencv_resize(frame, preset):
+    """`frame` resized by a short-side `preset` with OpenCV's bilinear, as mmcv's `Resize` does."""
     import cv2  # opencv-python-headless: only the short-side (mmaction2) presets need it
     height, width = resized_size(frame.shape[0], frame.shape[1], preset)
     if (height, width) == frame.shape[:2]:
@@ -52,7 +53,7 @@ def frame_views(frame, preset=TORCHVISION, count=1):
         band = transforms.resize_region_uint8(frame[None], tuple(preset.resize),
                                               (top, 0, preset.crop, preset.resize[1]))[0]
         return np.stack([band[:, left: left + preset.crop] for _, left in view_offsets(*preset.resize, preset, count)])
-    resized = _opencv_resize(frame, preset)
+    resized = opencv_resize(frame, preset)
     crop = preset.crop
     return np.stack([resized[top: top + crop, left: left + crop]
                      for top, left in view_offsets(resized.shape[0], resized.shape[1], preset, count)])

@@ -93,6 +93,8 @@ class ClipSampler:
     def __init__(self, videos, clips_per_video, clip_len, seed, preset=TORCHVISION):
         self.videos, self.clips_per_video, self.clip_len, self.seed = videos, clips_per_video, clip_len, seed
         self.preset = preset
+        mmaction = preset.sampling == "mmaction"  # the decode task that cuts and transforms a clip
+        self._task = (mmaction_train.train_clip_task, (preset,)) if mmaction else (train_clip_task, ())
         self.per_epoch = len(videos) * clips_per_video
         self._order = (None, None)  # (epoch, its permutation): made once per epoch, not per sample
         self._decoder = None        # this process's DecodeWorkers, started on first use
@@ -151,8 +153,7 @@ class ClipSampler:
         replaced = [0, 0]
         for offset in range(tries):
             video, indices, origin, flip = self.describe(index + offset)
-            task, extra = ((mmaction_train.train_clip_task, (self.preset,)) if self.preset.sampling == "mmaction"
-                           else (train_clip_task, ()))
+            task, extra = self._task
             try:  # isolated readers in a worker process: a decoder crash or hang costs this clip, not the run
                 if video.reader.isolated:
                     if self._decoder is None:

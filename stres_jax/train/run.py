@@ -56,6 +56,9 @@ def run_preset(config):
         preset = ARCH_SPECS[canonical_arch(config.arch)].preset
     else:
         preset = preset_of(read_meta(checked_checkpoint(ModelOptions.from_config(config))))
+    if preset.sampling != "mmaction" and config.sampling.frame_interval != 1:
+        raise UserError(f"sampling.frame_interval={config.sampling.frame_interval} applies to mmaction2's sampling "
+                        f"(the CSN nets); this net samples at sampling.frame_rate: leave frame_interval at 1")
     return preset.replace(frame_interval=config.sampling.frame_interval)
 
 
