@@ -37,31 +37,40 @@ inline void valid_range(int64_t k, int64_t stride, int64_t pad, int64_t size, in
   hi = size - 1 + pad - k < 0 ? 0 : std::min<int64_t>(out, (size - 1 + pad - k) / stride + 1);
 }
 
-template <typename T>
-__attribute__((always_inline)) inline void accumulate_row(const T* __restrict x, const T* __restrict dy,
-                                                          T* __restrict acc, const Shape& s, int64_t n, int64_t od,
-                                                          int64_t oh) {
-  const int64_t C = s.c;
-  const T* dy_row = dy + ((n * s.od + od) * s.oh + oh) * s.ow * C;
+// Calls `tap(kd, kh, x_row)` for each (kd, kh) tap of output row (n, od, oh) that lands inside x,
+// with x_row the start of the input row it reads (the padding's rows are skipped: zeros).
+template <typename T, typename Tap>
+__attribute__((always_inline)) inline void for_each_input_row(const T* x, const Shape& s, int64_t n, int64_t od,
+                                                              int64_t oh, Tap tap) {
   for (int64_t kd = 0; kd < s.kd; ++kd) {
     const int64_t id = od * s.s[0] + kd - s.p[0];
     if (id < 0 || id >= s.d) continue;
     for (int64_t kh = 0; kh < s.kh; ++kh) {
       const int64_t ih = oh * s.s[1] + kh - s.p[1];
       if (ih < 0 || ih >= s.h) continue;
-      const T* x_row = x + ((n * s.d + id) * s.h + ih) * s.w * C;
-      for (int64_t kw = 0; kw < s.kw; ++kw) {
-        T* a = acc + ((kd * s.kh + kh) * s.kw + kw) * C;
-        int64_t lo, hi;
-        valid_range(kw, s.s[2], s.p[2], s.w, s.ow, lo, hi);
-        for (int64_t ow = lo; ow < hi; ++ow) {
-          const T* xv = x_row + (ow * s.s[2] + kw - s.p[2]) * C;
-          const T* gv = dy_row + ow * C;
-          for (int64_t c = 0; c < C; ++c) a[c] += xv[c] * gv[c];
-        }
-      }
+      tap(kd, kh, x + ((n * s.d + id) * s.h + ih) * s.w * s.c);
     }
   }
+}
+
+template <typename T>
+__attribute__((always_inline)) inline void accumulate_row(const T* __restrict x, const T* __restrict dy,
+                                                          T* __restrict acc, const Shape& s, int64_t n, int64_t od,
+                                                          int64_t oh) {
+  const int64_t C = s.c;
+  const T* dy_row = dy + ((n * s.od + od) * s.oh + oh) * s.ow * C;
+  for_each_input_row(x, s, n, od, oh, [&](int64_t kd, int64_t kh, const T* __restrict x_row) {
+    for (int64_t kw = 0; kw < s.kw; ++kw) {
+      T* a = acc + ((kd * s.kh + kh) * s.kw + kw) * C;
+      int64_t lo, hi;
+      valid_range(kw, s.s[2], s.p[2], s.w, s.ow, lo, hi);
+      for (int64_t ow = lo; ow < hi; ++ow) {
+        const T* xv = x_row + (ow * s.s[2] + kw - s.p[2]) * C;
+        const T* gv = dy_row + ow * C;
+        for (int64_t c = 0; c < C; ++c) a[c] += xv[c] * gv[c];
+      }
+    }
+  });
 }
 
 #define ROWS_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
@@ -133,23 +142,16 @@ __attribute__((always_inline)) inline void forward_pixel(const T* __restrict x, 
   const int64_t n_width = kBlock > 0 ? kBlock : width;
   A acc[kBlock > 0 ? kBlock : 64];
   for (int64_t j = 0; j < n_width; ++j) acc[j] = widen(bias[c0 + j]);
-  for (int64_t kd = 0; kd < s.kd; ++kd) {
-    const int64_t id = od * s.s[0] + kd - s.p[0];
-    if (id < 0 || id >= s.d) continue;
-    for (int64_t kh = 0; kh < s.kh; ++kh) {
-      const int64_t ih = oh * s.s[1] + kh - s.p[1];
-      if (ih < 0 || ih >= s.h) continue;
-      const T* x_row = x + ((n * s.d + id) * s.h + ih) * s.w * C + c0;
-      const T* w_row = k + (kd * s.kh + kh) * s.kw * C + c0;
-      for (int64_t kw = 0; kw < s.kw; ++kw) {
-        const int64_t iw = ow * s.s[2] + kw - s.p[2];
-        if (iw < 0 || iw >= s.w) continue;
-        const T* xv = x_row + iw * C;
-        const T* wv = w_row + kw * C;
-        for (int64_t j = 0; j < n_width; ++j) acc[j] += widen(xv[j]) * widen(wv[j]);
-      }
+  for_each_input_row(x, s, n, od, oh, [&](int64_t kd, int64_t kh, const T* __restrict x_row) {
+    const T* w_row = k + (kd * s.kh + kh) * s.kw * C + c0;
+    for (int64_t kw = 0; kw < s.kw; ++kw) {
+      const int64_t iw = ow * s.s[2] + kw - s.p[2];
+      if (iw < 0 || iw >= s.w) continue;
+      const T* xv = x_row + iw * C + c0;
+      const T* wv = w_row + kw * C;
+      for (int64_t j = 0; j < n_width; ++j) acc[j] += widen(xv[j]) * widen(wv[j]);
     }
-  }
+  });
   T* yv = y + (((n * s.od + od) * s.oh + oh) * s.ow + ow) * C + c0;
   for (int64_t j = 0; j < n_width; ++j) yv[j] = narrow<T>(relu && acc[j] < A(0) ? A(0) : acc[j]);
 }
